@@ -1,0 +1,149 @@
+"""Command line: `python -m recstack <stage|all|evaluate> [--config FILE] [--force] [key=value ...]`.
+
+run.sh wraps it: `./run.sh` runs `all` on the default configs, `./run.sh <stage>` one stage (after its
+upstream stages, each skipped when unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recstack.artifacts import write_text
+from recstack.config import ConfigError, load_config, to_yaml
+from recstack.ensemble.submission import MMCTR_COLUMNS, read_mmctr, validate_mmctr
+from recstack.errors import DataError
+from recstack.metrics import auc, gauc, logloss
+from recstack.paths import Paths
+from recstack.pipeline import PIPELINES, run_until
+
+DEFAULT_CONFIG = "configs/mmctr_movielens.yaml"
+log = logging.getLogger("recstack")
+
+
+def _stage_help() -> str:
+    lines = ["stages (run in this order by `all`):"]
+    for track, stages in PIPELINES.items():
+        lines.append(f"  track {track}:")
+        lines += [f"    {s.name:<10} {s.help}" for s in stages.values()]
+    lines += [
+        "other commands:",
+        "    all        every stage of the config's track (the default of ./run.sh)",
+        "    evaluate   score a submission file against the local ground truth: evaluate <file>",
+    ]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="./run.sh",
+        description="recstack: multimodal recommendation competition workspace",
+        epilog=_stage_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("command", help="a stage, `all`, or `evaluate`")
+    p.add_argument("args", nargs="*", help="key=value config overrides (evaluate: the submission file first)")
+    p.add_argument(
+        "--config", "-c", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="redo the stage even if inputs and config are unchanged"
+    )
+    return p
+
+
+def setup_logging(paths: Paths, command: str) -> Path:
+    paths.logs_dir.mkdir(parents=True, exist_ok=True)
+    logfile = paths.logs_dir / f"{datetime.now():%Y%m%d-%H%M%S}-{command}.log"
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    for h in (logging.StreamHandler(sys.stderr), logging.FileHandler(logfile)):
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    root.setLevel(logging.INFO)
+    return logfile
+
+
+def evaluate(cfg, submission: str) -> dict[str, float]:
+    """Score an mmctr submission against the test labels kept aside by our dataset builders."""
+    truth_path = Paths(cfg).raw_mmctr.test_truth
+    if not truth_path.is_file():
+        raise DataError(
+            f"{truth_path}: no local ground truth. Only datasets built by recstack (movielens, synthetic) "
+            "keep test labels; a real challenge test set is scored by the leaderboard."
+        )
+    truth = pd.read_parquet(truth_path)
+    sub = read_mmctr(submission)
+    column = sub.columns[1] if len(sub.columns) == 2 else "?"
+    if column not in MMCTR_COLUMNS:
+        column = "Task2"  # let the validator report the header
+    validate_mmctr(sub, truth["ID"].to_numpy(), column, source=str(submission))
+    merged = truth.merge(sub, on="ID", how="left")
+    y, p = merged["label"].to_numpy(), merged[column].to_numpy(np.float64)
+    return {
+        "test_auc": auc(y, p),
+        "test_logloss": logloss(y, p),
+        "test_gauc": gauc(merged["user_id"].to_numpy(), y, p),
+        "rows": float(len(merged)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_intermixed_args(argv)
+    try:
+        overrides = list(args.args)
+        submission = None
+        if args.command == "evaluate":
+            if not overrides or "=" in overrides[0]:
+                raise ConfigError(
+                    "evaluate needs the submission file: ./run.sh evaluate <file> [--config FILE]"
+                )
+            submission = overrides.pop(0)
+        cfg = load_config(args.config, overrides)
+        paths = Paths(cfg)
+        logfile = setup_logging(paths, args.command)
+        log.info("config %s (%s / %s), log %s", args.config, cfg.track, cfg.dataset, logfile)
+        write_text(paths.resolved_config, to_yaml(cfg))
+        if submission is not None:
+            scores = evaluate(cfg, submission)
+            for k, v in scores.items():
+                print(f"{k}: {v:.6f}" if k != "rows" else f"{k}: {int(v)}")
+            return 0
+        t0 = time.perf_counter()
+        stage = None if args.command == "all" else args.command
+        manifests = run_until(cfg, stage, force=args.force)
+        _summary(cfg, paths, manifests, time.perf_counter() - t0)
+        return 0
+    except (ConfigError, DataError) as e:
+        if logging.getLogger().handlers:
+            log.error("%s", e)  # also lands in the run's log file
+        else:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _summary(cfg, paths: Paths, manifests: dict, seconds: float) -> None:
+    print(f"\n== {cfg.track} / {cfg.dataset}: {len(manifests)} stage(s) in {seconds:.1f}s ==")
+    for name, m in manifests.items():
+        figs = m.get("figures", {}) if m else {}
+        keys = [k for k in figs if k.startswith("valid_auc") or k in ("submission", "rows_train", "score")]
+        shown = ", ".join(f"{k}={figs[k]}" for k in keys)
+        print(f"  {name:<10} {shown or ('skipped (data.source=raw)' if not m else '')}")
+    if "ensemble" in manifests and manifests["ensemble"]:
+        fig = manifests["ensemble"]["figures"]
+        print(
+            f"  submission: {paths.stage_dir('ensemble') / fig['submission']}  (valid AUC {fig['valid_auc']})"
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

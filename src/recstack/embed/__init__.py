@@ -1,0 +1,1 @@
+"""Transformers text/image encoders, fusion, reduction, behaviour alignment (the `embed` stage)."""

@@ -1,0 +1,1 @@
+"""Blending, submission writers and their validators."""

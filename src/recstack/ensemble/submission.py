@@ -1,0 +1,87 @@
+"""MMCTR submission: `prediction.csv` with header `ID,<Task>` (one row per test ID), zipped.
+
+The validator runs before every write, so a file that the challenge would reject is never produced.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recstack.artifacts import atomic_path
+from recstack.config import MMCTR_COLUMNS
+from recstack.errors import DataError
+from recstack.paths import Submission
+
+
+def validate_mmctr(df: pd.DataFrame, test_ids: np.ndarray, column: str, source: str = "submission") -> None:
+    """Raise DataError unless `df` is exactly one valid probability per test ID under header ID,<column>."""
+    if column not in MMCTR_COLUMNS:
+        raise DataError(f"{source}: prediction column {column!r} is not one of {', '.join(MMCTR_COLUMNS)}")
+    if list(df.columns) != ["ID", column]:
+        raise DataError(f"{source}: header is {','.join(map(str, df.columns))}; expected ID,{column}")
+    if len(df) != len(test_ids):
+        raise DataError(f"{source}: has {len(df)} rows; the test set has {len(test_ids)}")
+    ids = pd.to_numeric(df["ID"], errors="coerce")
+    if ids.isna().any() or (ids != ids.round()).any():
+        raise DataError(
+            f"{source}: column 'ID' row {int(np.flatnonzero(ids.isna())[0]) if ids.isna().any() else 0} is not an integer"
+        )
+    dup = ids.duplicated()
+    if dup.any():
+        raise DataError(
+            f"{source}: column 'ID' repeats {int(ids[dup].iloc[0])} (row {int(np.flatnonzero(dup)[0])})"
+        )
+    missing = np.setdiff1d(test_ids, ids.to_numpy(np.int64))
+    if len(missing):
+        raise DataError(f"{source}: test ID {int(missing[0])} has no prediction ({len(missing)} missing)")
+    pred = pd.to_numeric(df[column], errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(pred)
+    if bad.any():
+        raise DataError(
+            f"{source}: column '{column}' row {int(np.flatnonzero(bad)[0])} is NaN or not a number"
+        )
+    out = (pred < 0) | (pred > 1)
+    if out.any():
+        r = int(np.flatnonzero(out)[0])
+        raise DataError(f"{source}: column '{column}' row {r} is {pred[r]}; expected a probability in [0, 1]")
+
+
+def write_mmctr(
+    folder: Path, ids: np.ndarray, pred: np.ndarray, test_ids: np.ndarray, column: str, zip_it: bool = True
+) -> Path:
+    """Validate, then write prediction.csv (and prediction.zip holding it) atomically; returns the file to submit."""
+    df = pd.DataFrame({"ID": np.asarray(ids, np.int64), column: np.asarray(pred, np.float64)})
+    df = df.sort_values("ID", ignore_index=True)
+    validate_mmctr(df, test_ids, column)
+    text = df.to_csv(index=False, float_format="%.6f")
+    csv_path = folder / Submission.MMCTR_CSV
+    with atomic_path(csv_path) as tmp:
+        tmp.write_text(text)
+    if not zip_it:
+        return csv_path
+    zip_path = folder / Submission.MMCTR_ZIP
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(Submission.MMCTR_CSV, text)
+    return zip_path
+
+
+def read_mmctr(path: str | Path) -> pd.DataFrame:
+    """A submission as written above: a .csv, or a .zip holding exactly one .csv."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: submission file not found")
+    try:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.endswith(".csv")]
+                if len(names) != 1:
+                    raise DataError(f"{path}: expected exactly one .csv inside, found {names}")
+                return pd.read_csv(io.BytesIO(zf.read(names[0])))
+        return pd.read_csv(path)
+    except (zipfile.BadZipFile, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable submission ({e})") from None

@@ -1,0 +1,1 @@
+"""Models: one file each (CTR priors baseline today; DIN, QIN, generative retriever next)."""

@@ -1,0 +1,1 @@
+"""FAISS indexes, candidate sources, recall reports (the `retrieve` stage)."""

@@ -1,0 +1,1 @@
+"""LightGBM stacker and its features (the `stack` stage)."""

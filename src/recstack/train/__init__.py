@@ -1,0 +1,1 @@
+"""The training loop: device placement, AMP, early stopping, checkpoints, OOF folds, DDP."""

@@ -1,0 +1,86 @@
+"""Shared test helpers: tiny configs writing under tmp_path, and tiny raw mmctr datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recstack.config import load_config
+from recstack.data.mmctr import MmctrItems, MmctrRaw, MmctrSplit
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+def tiny_raw(n_items: int = 30, users: int = 12, width: int = 8, seed: int = 0) -> MmctrRaw:
+    """A small, valid mmctr dataset with every optional part (titles, three provided embeddings)."""
+    rng = np.random.default_rng(seed)
+
+    def split(n: int, test: bool = False) -> MmctrSplit:
+        seq = rng.integers(1, n_items, (n, width))
+        seq[:, : width // 2] *= rng.random((n, 1)) < 0.5  # some rows left-padded with 0
+        seq = np.where(np.cumsum(seq != 0, axis=1) == 0, 0, seq)  # zeros only on the left
+        s = MmctrSplit(
+            user_id=rng.integers(1, users + 1, n),
+            item_seq=seq,
+            likes_level=rng.integers(0, 10, n),
+            views_level=rng.integers(0, 10, n),
+            item_id=rng.integers(1, n_items, n),
+        )
+        if test:
+            s.ids = np.arange(n, dtype=np.int64)
+        else:
+            s.label = (rng.random(n) < 0.3).astype(np.float32)
+            s.label[:2] = [0, 1]
+        return s
+
+    tags = np.zeros((n_items, 5), np.int64)
+    tags[1:, 3:] = rng.integers(1, 9, (n_items - 1, 2))
+    title = np.array([""] + [f"item {i} title" for i in range(1, n_items)], dtype=object)
+    items = MmctrItems(
+        tags=tags,
+        title=title,
+        likes_level=np.r_[0, rng.integers(0, 10, n_items - 1)],
+        views_level=np.r_[0, rng.integers(0, 10, n_items - 1)],
+    )
+    for name, dim in (("item_emb_d128", 128), ("txt_emb_BERT", 12), ("img_emb_CLIPRN50", 16)):
+        m = rng.normal(size=(n_items, dim)).astype(np.float32)
+        m[0] = 0
+        mask = np.ones(n_items, bool)
+        if name == "img_emb_CLIPRN50":
+            mask[[0, 3]] = False  # partial coverage
+            m[~mask] = 0
+        if name == "item_emb_d128":
+            mask[0] = True  # item_info has an all-zero padding row
+        else:
+            mask[0] = False
+        items.emb[name], items.emb_mask[name] = m, mask
+    return MmctrRaw(train=split(60), valid=split(20), test=split(20, test=True), items=items)
+
+
+@pytest.fixture
+def tmp_cfg(tmp_path):
+    """load_config with input/output roots under tmp_path, plus overrides."""
+
+    def make(config: str | None = None, *overrides: str):
+        base = [f"input_root={tmp_path / 'input'}", f"output_root={tmp_path / 'outputs'}"]
+        path = ROOT / "configs" / config if config else None
+        return load_config(path, [*base, *overrides])
+
+    return make
+
+
+SMALL_SYNTH = (
+    "data.synthetic.users=150",
+    "data.synthetic.items=200",
+    "data.synthetic.samples_per_user=8",
+    "data.synthetic.hist_len=16",
+    "data.synthetic.topics=6",
+    "data.synthetic.txt_dim=24",
+    "data.synthetic.img_dim=32",
+    "data.synthetic.image_size=16",
+    "data.max_hist=16",
+    "baseline.folds=3",
+)

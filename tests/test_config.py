@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import pytest
+
+from recstack.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_shipped_configs_load(name):
+    cfg = load_config(ROOT / "configs" / name)
+    assert cfg.track in ("mmctr", "tencentgr")
+
+
+def test_override_and_types():
+    cfg = load_config(ROOT / "configs/mmctr_movielens.yaml", ["baseline.folds=3", "ensemble.column=Task1"])
+    assert cfg.baseline.folds == 3 and cfg.ensemble.column == "Task1"
+
+
+def test_misspelt_key_in_yaml_names_key_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("track: mmctr\nbaseline:\n  prior_strenght: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown config key 'baseline\.prior_strenght'"):
+        load_config(bad)
+
+
+def test_unknown_override_and_bad_value():
+    with pytest.raises(ConfigError, match="command line: unknown config key 'data.sourse'"):
+        load_config(None, ["data.sourse=raw"])
+    with pytest.raises(ConfigError, match="bad value for 'baseline.folds'"):
+        load_config(None, ["baseline.folds=many"])
+    with pytest.raises(ConfigError, match="'data.source' is 'web'"):
+        load_config(None, ["data.source=web"])
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(None, ["baseline.folds"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("configs/nope.yaml")
+
+
+def test_config_is_read_only():
+    cfg = load_config(None)
+    with pytest.raises(Exception):  # noqa: B017 - omegaconf's ReadonlyConfigError
+        cfg.seed = 3
