@@ -68,7 +68,7 @@ case "${1:-}" in
   "")
     setup
     # the whole pipeline on the default (real) data, one config per track
-    for cfg in configs/mmctr_movielens.yaml; do
+    for cfg in configs/mmctr_movielens.yaml configs/tencentgr_movielens.yaml; do
       "$VENV/bin/python" -m recstack all --config "$cfg"
     done
     ;;

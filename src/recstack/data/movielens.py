@@ -19,6 +19,7 @@ import pandas as pd
 
 from recstack.artifacts import sha256_file
 from recstack.data.mmctr import MmctrItems, MmctrRaw, MmctrSplit
+from recstack.data.tencentgr import TgrEvents, TgrRaw
 from recstack.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -228,3 +229,87 @@ def build_mmctr_movielens(
         len(train), len(valid), len(test), n_items - 1,
     )  # fmt: skip
     return MmctrRaw(train=train, valid=valid, test=test, items=items), truth
+
+
+# ---- tencentgr layout ---------------------------------------------------------------------------------
+CREATIVE_BASE = 20_000_000_000  # raw creative ids look like the platform's (2000xxxxxxx)
+AGE_BUCKETS = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's age groups: <18, 18-24, ..., 56+
+
+
+def build_tgr_movielens(
+    ml: MovieLens100K, holdout_users: float = 0.2, click_rating: int = 4, seed: int = 2025
+) -> tuple[TgrRaw, pd.DataFrame, pd.DataFrame]:
+    """MovieLens-100K in the TencentGR layout, the hidden targets, and the item texts.
+
+    Rating >= `click_rating` is a click (action 1), others an exposure (0). For a random `holdout_users`
+    share of the users with a click, the last click is the hidden target: the events before it go to
+    predict_seq (not to training), the target to the truth table. Candidates = all movies.
+    """
+    rng = np.random.default_rng(seed)
+    ev = order_events(ml.ratings)
+    n_users, n_items = int(ml.users["user_id"].max()), int(ml.items["item_id"].max())
+    user, item, ts = (ev[c].to_numpy(np.int64) for c in ("user_id", "item_id", "timestamp"))
+    action = (ev["rating"].to_numpy() >= click_rating).astype(np.int64)
+
+    # the last click of each user and whether the user is held out
+    clicks = np.flatnonzero(action == 1)
+    last_click = pd.Series(clicks).groupby(user[clicks]).max()  # user -> event index
+    eligible = last_click.index.to_numpy()
+    held = np.sort(rng.choice(eligible, size=round(holdout_users * len(eligible)), replace=False))
+    is_held = np.isin(user, held)
+    target_idx = last_click.loc[held].to_numpy()
+    target_of = np.full(n_users + 1, -1)
+    target_of[held] = target_idx
+    train = ~is_held
+    pred = is_held & (np.arange(len(ev)) < target_of[user])  # strictly before the hidden click
+
+    user_raw = np.array([""] + [f"user_{u:05d}" for u in range(1, n_users + 1)], dtype=object)
+    creative = np.r_[0, CREATIVE_BASE + np.arange(1, n_items + 1)].astype(np.int64)
+    items = ml.items.set_index("item_id").reindex(range(1, n_items + 1))
+    genre = [[GENRE_ID[g] for g in gs if g in GENRE_ID] for gs in items["genres"]]
+    year = items["year"].astype("Float64").fillna(0).to_numpy(np.float64)
+    item_sparse = {
+        "100": np.r_[0, [g[0] if g else 0 for g in genre]],  # primary genre
+        "101": np.r_[0, np.where(year > 0, (year - 1900) // 10 + 1, 0)],  # release decade bucket
+        "102": np.r_[0, [g[1] if len(g) > 1 else 0 for g in genre]],  # second genre
+    }
+    users = ml.users.set_index("user_id").reindex(range(1, n_users + 1))
+    occupations = {o: k + 1 for k, o in enumerate(sorted(users["occupation"].unique()))}
+    zips = users["zip_code"].str[0]
+    user_sparse = {
+        "103": np.r_[
+            0, np.searchsorted(AGE_BUCKETS, users["age"].to_numpy(), side="right") + 1
+        ],  # age bucket
+        "104": np.r_[0, np.where(users["gender"] == "M", 1, 2)],  # gender
+        "105": np.r_[0, users["occupation"].map(occupations).to_numpy()],  # occupation
+        "109": np.r_[
+            0, np.where(zips.str.isdigit(), zips.where(zips.str.isdigit(), "0").astype(int) + 1, 11)
+        ],
+    }
+    profile_ts = np.zeros(n_users + 1, np.int64)
+    np.maximum.at(profile_ts, user, ts)  # the profile record comes last, at the user's last event time
+
+    raw = TgrRaw(
+        user_raw=user_raw,
+        creative_id=creative,
+        item_sparse={k: v.astype(np.int64) for k, v in item_sparse.items()},
+        user_sparse={k: v.astype(np.int64) for k, v in user_sparse.items()},
+        user_array={},
+        events=TgrEvents(user[train], item[train], action[train], ts[train]),
+        profile_ts=profile_ts,
+        predict_users=held,
+        predict_events=TgrEvents(user[pred], item[pred], action[pred], ts[pred]),
+        cand_creative_id=creative[1:],
+        cand_features={k: v[1:].astype(np.int64) for k, v in item_sparse.items()},
+    )
+    truth = pd.DataFrame(
+        {"user_id": user_raw[held], "creative_id": creative[item[target_idx]], "action": action[target_idx]}
+    )
+    texts = pd.DataFrame(
+        {"creative_id": creative[ml.items["item_id"].to_numpy()], "text": item_text(ml.items)}
+    )
+    log.info(
+        "MovieLens-100K -> tencentgr: %d training users (%d events), %d predict users, %d candidates",
+        len(np.unique(user[train])), int(train.sum()), len(held), n_items,
+    )  # fmt: skip
+    return raw, truth, texts

@@ -1,4 +1,5 @@
-"""MMCTR submission: `prediction.csv` with header `ID,<Task>` (one row per test ID), zipped.
+"""Submission files. MMCTR: `prediction.csv` with header `ID,<Task>` (one row per test ID), zipped.
+TencentGR: `{"top10s": [[creative_id x 10], ...], "user_list": [...]}` JSON plus a readable CSV.
 
 The validator runs before every write, so a file that the challenge would reject is never produced.
 """
@@ -6,6 +7,7 @@ The validator runs before every write, so a file that the challenge would reject
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -85,3 +87,63 @@ def read_mmctr(path: str | Path) -> pd.DataFrame:
         return pd.read_csv(path)
     except (zipfile.BadZipFile, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a readable submission ({e})") from None
+
+
+# ---- TencentGR: top-10 creative ids per user ---------------------------------------------------------
+TGR_K = 10
+
+
+def validate_tgr(top10s: list[list[int]], user_list: list[str], expected_users: list[str],
+                 pool: np.ndarray, source: str = "submission") -> None:  # fmt: skip
+    """Every user answered once, in order, with exactly 10 distinct creative ids from the candidate pool."""
+    if len(user_list) != len(expected_users):
+        raise DataError(
+            f"{source}: answers {len(user_list)} users; the predict set has {len(expected_users)}"
+        )
+    if len(top10s) != len(user_list):
+        raise DataError(f"{source}: {len(top10s)} top-10 lists for {len(user_list)} users")
+    for k, (got, want) in enumerate(zip(user_list, expected_users, strict=True)):
+        if str(got) != str(want):
+            raise DataError(f"{source}: user {k} is {got!r}; expected {want!r} (users in predict order)")
+    flat = np.asarray([c for row in top10s for c in row])
+    for k, row in enumerate(top10s):
+        if len(row) != TGR_K:
+            raise DataError(f"{source}: user {k} ({user_list[k]}) has {len(row)} items; expected {TGR_K}")
+        if len(set(row)) != TGR_K:
+            raise DataError(f"{source}: user {k} ({user_list[k]}) repeats an item: {row}")
+    if flat.size and not np.issubdtype(flat.dtype, np.integer):
+        raise DataError(f"{source}: creative ids must be integers, got {flat.dtype}")
+    outside = ~np.isin(flat, pool)
+    if outside.any():
+        pos = int(np.flatnonzero(outside)[0])
+        raise DataError(
+            f"{source}: user {pos // TGR_K} ({user_list[pos // TGR_K]}) has creative_id {flat[pos]}, "
+            "which is not in the candidate pool"
+        )
+
+
+def write_tgr(folder: Path, top10s: np.ndarray, user_list: list[str], pool: np.ndarray) -> Path:
+    """Validate, then write submission.json (what the platform takes) and submission.csv; returns the json."""
+    rows = [list(map(int, r)) for r in np.asarray(top10s)]
+    users = [str(u) for u in user_list]
+    validate_tgr(rows, users, users, pool)
+    json_path = folder / Submission.TGR_JSON
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps({"top10s": rows, "user_list": users}))
+    csv = pd.DataFrame({"user_id": users, "item_ids": [" ".join(map(str, r)) for r in rows]})
+    with atomic_path(folder / Submission.TGR_CSV) as tmp:
+        tmp.write_text(csv.to_csv(index=False))
+    return json_path
+
+
+def read_tgr(path: str | Path) -> tuple[list[list[int]], list[str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: submission file not found")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict) or not {"top10s", "user_list"} <= set(obj):
+        raise DataError(f'{path}: expected {{"top10s": [[...]], "user_list": [...]}}')
+    return obj["top10s"], [str(u) for u in obj["user_list"]]

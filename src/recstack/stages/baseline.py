@@ -1,6 +1,9 @@
-"""`baseline`: smoothed CTR priors + history co-click affinity + logistic regression, so the pipeline ends in a submission from day one.
+"""`baseline`: a real, simple model per track, so the pipeline ends in a submission from day one.
 
-Writes predictions.parquet keyed by (split, row_id): OOF-encoded train, valid and test rows.
+mmctr: smoothed CTR priors + history co-click affinity + logistic regression; predictions.parquet keyed by
+(split, row_id): OOF-encoded train, valid and test rows.
+tencentgr: recent popularity over the candidate pool, seen items left out; predictions.parquet holds the
+top `baseline.topk` items per user keyed by (split, user_row, item), for valid targets and predict users.
 """
 
 from __future__ import annotations
@@ -10,13 +13,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from recstack.artifacts import write_table
-from recstack.data.predictions import predictions_table
+from recstack.data.predictions import predictions_table, ranking_table
 from recstack.data.prepared import read_hist, read_items, read_samples
-from recstack.metrics import auc, gauc, logloss
+from recstack.data.tgr_prepared import group_bounds, histories, pool_items, read_events, read_table
+from recstack.metrics import auc, gauc, logloss, tencentgr_score
+from recstack.models.popularity import decayed_popularity, recommend
 from recstack.models.priors import PriorsBaseline
-from recstack.paths import Predictions
+from recstack.paths import Predictions, PreparedTGR
 from recstack.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -51,4 +57,47 @@ def run_mmctr(ctx: StageContext) -> dict[str, Any]:
     write_table(ctx.out / Predictions.FILE, predictions_table(parts))
     log.info("baseline valid AUC %.4f (logloss %.4f, gAUC %.4f)",
              figures["valid_auc"], figures["valid_logloss"], figures["valid_gauc"])  # fmt: skip
+    return figures
+
+
+# ---- tencentgr ----------------------------------------------------------------------------------------
+ACTION_WEIGHTS = {0: 0.0, 1: 1.0, 2: 2.5}  # final-round metric: clicks 1, conversions 2.5, exposures 0
+
+
+def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
+    bc, prep = ctx.cfg.baseline, ctx.input_dir("prepare")
+    ev = read_events(prep)
+    n_rows = pq.read_metadata(prep / PreparedTGR.ITEMS).num_rows
+    pool = pool_items(prep)
+    valid = read_table(prep, PreparedTGR.VALID)
+
+    # valid: popularity and histories without each valid user's events from the held-out target on
+    users, start, end = group_bounds(ev["user"])
+    g = np.searchsorted(users, valid["user"].to_numpy())  # group of each valid user (events grouped by user)
+    cut, stop = valid["event_index"].to_numpy(), end[g]
+    keep = np.ones(len(ev["user"]), bool)
+    n = stop - cut  # events from each target to the end of its user's run
+    keep[np.repeat(cut - (np.cumsum(n) - n), n) + np.arange(n.sum())] = False
+    pop = decayed_popularity(ev["item"][keep], ev["action"][keep], ev["ts"][keep], n_rows,
+                             bc.half_life_days, bc.conversion_weight)  # fmt: skip
+    seen = [ev["item"][s:c] for s, c in zip(start[g].tolist(), cut.tolist(), strict=True)]
+    top_v, score_v = recommend(pop, pool, seen, bc.topk, bc.exclude_seen)
+    m = tencentgr_score(top_v, valid["item"].to_numpy(), k=10, action=valid["action"].to_numpy(),
+                        action_weights=ACTION_WEIGHTS)  # fmt: skip
+    figures = {f"valid_{k}": round(float(v), 5) for k, v in m.items()}
+
+    # test: popularity from all training events, each predict user's history left out
+    pop = decayed_popularity(
+        ev["item"], ev["action"], ev["ts"], n_rows, bc.half_life_days, bc.conversion_weight
+    )
+    pu = read_table(prep, PreparedTGR.PREDICT_USERS)
+    pe = read_events(prep, predict=True, columns=["user", "item"])
+    top_t, score_t = recommend(pop, pool, histories(pe["user"], pe["item"], pu["user"].to_numpy()), bc.topk,
+                               bc.exclude_seen)  # fmt: skip
+    write_table(
+        ctx.out / Predictions.FILE, ranking_table({"valid": (top_v, score_v), "test": (top_t, score_t)})
+    )
+    figures |= {"pool": len(pool), "valid_users": len(valid), "predict_users": len(pu)}
+    log.info("popularity baseline: valid score %.4f (HR@10 %.4f, NDCG@10 %.4f)",
+             figures["valid_score"], figures["valid_hr@10"], figures["valid_ndcg@10"])  # fmt: skip
     return figures

@@ -16,10 +16,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from recstack.artifacts import write_npy, write_table
 from recstack.data.mmctr import MmctrRaw, MmctrSplit, read_mmctr_raw
-from recstack.paths import MMCTR_SPLITS, Prepared
+from recstack.data.tencentgr_parquet import read_parquet_layout
+from recstack.data.tencentgr_platform import read_platform
+from recstack.data.tgr_prepared import group_bounds, read_events
+from recstack.paths import MMCTR_SPLITS, Prepared, PreparedTGR
 from recstack.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -106,4 +110,54 @@ def run_mmctr(ctx: StageContext) -> dict[str, Any]:
         figures[f"coverage_{name}"] = round(float(items.emb_mask[name][1:].mean()), 4)
     figures["coverage_image"] = round(float((image_path[1:] != "").mean()), 4)
     write_table(ctx.out / Prepared.ITEMS, pa.table(cols))
+    return figures
+
+
+# ---- tencentgr ----------------------------------------------------------------------------------------
+def valid_targets(events: dict[str, np.ndarray], n_users: int, seed: int) -> pa.Table:
+    """The last click (or conversion) of up to `n_users` sampled training users, with its history length.
+
+    Later stages train on events before each target only and score the target: a local validation that
+    mirrors the task (next item after a history), for data whose test answers are hidden.
+    """
+    user, action = events["user"], events["action"]
+    users, start, end = group_bounds(user)
+    clicks = np.flatnonzero(action >= 1)
+    owner = np.searchsorted(start, clicks, side="right") - 1  # group of each click
+    last = np.full(len(users), -1)
+    np.maximum.at(last, owner, clicks)
+    has = np.flatnonzero(last >= 0)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(has, size=min(n_users, len(has)), replace=False))
+    pos = last[pick]
+    return pa.table(
+        {
+            "user": pa.array(users[pick].astype(np.int64)),
+            "item": pa.array(events["item"][pos].astype(np.int64)),
+            "action": pa.array(action[pos].astype(np.int8)),
+            "n_hist": pa.array((pos - start[pick]).astype(np.int64)),
+            "event_index": pa.array(pos.astype(np.int64)),  # row of the target in events.parquet
+        }
+    )
+
+
+def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
+    dc, raw = ctx.cfg.data, ctx.paths.raw_tencentgr
+    layout = dc.layout if dc.layout != "auto" else ("parquet" if raw.is_parquet_layout else "platform")
+    args = (raw.root, ctx.out, dc.strict, tuple(dc.mm_feats), dict(dc.emb_dims))
+    figures = read_platform(*args) if layout == "platform" else read_parquet_layout(*args)
+    figures["layout"] = layout
+    if raw.item_text.is_file():
+        text = pq.read_table(raw.item_text).to_pandas()
+        items = pq.read_table(ctx.out / PreparedTGR.ITEMS, columns=["item", "creative_id"]).to_pandas()
+        merged = items.merge(text, on="creative_id", how="left")
+        table = pa.table({"item": merged["item"].to_numpy(), "text": merged["text"].fillna("").tolist()})
+        write_table(ctx.out / PreparedTGR.ITEM_TEXT, table)
+        figures["items_with_text"] = int((merged["text"].fillna("") != "").sum())
+    events = read_events(ctx.out, columns=["user", "item", "action"])
+    write_table(ctx.out / PreparedTGR.VALID, valid_targets(events, dc.valid_users, ctx.cfg.seed))
+    figures["valid_users"] = min(dc.valid_users, len(np.unique(events["user"])))
+    for k, v in figures.items():
+        if k.startswith(("skipped_", "events_unknown", "predict_users_unknown", "candidates_cold")) and v:
+            log.info("%s: %s", k, v)
     return figures

@@ -1,0 +1,633 @@
+"""The TencentGR public parquet release, both directions (the same data as the platform layout):
+
+    indexer.pkl                         {"u", "i", "f", "a"} raw id -> re-id (as in the platform layout)
+    seq/*.parquet                       user_id int64 (re-id), seq list<struct<item_id, action_type, timestamp>>
+    item_feat/*.parquet                 item_id int64 (re-id) + one nullable int64 column per sparse feature id
+    user_feat/*.parquet                 user_id + nullable int64 103/104/105/109 + list<int64> 106/107/108/110
+    mm_emb/emb_<id>_<dim>_parquet/      anonymous_cid string (a creative id), emb list<float32>
+    predict_seq/*.parquet               the users to answer for (answer order = file order) and their histories
+    candidate/*.parquet                 creative_id string, reid_creative_id int64 (0: never in training),
+                                        retrieval_id int64, one struct<feature_value, is_str> per feature id
+
+Reading goes file by file and row group by row group (ParquetFile.iter_batches); the list<struct> sequences
+are flattened with Arrow compute, never event by event in Python. User ids are taken from `user_id`, never
+from row order (the official baseline assumes 1..N in file order). Output: the same canonical tables as
+`tencentgr_platform.read_platform`.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from recstack.artifacts import atomic_path, write_table
+from recstack.data.tencentgr import (
+    ACTIONS,
+    ITEM_SPARSE,
+    MM_DIMS,
+    USER_ARRAY,
+    USER_SPARSE,
+    EmbeddingSink,
+    EventSink,
+    TgrEvents,
+    TgrRaw,
+    creative_ids_from_indexer,
+    indexer_of,
+    write_candidates,
+    write_items,
+    write_predict_users,
+    write_users,
+)
+from recstack.data.tencentgr_platform import load_indexer, read_candidates, read_seq
+from recstack.errors import DataError
+from recstack.paths import PreparedTGR, RawTencentGR
+
+log = logging.getLogger(__name__)
+BATCH_ROWS = 16_384  # rows per Arrow batch (users for seq/, items for item_feat/, ...)
+BATCH_EVENTS = 2_000_000  # events buffered before a row group of events.parquet is written
+SEQ_FIELDS = ("item_id", "action_type", "timestamp")
+SEQ_TYPE = "list<struct<item_id int64, action_type int64, timestamp int64>>"
+
+
+# ---- checked access to parquet parts -----------------------------------------------------------------
+def parquet_parts(folder: Path, what: str) -> list[Path]:
+    """The `*.parquet` files of `folder`, sorted by name; a missing or empty folder is an error."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found (expected {what})")
+    parts = sorted(p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
+    if not parts:
+        raise DataError(f"{folder}: no *.parquet files (expected {what})")
+    return parts
+
+
+def _open(path: Path, required: tuple[str, ...], what: str) -> pq.ParquetFile:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: not a readable parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    missing = [n for n in required if n not in names]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(names) or 'none'} (expected {what})"
+        )
+    return pf
+
+
+def _is_int(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t)
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _is_str(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _check_type(
+    pf: pq.ParquetFile, path: Path, name: str, ok: Callable[[pa.DataType], bool], expected: str
+) -> None:
+    t = pf.schema_arrow.field(name).type
+    if not ok(t):
+        raise DataError(f"{path}: column '{name}' must be {expected}, got {t}")
+
+
+def _batches(
+    pf: pq.ParquetFile, columns: list[str], bar: tqdm | None = None, batch_size: int | None = None
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(first row's number in the file, batch), row group by row group."""
+    row0 = 0
+    for batch in pf.iter_batches(batch_size=batch_size or BATCH_ROWS, columns=columns):
+        yield row0, batch
+        row0 += batch.num_rows
+        if bar is not None:
+            bar.update(batch.num_rows)
+
+
+def _ints(arr: pa.Array, path: Path, name: str, row0: int) -> np.ndarray:
+    """An integer array with no nulls, as int64 (the type was checked on the schema)."""
+    if arr.null_count:
+        row = row0 + int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{path} row {row}: column '{name}' is null; expected an integer")
+    return arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _ints_or_zero(arr: pa.Array) -> np.ndarray:
+    """A nullable integer (or all-null) array as int64, null -> 0 (missing feature)."""
+    if pa.types.is_null(arr.type):
+        return np.zeros(len(arr), np.int64)
+    return arr.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _cids(arr: pa.Array, path: Path, name: str, row0: int) -> np.ndarray:
+    """Creative ids given as digit strings (the release) or integers, as int64."""
+    if _is_int(arr.type):
+        return _ints(arr, path, name, row0)
+    ok = pc.match_substring_regex(arr, r"^[0-9]{1,18}$").fill_null(False).to_numpy(zero_copy_only=False)
+    if not ok.all():
+        row = int(np.flatnonzero(~ok)[0])
+        raise DataError(
+            f"{path} row {row0 + row}: column '{name}' holds {arr[row].as_py()!r}; expected a creative id "
+            "(a string of digits)"
+        )
+    return pc.cast(arr, pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _list_lengths(arr: pa.Array) -> np.ndarray:
+    """Length of each list, 0 for a null list."""
+    return pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+class _CidIndex:
+    """Vectorised creative id -> item row lookup (0 = unknown)."""
+
+    def __init__(self, creative: np.ndarray):
+        rows = np.flatnonzero(creative)
+        rows = rows[rows > 0]
+        order = np.argsort(creative[rows], kind="stable")
+        self.keys, self.rows = creative[rows][order], rows[order]
+
+    def __call__(self, cids: np.ndarray) -> np.ndarray:
+        if not len(self.keys):
+            return np.zeros(len(cids), np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, cids), len(self.keys) - 1)
+        return np.where(self.keys[pos] == cids, self.rows[pos], 0).astype(np.int64)
+
+
+# ---- sequences -----------------------------------------------------------------------------------------
+def _check_seq_schema(pf: pq.ParquetFile, path: Path) -> None:
+    _check_type(pf, path, "user_id", _is_int, "integer (the user re-id)")
+    t = pf.schema_arrow.field("seq").type
+    ok = _is_list(t) and pa.types.is_struct(t.value_type)
+    if ok:
+        st = t.value_type
+        names = [st.field(k).name for k in range(st.num_fields)]
+        ok = all(f in names and _is_int(st.field(f).type) for f in SEQ_FIELDS)
+    if not ok:
+        raise DataError(f"{path}: column 'seq' must be {SEQ_TYPE}, got {t}")
+
+
+def _seq_batch(
+    batch: pa.RecordBatch, path: Path, row0: int, n_items: int, counts: Counter
+) -> tuple[np.ndarray, TgrEvents]:
+    """A batch of seq rows -> (user id of each row, its events grouped by row, time-ordered within a row)."""
+    users = _ints(batch.column(0), path, "user_id", row0)
+    seq = batch.column(1)
+    lengths = _list_lengths(seq)
+    flat = pc.list_flatten(seq)
+    rows = np.repeat(np.arange(len(users)), lengths)
+    cols = []
+    for name in SEQ_FIELDS:
+        arr = pc.struct_field(flat, name)
+        if arr.null_count:
+            p = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+            r = int(rows[p])
+            raise DataError(
+                f"{path} row {row0 + r} (user_id {users[r]}): event {p - int(lengths[:r].sum())} has a null "
+                f"{name}; expected an integer"
+            )
+        cols.append(arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
+    item, action, ts = cols
+    bad = ~np.isin(action, ACTIONS)
+    if bad.any():
+        p = int(np.flatnonzero(bad)[0])
+        r = int(rows[p])
+        raise DataError(
+            f"{path} row {row0 + r} (user_id {users[r]}): unknown action_type {int(action[p])}; "
+            f"expected one of {ACTIONS}"
+        )
+    order = np.lexsort((ts, rows))  # rows (users) in file order, time order within a row, stable
+    user = users[rows][order]
+    item, action, ts = item[order], action[order], ts[order]
+    # ids outside the indexer are cold (not errors): they become 0 and are counted
+    cold = (item < 1) | (item > n_items)
+    if cold.any():
+        counts["events_unknown_item"] += int(cold.sum())
+        item = np.where(cold, 0, item)
+    return users, TgrEvents(user, item, action, ts)
+
+
+def read_seq_parquet(folder: Path, sink: EventSink, n_items: int, counts: Counter) -> np.ndarray:
+    """Every seq/ (or predict_seq/) part into `sink`; returns the user id of each row, in file order."""
+    what = f"{folder.name}/*.parquet with columns user_id, seq {SEQ_TYPE}"
+    files = [(p, _open(p, ("user_id", "seq"), what)) for p in parquet_parts(folder, what)]
+    for p, pf in files:
+        _check_seq_schema(pf, p)
+    users: list[np.ndarray] = []
+    pending: list[TgrEvents] = []
+    n_pending = 0
+
+    def flush() -> None:
+        nonlocal pending, n_pending
+        if pending:
+            sink.add(
+                *(np.concatenate([getattr(e, f) for e in pending]) for f in ("user", "item", "action", "ts"))
+            )
+        pending, n_pending = [], 0
+
+    total = sum(pf.metadata.num_rows for _p, pf in files)
+    with tqdm(total=total, desc=f"{folder.name}/", unit=" users", mininterval=2) as bar:
+        for p, pf in files:
+            for row0, batch in _batches(pf, ["user_id", "seq"], bar):
+                u, ev = _seq_batch(batch, p, row0, n_items, counts)
+                users.append(u)
+                pending.append(ev)
+                n_pending += len(ev)
+                if n_pending >= BATCH_EVENTS:
+                    flush()
+    flush()
+    if total == 0:
+        raise DataError(f"{folder}: no rows in {len(files)} parquet file(s) (empty; expected {what})")
+    return np.concatenate(users)
+
+
+# ---- users and items ----------------------------------------------------------------------------------
+def read_user_feat(
+    folder: Path, n_users: int, counts: Counter
+) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+    what = "user_feat/*.parquet with user_id and nullable 103/104/105/109 int64, 106/107/108/110 list<int64>"
+    sparse = {k: np.zeros(n_users + 1, np.int64) for k in USER_SPARSE}
+    arrays: dict[str, list] = {k: [[] for _ in range(n_users + 1)] for k in USER_ARRAY}
+    for path in parquet_parts(folder, what):
+        pf = _open(path, ("user_id",), what)
+        _check_type(pf, path, "user_id", _is_int, "integer (the user re-id)")
+        names = pf.schema_arrow.names
+        s_cols = [k for k in USER_SPARSE if k in names]
+        a_cols = [k for k in USER_ARRAY if k in names]
+        for k in s_cols:
+            _check_type(
+                pf, path, k, lambda t: _is_int(t) or pa.types.is_null(t), "a nullable integer (feature re-id)"
+            )
+        for k in a_cols:
+            _check_type(pf, path, k, lambda t: pa.types.is_null(t) or (_is_list(t) and _is_int(t.value_type)),
+                        "a nullable list of integers (feature re-ids)")  # fmt: skip
+        for row0, batch in _batches(pf, ["user_id", *s_cols, *a_cols]):
+            uid = _ints(batch.column("user_id"), path, "user_id", row0)
+            ok = (uid >= 1) & (uid <= n_users)
+            if not ok.all():
+                counts["profiles_unknown_user"] += int((~ok).sum())
+            known = uid[ok]
+            for k in s_cols:
+                sparse[k][known] = _ints_or_zero(batch.column(k))[ok]
+            for k in a_cols:
+                col = batch.column(k)
+                if pa.types.is_null(col.type):
+                    lists = [None] * len(col)
+                else:
+                    values = pc.list_flatten(col)
+                    if values.null_count:
+                        p = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+                        r = int(np.searchsorted(np.cumsum(_list_lengths(col)), p, side="right"))
+                        raise DataError(f"{path} row {row0 + r}: column '{k}' has a null inside its list")
+                    lists = col.to_pylist()
+                target = arrays[k]
+                for r in np.flatnonzero(ok).tolist():
+                    target[uid[r]] = lists[r] or []
+    return sparse, arrays
+
+
+def read_item_feat(folder: Path, n_rows: int, n_items: int, counts: Counter) -> dict[str, np.ndarray]:
+    what = "item_feat/*.parquet with item_id and one nullable int64 column per item feature id"
+    feats = {k: np.zeros(n_rows, np.int64) for k in ITEM_SPARSE}
+    for path in parquet_parts(folder, what):
+        pf = _open(path, ("item_id",), what)
+        _check_type(pf, path, "item_id", _is_int, "integer (the item re-id)")
+        cols = [k for k in ITEM_SPARSE if k in pf.schema_arrow.names]
+        for k in cols:
+            _check_type(
+                pf, path, k, lambda t: _is_int(t) or pa.types.is_null(t), "a nullable integer (feature re-id)"
+            )
+        for row0, batch in _batches(pf, ["item_id", *cols]):
+            iid = _ints(batch.column("item_id"), path, "item_id", row0)
+            ok = (iid >= 1) & (iid <= n_items)
+            if not ok.all():
+                counts["item_feat_unknown_item"] += int((~ok).sum())
+            for k in cols:
+                feats[k][iid[ok]] = _ints_or_zero(batch.column(k))[ok]
+    return feats
+
+
+# ---- candidates and embeddings ------------------------------------------------------------------------
+def _is_feature_col(t: pa.DataType) -> bool:
+    if _is_int(t) or pa.types.is_null(t):
+        return True
+    if not pa.types.is_struct(t):
+        return False
+    idx = t.get_field_index("feature_value")
+    return idx >= 0 and (_is_int(t.field(idx).type) or pa.types.is_null(t.field(idx).type))
+
+
+def read_candidate_parquet(folder: Path, counts: Counter):
+    """(creative ids, retrieval ids, {feature id: values}, reid_creative_id or None), rows in file order."""
+    what = "candidate/*.parquet with creative_id string, retrieval_id int64, struct<feature_value, is_str> features"
+    cids, rids, reids = [], [], []
+    feat_parts: dict[str, list[tuple[int, np.ndarray]]] = {}
+    n = 0
+    has_reid = True
+    for path in parquet_parts(folder, what):
+        pf = _open(path, ("creative_id",), what)
+        names = pf.schema_arrow.names
+        _check_type(pf, path, "creative_id", lambda t: _is_str(t) or _is_int(t), "a string (creative id)")
+        extra = [c for c in ("retrieval_id", "reid_creative_id") if c in names]
+        for c in extra:
+            _check_type(pf, path, c, _is_int, "integer")
+        has_reid &= "reid_creative_id" in names
+        fcols = [c for c in names if c.isdigit()]
+        for c in fcols:
+            _check_type(pf, path, c, _is_feature_col, "struct<feature_value int64, is_str int64> (a feature)")
+        for row0, batch in _batches(pf, ["creative_id", *extra, *fcols]):
+            cids.append(_cids(batch.column("creative_id"), path, "creative_id", row0))
+            m = batch.num_rows
+            if "retrieval_id" in extra:
+                rids.append(_ints(batch.column("retrieval_id"), path, "retrieval_id", row0))
+            else:  # as the platform reader: row order
+                rids.append(np.arange(n, n + m, dtype=np.int64))
+            if "reid_creative_id" in extra:
+                reids.append(_ints_or_zero(batch.column("reid_creative_id")))
+            for c in fcols:
+                col = batch.column(c)
+                v = pc.struct_field(col, "feature_value") if pa.types.is_struct(col.type) else col
+                feat_parts.setdefault(c, []).append((n, _ints_or_zero(v)))
+            n += m
+    if n == 0:
+        raise DataError(f"{folder}: no candidates (empty; expected {what})")
+    feats = {}
+    for c, parts in feat_parts.items():
+        col = np.zeros(n, np.int64)
+        for start, v in parts:
+            col[start : start + len(v)] = v
+        if col.any():  # as the platform reader: a feature no candidate has is no column
+            feats[c] = col
+    reid = np.concatenate(reids) if has_reid else None
+    return np.concatenate(cids), np.concatenate(rids), feats, reid
+
+
+def read_mm_parquet(
+    mm_root: Path, feat: str, lookup: _CidIndex, sink: EmbeddingSink, counts: Counter
+) -> None:
+    dim = sink.dim
+    folder = mm_root / f"emb_{feat}_{dim}_parquet"
+    if not folder.is_dir():
+        others = sorted(p.name for p in mm_root.glob(f"emb_{feat}_*_parquet")) if mm_root.is_dir() else []
+        hint = f"; found {', '.join(others)} (set its dimension in emb_dims)" if others else ""
+        raise DataError(f"{folder}: folder not found (multimodal feature {feat}, dimension {dim}){hint}")
+    what = f"emb_{feat}_{dim}_parquet/*.parquet with anonymous_cid string, emb list<float32> of length {dim}"
+    unknown = nulls = 0
+    for path in parquet_parts(folder, what):
+        pf = _open(path, ("anonymous_cid", "emb"), what)
+        _check_type(pf, path, "anonymous_cid", lambda t: _is_str(t) or _is_int(t), "a string (creative id)")
+        _check_type(pf, path, "emb", lambda t: _is_list(t) and (pa.types.is_floating(t.value_type)
+                    or _is_int(t.value_type)), "a list of floats")  # fmt: skip
+        rows_per_batch = max(
+            1, min(BATCH_ROWS, (1 << 24) // dim)
+        )  # <= 64 MB of float32 (a 4096-d row: 16 KB)
+        for row0, batch in _batches(pf, ["anonymous_cid", "emb"], batch_size=rows_per_batch):
+            cid = _cids(batch.column("anonymous_cid"), path, "anonymous_cid", row0)
+            emb = batch.column("emb")
+            lengths = _list_lengths(emb)
+            has = ~emb.is_null().to_numpy(zero_copy_only=False) if emb.null_count else np.ones(len(cid), bool)
+            bad = has & (lengths != dim)
+            if bad.any():
+                r = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"{path} row {row0 + r}: anonymous_cid {cid[r]} has an embedding of length {lengths[r]}, "
+                    f"expected {dim} (emb_{feat}_{dim})"
+                )
+            values = pc.list_flatten(emb)
+            if values.null_count:
+                p = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+                r = int(np.flatnonzero(has)[p // dim])
+                raise DataError(
+                    f"{path} row {row0 + r}: anonymous_cid {cid[r]} has a null inside its embedding"
+                )
+            vec = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+            rows = lookup(cid[has])
+            known = rows > 0
+            unknown += int((~known).sum())
+            nulls += int((~has).sum())
+            if known.any():
+                sink.put(rows[known], vec[known])
+    counts[f"mm_{feat}_unknown_creative"] += unknown
+    if nulls:
+        counts[f"mm_{feat}_null_emb"] += nulls
+
+
+# ---- reading the parquet layout into the canonical tables ---------------------------------------------
+def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_feats: tuple[str, ...] = ("81",),
+                        emb_dims: dict[str, int] | None = None) -> dict[str, object]:  # fmt: skip
+    """Read the parquet release under `root` into the canonical tables in `out` (as `read_platform` does).
+
+    The eval side is `predict_seq/` + `candidate/`; where a folder is absent, the platform layout's
+    `predict_seq.jsonl` / `predict_set.jsonl` next to it are read instead. `strict` applies to those
+    JSON-lines files (cut-off lines); parquet input has no partial records to skip.
+    """
+    raw = RawTencentGR(Path(root))
+    counts: Counter = Counter()
+    idx = load_indexer(raw.indexer)
+    n_users, n_items = max(idx["u"].values(), default=0), max(idx["i"].values(), default=0)
+    user_raw = np.full(n_users + 1, "", dtype=object)
+    for k, v in idx["u"].items():
+        user_raw[v] = str(k)
+    creative = creative_ids_from_indexer(idx["i"], n_items, raw.indexer)
+
+    # candidates first: items only in the pool get rows after the indexer's items
+    cand_dir = raw.parquet_dir("candidate")
+    if cand_dir.is_dir():
+        c_cid, c_rid, c_feat, c_reid = read_candidate_parquet(cand_dir, counts)
+    elif raw.predict_set.is_file():
+        c_cid, c_rid, c_feat = read_candidates(raw.predict_set, strict, counts)
+        c_reid = None
+    else:
+        raise DataError(
+            f"{cand_dir}: folder not found; the eval side needs the candidate pool: candidate/*.parquet "
+            "(creative_id, reid_creative_id, retrieval_id, features), or the platform layout's predict_set.jsonl"
+        )
+    c_item = _CidIndex(creative)(c_cid)
+    cold = c_item == 0
+    if c_reid is not None:
+        mismatch = c_reid != c_item
+        if mismatch.any():  # the indexer decides; a different reid means another release's indexer
+            r = int(np.flatnonzero(mismatch)[0])
+            counts["candidates_reid_mismatch"] = int(mismatch.sum())
+            log.warning("%s: %d candidates' reid_creative_id disagrees with indexer.pkl (first: row %d, creative "
+                        "id %d: reid %d, indexer %d); using indexer.pkl", cand_dir, int(mismatch.sum()), r,
+                        c_cid[r], c_reid[r], c_item[r])  # fmt: skip
+    extra = np.unique(c_cid[cold])
+    creative = np.concatenate([creative, extra])
+    lookup = _CidIndex(creative)
+    c_item = lookup(c_cid)
+    counts["candidates_cold"] = int(cold.sum())
+    n_rows = len(creative)
+
+    sink = EventSink(out / PreparedTGR.EVENTS)
+    try:
+        train_users = read_seq_parquet(raw.parquet_dir("seq"), sink, n_items, counts)
+    except BaseException:
+        sink.abort()
+        raise
+    counts["events"] = sink.close()
+    pred_dir = raw.parquet_dir("predict_seq")
+    profiles: dict[int, dict] = {}
+    psink = EventSink(out / PreparedTGR.PREDICT_EVENTS)
+    try:
+        if pred_dir.is_dir():
+            p_users = read_seq_parquet(pred_dir, psink, n_items, counts)
+        elif raw.predict_seq.is_file():
+            pred = read_seq(raw.predict_seq, psink, n_users, n_items, strict, counts)
+            p_users, profiles = np.array(pred.line_users, np.int64), pred.profiles
+        else:
+            raise DataError(
+                f"{pred_dir}: folder not found; the eval side needs the users to answer for and their "
+                "histories: predict_seq/*.parquet (user_id, seq, as seq/), or the platform layout's "
+                "predict_seq.jsonl"
+            )
+    except BaseException:
+        psink.abort()
+        raise
+    counts["predict_events"] = psink.close()
+
+    sparse, arrays = read_user_feat(raw.parquet_dir("user_feat"), n_users, counts)
+    for u, uf in profiles.items():  # profiles of predict_seq.jsonl (fallback), as the platform reader
+        if not 1 <= u <= n_users:
+            counts["profiles_unknown_user"] += 1
+            continue
+        for key, v in uf.items():
+            if key in sparse and not isinstance(v, list):
+                sparse[key][u] = v
+            elif key in arrays:
+                arrays[key][u] = v if isinstance(v, list) else [v]
+    write_users(out, user_raw, sparse, arrays)
+
+    known = (p_users >= 1) & (p_users <= n_users)
+    counts["predict_users_unknown"] = int((~known).sum())  # cold-start users: answered from the pool
+    raw_ids = [user_raw[u] if k else str(u) for u, k in zip(p_users.tolist(), known.tolist(), strict=True)]
+    write_predict_users(out, p_users, raw_ids, known)
+
+    item_feats = read_item_feat(raw.parquet_dir("item_feat"), n_rows, n_items, counts)
+    for key, col in c_feat.items():  # the pool's own features fill what item_feat lacks
+        if key in ITEM_SPARSE:
+            f = item_feats.setdefault(key, np.zeros(n_rows, np.int64))
+            f[c_item] = np.where(f[c_item] == 0, col, f[c_item])
+    write_items(out, creative, item_feats, n_items)
+    write_candidates(out, c_cid, c_rid, c_item, {k: v for k, v in c_feat.items() if k in ITEM_SPARSE})
+
+    dims = {**MM_DIMS, **(emb_dims or {})}
+    for feat in mm_feats:
+        esink = EmbeddingSink(out, feat, n_rows, dims[feat])
+        try:
+            read_mm_parquet(raw.parquet_dir("mm_emb"), feat, lookup, esink, counts)
+        except BaseException:
+            esink.abort()
+            raise
+        counts[f"coverage_mm_{feat}"] = esink.close()
+
+    figures = {"users": n_users, "items": n_items, "items_with_pool": n_rows - 1, "candidates": len(c_cid),
+               "predict_users": len(p_users), "training_users": len(train_users), **counts}  # fmt: skip
+    return figures
+
+
+# ---- writing the parquet layout (tests; builders write the platform layout) ---------------------------
+def _seq_table(events: TgrEvents, users: np.ndarray) -> pa.Table:
+    """One row per user in `users` order: its events (grouped by user in `events`) as list<struct>."""
+    if len(events) and np.any(np.diff(events.user) < 0):
+        raise ValueError("events must be sorted by user for writing")
+    starts = np.searchsorted(events.user, users, side="left")
+    lengths = np.searchsorted(events.user, users, side="right") - starts
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    take = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
+    struct = pa.StructArray.from_arrays(
+        [
+            pa.array(np.asarray(getattr(events, f), np.int64)[take], pa.int64())
+            for f in ("item", "action", "ts")
+        ],
+        names=list(SEQ_FIELDS),
+    )
+    return pa.table(
+        {"user_id": pa.array(np.asarray(users, np.int64)), "seq": pa.ListArray.from_arrays(offsets, struct)}
+    )
+
+
+def _nullable(values: np.ndarray) -> pa.Array:
+    v = np.asarray(values, np.int64)
+    return pa.array(v, pa.int64(), mask=v == 0)
+
+
+def _write_parts(folder: Path, table: pa.Table, rows_per_file: int | None) -> None:
+    step = rows_per_file or max(table.num_rows, 1)
+    names = [f"part-{k:05d}.parquet" for k in range(max(1, -(-table.num_rows // step)))]
+    stale = sorted(p.name for p in folder.glob("*.parquet") if p.name not in names) if folder.is_dir() else []
+    if stale:
+        raise ValueError(
+            f"{folder}: holds other parquet files ({', '.join(stale)}); write into a fresh folder"
+        )
+    for k, name in enumerate(names):
+        write_table(folder / name, table.slice(k * step, step))
+
+
+def write_parquet_layout(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int] | None = None,
+                         rows_per_file: int | None = None) -> None:  # fmt: skip
+    """Serialise `raw` in the parquet release's layout; every file atomically. `rows_per_file` splits each
+    folder into several parts (tests of multi-file reading)."""
+    root = Path(root)
+    paths = RawTencentGR(root)
+    root.mkdir(parents=True, exist_ok=True)
+    indexer = indexer_of(raw)
+    with atomic_path(paths.indexer) as tmp:
+        tmp.write_bytes(pickle.dumps(indexer))
+    _write_parts(paths.parquet_dir("seq"), _seq_table(raw.events, np.unique(raw.events.user)), rows_per_file)
+    _write_parts(
+        paths.parquet_dir("predict_seq"), _seq_table(raw.predict_events, raw.predict_users), rows_per_file
+    )
+
+    n_u, n_i = raw.n_users, raw.n_items
+    ucols: dict[str, pa.Array] = {"user_id": pa.array(np.arange(1, n_u + 1, dtype=np.int64))}
+    for k in USER_SPARSE:
+        ucols[k] = _nullable(raw.user_sparse[k][1:] if k in raw.user_sparse else np.zeros(n_u))
+    for k in USER_ARRAY:
+        lists = raw.user_array.get(k) or [[] for _ in range(n_u + 1)]
+        ucols[k] = pa.array([v or None for v in lists[1:]], pa.list_(pa.int64()))
+    _write_parts(paths.parquet_dir("user_feat"), pa.table(ucols), rows_per_file)
+
+    icols = {"item_id": pa.array(np.arange(1, n_i + 1, dtype=np.int64))}
+    icols |= {k: _nullable(raw.item_sparse[k][1:]) for k in ITEM_SPARSE if k in raw.item_sparse}
+    _write_parts(paths.parquet_dir("item_feat"), pa.table(icols), rows_per_file)
+
+    reid_of = {int(c): i for i, c in enumerate(raw.creative_id.tolist()) if i}
+    cc = raw.cand_creative_id.tolist()
+    ccols: dict[str, pa.Array] = {
+        "creative_id": pa.array([str(c) for c in cc], pa.string()),
+        "reid_creative_id": pa.array([reid_of.get(c, 0) for c in cc], pa.int64()),
+        "retrieval_id": pa.array(np.arange(len(cc), dtype=np.int64)),
+    }
+    for k, v in sorted(raw.cand_features.items()):
+        v = np.asarray(v, np.int64)
+        ccols[k] = pa.StructArray.from_arrays(
+            [pa.array(v), pa.array(np.zeros(len(v), np.int64))],
+            names=["feature_value", "is_str"],
+            mask=pa.array(v == 0),
+        )
+    _write_parts(paths.parquet_dir("candidate"), pa.table(ccols), rows_per_file)
+
+    dims = {**MM_DIMS, **(emb_dims or {})}
+    for feat, (cids, mat) in raw.mm.items():
+        dim = dims[feat]
+        if mat.shape[1] != dim:
+            raise ValueError(f"mm feature {feat}: matrix has {mat.shape[1]} columns, expected {dim}")
+        flat = pa.array(np.asarray(mat, np.float32).reshape(-1), pa.float32())
+        offsets = pa.array(np.arange(0, len(cids) * dim + 1, dim, dtype=np.int32))
+        table = pa.table({
+            "anonymous_cid": pa.array([str(c) for c in np.asarray(cids).tolist()], pa.string()),
+            "emb": pa.ListArray.from_arrays(offsets, flat),
+        })  # fmt: skip
+        _write_parts(paths.parquet_dir("mm_emb") / f"emb_{feat}_{dim}_parquet", table, rows_per_file)

@@ -1,0 +1,120 @@
+"""Rankers' fast paths against the obvious versions, and all-padding histories (no NaN)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from recstack.models.din import DIN, TargetAttention
+from recstack.models.item_encoder import ItemEncoder
+from recstack.models.qin import QIN, SparseTargetAttention
+
+
+def encoder(n_items=40, dim=8, mm_dim=12, multimodal=True, seed=0) -> ItemEncoder:
+    g = torch.Generator().manual_seed(seed)
+    id_index = torch.arange(n_items)
+    id_index[n_items - 3 :] = 1  # out of vocabulary
+    tags = torch.randint(0, 6, (n_items, 3), generator=g)
+    tags[0] = 0
+    levels = torch.randint(0, 11, (n_items, 2), generator=g)
+    mm = torch.randn(n_items, mm_dim, generator=g) if multimodal else None
+    return ItemEncoder(id_index, tags, levels, mm, dim)
+
+
+def batch(b=6, length=10, n_items=40, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    hist = torch.randint(1, n_items, (b, length), generator=g)
+    hist[1, :4] = 0  # left padding
+    hist[2] = 0  # an empty history
+    return hist, torch.randint(1, n_items, (b,), generator=g), torch.randint(0, 10, (b, 2), generator=g)
+
+
+def test_item_table_path_equals_per_position_path():
+    torch.manual_seed(0)
+    enc = encoder()
+    hist, target, _ = batch()
+    small = enc(target[:3])[0]  # fewer ids than items: per-position path
+    assert sum(i.numel() for i in (hist, target)) > enc.n_items
+    h, t = enc(hist, target)  # table path
+    torch.testing.assert_close(h, enc.features(hist), atol=1e-5, rtol=0)
+    torch.testing.assert_close(t[:3], small, atol=1e-5, rtol=0)
+    assert enc.dim == 4 * 8 and encoder(multimodal=False).dim == 3 * 8
+    ids_only = ItemEncoder(enc.id_index, enc.tags, enc.levels, None, 8, side=False)
+    assert ids_only.dim == 8 and ids_only(hist)[0].shape == (*hist.shape, 8)
+
+
+class PlainAttention(nn.Module):
+    """DIN's activation unit as written in the paper: one MLP over the concatenation [q, k, q-k, q*k]."""
+
+    def __init__(self, dim, units):
+        super().__init__()
+        self.first = nn.Linear(4 * dim, units[0])
+        self.rest = nn.Sequential(nn.ReLU(), nn.Linear(units[0], units[1]), nn.ReLU(), nn.Linear(units[1], 1))
+
+    def forward(self, hist, target, mask):
+        q = target.unsqueeze(1).expand_as(hist)
+        w = self.rest(self.first(torch.cat([q, hist, q - hist, q * hist], -1))).squeeze(-1)
+        return (w.masked_fill(~mask, 0.0).unsqueeze(-1) * hist).sum(1)
+
+
+def test_din_split_attention_equals_concat_attention():
+    torch.manual_seed(0)
+    d, units = 12, [16, 8]
+    plain, fast = PlainAttention(d, units), TargetAttention(d, units)
+    wq, wk, wd, wp = plain.first.weight.detach().split(d, dim=1)
+    with torch.no_grad():
+        fast.w_q.weight.copy_(wq + wd)
+        fast.w_q.bias.copy_(plain.first.bias)
+        fast.w_k.weight.copy_(wk - wd)
+        fast.w_p.weight.copy_(wp)
+        fast.hidden[1][0].load_state_dict(plain.rest[1].state_dict())
+        fast.hidden[2].load_state_dict(plain.rest[3].state_dict())
+    hist, target = torch.randn(5, 7, d), torch.randn(5, d)
+    mask = torch.rand(5, 7) > 0.3
+    torch.testing.assert_close(fast(hist, target, mask), plain(hist, target, mask), atol=1e-5, rtol=0)
+
+
+def test_qin_folded_attention_equals_query_key_value_attention():
+    torch.manual_seed(0)
+    d = 10
+    w_q, w_k, w_v, w_o = (torch.randn(d, d) / math.sqrt(d) for _ in range(4))
+    b_o = torch.randn(d)
+    hist, target = torch.randn(4, 6, d), torch.randn(4, d)
+    mask = torch.rand(4, 6) > 0.3
+    q, k, v = target @ w_q.T, hist @ w_k.T, hist @ w_v.T
+    s = torch.relu(torch.einsum("bd,bld->bl", q, k) / math.sqrt(d)) * mask
+    expected = target + torch.einsum("bl,bld->bd", s, v) @ w_o.T + b_o
+    att = SparseTargetAttention(d)
+    with torch.no_grad():
+        att.query.weight.copy_(w_k.T @ w_q)
+        att.out.weight.copy_(w_o @ w_v)
+        att.out.bias.copy_(b_o)
+    torch.testing.assert_close(att(hist, target, mask), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("model", ["din", "qin"])
+def test_all_padding_histories_give_finite_outputs_and_gradients(model):
+    torch.manual_seed(0)
+    enc = encoder()
+    net = (
+        DIN(enc, [10, 10], emb_dim=8, attention_units=(8,), dnn_units=(16,))
+        if model == "din"
+        else QIN(enc, [10, 10], emb_dim=8, attention_len=4, layers=2)
+    )
+    hist, target, context = batch()
+    hist[:] = 0  # every history empty (cold-start users)
+    out = net(hist, target, context)
+    assert out.shape == (6,) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_din_per_item_key_path_equals_per_position_path():
+    torch.manual_seed(0)
+    net = DIN(encoder(), [10, 10], emb_dim=8, attention_units=(8, 4), dnn_units=(16,))
+    hist, target, context = batch()
+    assert net.items.use_table(hist, target)
+    fast = net(hist, target, context)
+    net.items.n_items = 10**9  # force per-position encoding
+    torch.testing.assert_close(fast, net(hist, target, context), atol=1e-5, rtol=0)
