@@ -22,7 +22,7 @@ import numpy as np
 from recstack.config import load_config
 from recstack.data.prepared import read_hist, read_items, read_samples
 from recstack.embed.align import AlignSettings, align, consecutive_pairs
-from recstack.embed.fuse import Modality, fuse, provided_modality
+from recstack.embed.fuse import Modality, behaviour_weights, fuse, provided_modality
 from recstack.embed.image import ImageEncoder, encode_image_files
 from recstack.embed.probe import knn_hit_rate
 from recstack.embed.text import TextEncoder, encode_texts
@@ -76,7 +76,11 @@ def main() -> None:
     print(f"{cfg.dataset}: {n - 1} items, {len(target)} clicked valid rows, {len(pairs)} train pairs; "
           f"text encoder {enc.name} {t_text:.1f}s")  # fmt: skip
     print(f"{'variant':<28} {'HR@10':>7}  {'PCA var':>7}  {'HR@10 aligned':>13}")
+    weights = behaviour_weights(list(mods.values()), pairs, rows, cfg.seed) if ec.auto_weights else {}
+    print("behaviour weights:", weights)
     for label, ms in variants:
+        for m in ms:
+            m.weight = weights.get(m.name, 1.0) if len(ms) > 1 else 1.0
         f = fuse(ms, ec.dim, ec.whiten, rows, cfg.seed)
         hr = knn_hit_rate(f.matrix, hist, target)
         out, _ = align(f.features, f.mean, f.components, pairs, f.rows, settings, cfg.seed)

@@ -35,6 +35,6 @@ def test_two_cpu_processes_match_one_process(tmp_cfg, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((Paths(cfg).stage_dir("rank_din") / MANIFEST).read_text())["figures"]
     assert two["processes"] == 2 and one["processes"] == 1
-    assert one["valid_auc"] > 0.6  # it learned something, so equal AUCs mean equal training
+    assert one["valid_auc"] > 0.55  # it learned something, so equal AUCs mean equal training
     assert abs(two["valid_auc"] - one["valid_auc"]) < 0.002, (one, two)
     assert "distributed: rank 1 of 2 (gloo)" in proc.stderr

@@ -139,7 +139,8 @@ class EmbedConfig:
     dim: int = 128  # MMCTR Task 1: a 128-d vector per item
     whiten: bool = False
     provided: list[str] = field(default_factory=lambda: ["item_emb_d128", "txt_emb_BERT", "img_emb_CLIPRN50"])
-    weights: dict[str, float] = field(default_factory=dict)  # modality -> weight (default 1.0)
+    weights: dict[str, float] = field(default_factory=dict)  # modality -> weight (overrides auto_weights)
+    auto_weights: bool = True  # weight by agreement with consecutive train clicks (1.0 each without them)
     probe: bool = True  # report next-item HR@10 of content-kNN on valid in the manifest
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recstack.models.item_encoder import ItemEncoder
+from recstack.models.item_encoder import ItemEncoder, embedding
 
 
 def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -61,7 +61,7 @@ class DIN(nn.Module):
         super().__init__()
         self.items = items
         d = items.dim
-        self.context = nn.ModuleList(nn.Embedding(c, emb_dim) for c in context_cards)
+        self.context = nn.ModuleList(embedding(c, emb_dim, std=0.01) for c in context_cards)
         self.attention = TargetAttention(d, list(attention_units))
         width = 3 * d + len(context_cards) * emb_dim
         self.dnn = mlp([width, *dnn_units], dropout)

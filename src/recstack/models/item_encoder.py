@@ -12,6 +12,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def embedding(n: int, dim: int, padding_idx: int | None = None, std: float = 1.0) -> nn.Embedding:
+    """nn.Embedding with N(0, std) weights (models/rankers.py: EMB_INIT_STD says which std per model)."""
+    emb = nn.Embedding(n, dim, padding_idx=padding_idx)
+    nn.init.normal_(emb.weight, std=std)
+    if padding_idx is not None:
+        with torch.no_grad():
+            emb.weight[padding_idx].zero_()
+    return emb
+
+
 class ItemEncoder(nn.Module):
     def __init__(
         self,
@@ -21,17 +31,19 @@ class ItemEncoder(nn.Module):
         multimodal: torch.Tensor | None,  # (I, M) float, frozen; row == item_id
         dim: int,
         side: bool = True,  # tags and levels; False = id (+ multimodal) only, as a peer DIN sees items
+        init_std: float = 1.0,  # of the embedding tables
     ):
         super().__init__()
         # persistent=False: the item side is data, rebuilt from the prepared tables, not a weight
         self.register_buffer("id_index", id_index.long(), persistent=False)
         self.register_buffer("tags", tags.long(), persistent=False)
         self.register_buffer("levels", levels.long(), persistent=False)
-        self.id_emb = nn.Embedding(max(int(id_index.max()) + 1, 2), dim, padding_idx=0)
+        self.id_emb = embedding(max(int(id_index.max()) + 1, 2), dim, padding_idx=0, std=init_std)
         if side:  # only modules the forward uses: DDP requires every parameter to get a gradient
-            self.tag_emb = nn.Embedding(max(int(tags.max()) + 1, 2), dim, padding_idx=0)
+            self.tag_emb = embedding(max(int(tags.max()) + 1, 2), dim, padding_idx=0, std=init_std)
             self.level_emb = nn.ModuleList(
-                nn.Embedding(max(int(levels[:, j].max()) + 1, 2), dim) for j in range(levels.shape[1])
+                embedding(max(int(levels[:, j].max()) + 1, 2), dim, std=init_std)
+                for j in range(levels.shape[1])
             )
         parts = 3 if side else 1
         if multimodal is not None:

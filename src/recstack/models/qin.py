@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from recstack.models.item_encoder import ItemEncoder
+from recstack.models.item_encoder import ItemEncoder, embedding
 
 
 class SparseTargetAttention(nn.Module):
@@ -64,7 +64,7 @@ class QIN(nn.Module):
         super().__init__()
         self.items, self.attention_len = items, attention_len
         d = items.dim
-        self.context = nn.ModuleList(nn.Embedding(c, emb_dim) for c in context_cards)
+        self.context = nn.ModuleList(embedding(c, emb_dim) for c in context_cards)
         self.attention = SparseTargetAttention(d)
         width = 2 * d + len(context_cards) * emb_dim
         self.input_norm = nn.BatchNorm1d(width)

@@ -20,7 +20,7 @@ from recstack.artifacts import write_npy, write_table
 from recstack.data.mmctr import item_info_table
 from recstack.data.prepared import read_hist, read_items, read_samples
 from recstack.embed.align import AlignSettings, align, consecutive_pairs
-from recstack.embed.fuse import Modality, fuse, provided_modality
+from recstack.embed.fuse import Modality, behaviour_weights, fuse, provided_modality
 from recstack.embed.hf import resolve_device
 from recstack.embed.image import ImageEncoder, encode_image_files
 from recstack.embed.probe import knn_hit_rate
@@ -64,26 +64,25 @@ def run_mmctr(ctx: StageContext) -> dict[str, Any]:
     unknown = sorted(set(ec.weights) - set(names))
     if unknown:
         raise DataError(f"embed.weights names {unknown}; the modalities of this run are {names}")
+    train, valid = read_samples(prep, "train"), read_samples(prep, "valid")
+    pairs = consecutive_pairs(
+        read_hist(prep, "train"), train["item_id"].to_numpy(), train["label"].to_numpy()
+    )
+    auto = behaviour_weights(modalities, pairs, rows, cfg.seed) if ec.auto_weights and len(pairs) else {}
     for m in modalities:
-        m.weight = float(ec.weights.get(m.name, 1.0))
+        m.weight = float(ec.weights.get(m.name, auto.get(m.name, 1.0)))
 
     fused = fuse(modalities, ec.dim, ec.whiten, rows, cfg.seed)
     figures.update(fused.figures)
     matrix = fused.matrix
-    train = read_samples(prep, "train")
-    valid = read_samples(prep, "valid")
-    if ec.align.enabled:
-        pairs = consecutive_pairs(
-            read_hist(prep, "train"), train["item_id"].to_numpy(), train["label"].to_numpy()
-        )
-        if len(pairs):
-            settings = AlignSettings(**{k: ec.align[k] for k in ec.align if k != "enabled"})
-            matrix, figures["align"] = align(
-                fused.features, fused.mean, fused.components, pairs, fused.rows, settings,
-                cfg.seed, resolve_device(cfg.device),
-            )  # fmt: skip
-        else:
-            log.info("alignment: no consecutive pairs in the training sequences, skipped")
+    if ec.align.enabled and len(pairs):
+        settings = AlignSettings(**{k: ec.align[k] for k in ec.align if k != "enabled"})
+        matrix, figures["align"] = align(
+            fused.features, fused.mean, fused.components, pairs, fused.rows, settings,
+            cfg.seed, resolve_device(cfg.device),
+        )  # fmt: skip
+    elif ec.align.enabled:
+        log.info("alignment: no consecutive pairs in the training sequences, skipped")
     if ec.probe:
         clicked = valid["label"].to_numpy() > 0
         hist, target = read_hist(prep, "valid")[clicked], valid["item_id"].to_numpy()[clicked]

@@ -27,7 +27,7 @@ from recstack.data.ranking import RankItems, read_matrix, read_rank_items, read_
 from recstack.errors import DataError
 from recstack.metrics import auc, gauc, logloss
 from recstack.models.item_encoder import ItemEncoder
-from recstack.models.rankers import RANKERS
+from recstack.models.rankers import EMB_INIT_STD, RANKERS
 from recstack.paths import MANIFEST, Embedded, Predictions, Prepared, Ranked
 from recstack.stages.context import StageContext
 from recstack.train import dist
@@ -65,7 +65,7 @@ def build_model(name: str, items: RankItems, mm: np.ndarray | None, context_card
         raise DataError(f"unknown ranker {name!r}; rankers: {', '.join(RANKERS)}")
     encoder = ItemEncoder(
         torch.tensor(items.id_index), torch.tensor(items.tags), torch.tensor(items.levels),
-        None if mm is None else torch.tensor(mm), arch["emb_dim"], side,
+        None if mm is None else torch.tensor(mm), arch["emb_dim"], side, EMB_INIT_STD[name],
     )  # fmt: skip
     return RANKERS[name](encoder, context_cards, **arch).to(device)
 
