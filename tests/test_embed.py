@@ -32,7 +32,7 @@ from recstack.errors import DataError
 from recstack.paths import Embedded, Paths
 from recstack.pipeline import run_stage, run_until
 
-from conftest import FIXTURES, SMALL_SYNTH
+from conftest import FIXTURES, SMALL_SYNTH, needs_fixtures
 
 COVERS = sorted((FIXTURES / "microlens_100k" / "covers").glob("*.jpg"))
 TINY = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
@@ -135,6 +135,7 @@ def test_hub_names_are_refused():
 
 
 # ---- images --------------------------------------------------------------------------------------------
+@needs_fixtures
 @pytest.mark.parametrize("name,dim", [("clip", 12), ("vit", 16)])
 def test_image_encoder_reads_real_covers(tiny_models, tmp_path, name, dim):
     from PIL import Image

@@ -1,5 +1,4 @@
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,9 @@ from recstack.data.mmctr import read_mmctr_raw, write_mmctr_raw
 from recstack.data.synthetic import _alias_tables, _draw, build_mmctr_synthetic, write_covers
 from recstack.paths import RawMmctr
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "microlens_100k"
+from conftest import FIXTURES as _SHARED
+
+FIXTURES = _SHARED / "microlens_100k"
 CFG = SyntheticConfig(
     users=200, items=300, samples_per_user=6, hist_len=16, txt_dim=32, img_dim=48, image_size=16
 )

@@ -19,7 +19,7 @@ from recstack.data.tencentgr_platform import (
 from recstack.errors import DataError
 from recstack.paths import PreparedTGR
 
-from conftest import FIXTURES
+from conftest import FIXTURES, needs_fixtures
 from tgr_helpers import tiny_tgr
 
 DEMO = FIXTURES / "tencentgr_demo"
@@ -27,6 +27,7 @@ EMB_DIMS = {"82": 8}
 
 
 # ---- the real demo files -------------------------------------------------------------------------------
+@needs_fixtures
 def test_real_indexer_loads_through_the_restricted_unpickler():
     idx = load_indexer(DEMO / "indexer.pkl")
     assert len(idx["u"]) == 865 and len(idx["i"]) == 58_734 and len(idx["f"]) == 22
@@ -42,6 +43,7 @@ def _parse(strict: bool):
     return parser, counts
 
 
+@needs_fixtures
 def test_real_seq_first_line_and_truncated_second_line():
     with pytest.raises(DataError, match=r"seq\.txt line 2: truncated record"):
         _parse(strict=True)
