@@ -1,5 +1,5 @@
-"""The tencentgr track end to end through the CLI on a MovieLens-shaped wheel: build, prepare, popularity
-baseline, validated submission, evaluate; plus the popularity model and the submission validator."""
+"""The tencentgr track end to end through the CLI on a MovieLens-shaped wheel: build, prepare, embed,
+popularity baseline, validated submission, evaluate; plus the popularity model and the submission validator."""
 
 import json
 
@@ -37,6 +37,10 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert 0 <= float(scores["test_score"]) <= 1 and int(scores["rows"]) == 6
     manifest = json.loads((run / "prepare" / "manifest.json").read_text())
     assert manifest["figures"]["layout"] == "platform" and manifest["figures"]["items_with_text"] == 60
+    embed = json.loads((run / "embed" / "manifest.json").read_text())["figures"]  # titles -> text vectors
+    assert set(embed["modalities"]) == {"text"} and embed["items"] == 60 and embed["align"]["pairs_train"] > 0
+    assert np.load(run / "embed" / "item_emb.npy").shape == (61, 128)
+    assert not (run / "embed" / "item_info.parquet").exists()  # the MMCTR Task 1 export is mmctr-only
 
 
 def test_popularity_decays_and_skips_seen_items():

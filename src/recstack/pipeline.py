@@ -92,6 +92,11 @@ PIPELINES: dict[str, dict[str, Stage]] = {
             "stream the platform / parquet layout into canonical events, users, items, embeddings, candidates",
             reads_raw=True,
         ),
+        "embed": Stage(
+            "embed", embed.run_tencentgr, ("prepare",),
+            (*_SHARED, "device", "embed", "data.mm_feats", "data.emb_dims"),
+            "item texts (where present) + provided emb_<id> (masked coverage) -> fused, behaviour-aligned vectors",
+        ),
         "baseline": Stage(
             "baseline", baseline.run_tencentgr, ("prepare",), (*_SHARED, "baseline"),
             "recent click popularity over the candidate pool, seen items left out: top-k per user",

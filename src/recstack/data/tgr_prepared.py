@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from recstack.errors import DataError
 from recstack.paths import PreparedTGR
 
 
@@ -46,3 +47,37 @@ def pool_items(folder: str | Path) -> np.ndarray:
     cand = pq.read_table(Path(folder) / PreparedTGR.CANDIDATES, columns=["item"]).column("item").to_numpy()
     _, first = np.unique(cand, return_index=True)
     return cand[np.sort(first)].astype(np.int64)
+
+
+def read_mm(folder: str | Path, feat: str, n_rows: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A provided multimodal matrix (n_rows, dim) float16, memory-mapped, row == item re-id, and its (n_rows,)
+    coverage mask; shapes checked against the item table and the feature's width (MM_DIMS / data.emb_dims)."""
+    path, mask_path = Path(folder) / PreparedTGR.mm_emb(feat), Path(folder) / PreparedTGR.mm_mask(feat)
+    for p in (path, mask_path):
+        if not p.is_file():
+            raise DataError(f"{p}: not found; prepare writes it for each of data.mm_feats (here '{feat}')")
+    matrix = np.load(path, mmap_mode="r")
+    if matrix.ndim != 2 or matrix.shape != (n_rows, dim) or not np.issubdtype(matrix.dtype, np.floating):
+        raise DataError(f"{path}: emb_{feat} has shape {matrix.shape} dtype {matrix.dtype}; expected "
+                        f"({n_rows}, {dim}) float: one row per item re-id, {dim} = the width of emb_{feat}")  # fmt: skip
+    mask = np.load(mask_path)
+    if mask.shape != (n_rows,) or mask.dtype != np.bool_:
+        raise DataError(f"{mask_path}: shape {mask.shape} dtype {mask.dtype}; expected ({n_rows},) bool")
+    return matrix, mask
+
+
+def read_item_text(folder: str | Path, n_rows: int) -> list[str] | None:
+    """Item texts by re-id ("" = none), or None when the data has no item text (the real TencentGR has none)."""
+    path = Path(folder) / PreparedTGR.ITEM_TEXT
+    if not path.is_file():
+        return None
+    table = pq.read_table(path, columns=["item", "text"])
+    item = table.column("item").to_numpy().astype(np.int64)
+    bad = np.flatnonzero((item < 0) | (item >= n_rows))
+    if len(bad):
+        r = int(bad[0])
+        raise DataError(f"{path}: column 'item' row {r} is {int(item[r])}; expected 0..{n_rows - 1}")
+    texts: list[str] = [""] * n_rows
+    for i, t in zip(item.tolist(), table.column("text").to_pylist(), strict=True):
+        texts[i] = t or ""
+    return texts

@@ -60,6 +60,17 @@ def consecutive_pairs(
     return np.stack([code // base, code % base], 1)
 
 
+def sequence_pairs(user: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """Unique (a, b) item pairs, b the event right after a in one user's sequence, from event arrays grouped
+    by user and time-ordered within a user (TencentGR events). Repeats and the padding id 0 are dropped."""
+    same = user[1:] == user[:-1]
+    a, b = item[:-1][same].astype(np.int64), item[1:][same].astype(np.int64)
+    keep = (a > 0) & (b > 0) & (a != b)
+    base = np.int64(int(item.max(initial=0)) + 1)
+    code = np.unique(a[keep] * base + b[keep])
+    return np.stack([code // base, code % base], 1)
+
+
 def info_nce(
     za: torch.Tensor,
     zb: torch.Tensor,
