@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
-from transformers import AutoImageProcessor, AutoModel
 
 from recstack.embed.cache import EmbeddingCache, content_key, namespace
 from recstack.embed.hf import autocast_dtype, inference, local_checkpoint, offline, resolve_device
@@ -60,6 +59,9 @@ class ImageEncoder:
         self.path: Path = local_checkpoint(model, "image encoder")
         self.batch_size, self.workers = batch_size, workers
         self.device = resolve_device(device)
+        # imported here, not at module import: transformers takes seconds to import
+        from transformers import AutoImageProcessor, AutoModel
+
         self.processor = AutoImageProcessor.from_pretrained(self.path, local_files_only=True)
         self.model = AutoModel.from_pretrained(self.path, local_files_only=True).to(self.device).eval()
         # CLIP / SigLIP: the projected image embedding; a plain vision model: its pooled (or CLS) output

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer
 
 from recstack.embed.cache import EmbeddingCache, content_key, namespace
 from recstack.embed.hf import (
@@ -100,6 +99,9 @@ class TextEncoder:
         self.path: Path = local_checkpoint(model or default_text_model(), "text encoder")
         self.pooling, self.max_length, self.batch_size = pooling, max_length, batch_size
         self.device = resolve_device(device)
+        # imported here, not at module import: transformers takes seconds to import
+        from transformers import AutoModel, AutoTokenizer
+
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
         self.model = AutoModel.from_pretrained(self.path, local_files_only=True).to(self.device).eval()
         tok = self.tokenizer
@@ -131,22 +133,34 @@ class TextEncoder:
     def encode_ids(self, ids: list[list[int]], progress: bool = True) -> np.ndarray:
         """(N, H) float32 in the order of `ids`; batches of similar length (longest first: OOM shows early)."""
         out = np.zeros((len(ids), self.dim), np.float32)
-        order = np.argsort([-len(x) for x in ids], kind="stable")
+        lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
+        order = np.argsort(-lengths, kind="stable")
         starts = range(0, len(ids), self.batch_size)
+        pending: list[tuple[np.ndarray, torch.Tensor]] = []  # pooled batches still on the device
+
+        def flush() -> None:  # one host copy per group of batches, not a sync per batch
+            if pending:
+                out[np.concatenate([r for r, _ in pending])] = (
+                    torch.cat([v for _, v in pending]).cpu().numpy()
+                )
+                pending.clear()
+
         for s in tqdm(
             starts, desc=f"text {self.name}", unit="batch", disable=not progress or len(starts) < 2
         ):
             rows = order[s : s + self.batch_size]
-            width = len(ids[rows[0]])
-            batch = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                batch[r, : len(ids[i])] = torch.tensor(ids[i])
-                mask[r, : len(ids[i])] = 1
-            batch, mask = batch.to(self.device), mask.to(self.device)
+            lens = lengths[rows]
+            mask = np.arange(lens[0]) < lens[:, None]  # (B, T): each row's tokens are a prefix
+            batch = np.full(mask.shape, self.pad_id, np.int64)
+            batch[mask] = np.concatenate([ids[i] for i in rows])  # row-major fill = row by row
+            b = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            m = torch.from_numpy(mask.astype(np.int64)).to(self.device, non_blocking=True)
             with inference(self.device):
-                hidden = self.model(input_ids=batch, attention_mask=mask).last_hidden_state  # (B, T, H)
-                out[rows] = pool(hidden, mask, self.pooling).cpu().numpy()
+                hidden = self.model(input_ids=b, attention_mask=m).last_hidden_state  # (B, T, H)
+                pending.append((rows, pool(hidden, m, self.pooling).float()))
+            if len(pending) >= 32:
+                flush()
+        flush()
         return out
 
     def encode(self, texts: list[str], progress: bool = True) -> np.ndarray:
