@@ -9,10 +9,12 @@ Quality: valid and test AUC (test labels from the builder's local_truth) of our 
 the multimodal matrix (the embed stage's when it ran, else the provided one; MovieLens ships none), and of
 FuxiCTR's DIN and deepctr-torch's DIN, each run in .venv-bench in a child process (their numpy/pandas pins
 clash with ours). Speed: training samples/s (the train loop only, evaluation excluded), same batch size.
---gpu: builds nothing; expects the synthetic MicroLens-1M-sized set from
-    ./run.sh prepare --config configs/mmctr_synthetic.yaml data.synthetic.users=300000 \
+--gpu: builds nothing; expects the synthetic MicroLens-1M-sized set (3.6M train rows) from
+    python -m recstack prepare --config configs/mmctr_synthetic.yaml data.synthetic.users=360000 \
         data.synthetic.items=91717 data.synthetic.images=false
-and times QIN at the reference sizes (emb 128, 4 layers, batch 8192, bf16) plus peak GPU memory.
+and times QIN at the reference sizes and DIN at the challenge baseline's (batch 8192, bf16), eager and
+torch.compile'd, with the training peak GPU memory:
+    python bench/bench_rankers.py --gpu --epochs 3 data.synthetic.users=360000
 """
 
 from __future__ import annotations
@@ -114,18 +116,49 @@ def peers(data: Path, a) -> list[dict]:
 
 
 def gpu_mode(a) -> None:
+    """Training samples/s at MicroLens-1M size: QIN at the reference sizes (eager and torch.compile) and DIN
+    at the challenge baseline's sizes, bf16 autocast, batch 8192. Steady state = median over the epochs
+    after the first (the first holds the compilation / allocator warm-up)."""
     sizes = ["data.synthetic.users=300000", "data.synthetic.items=91717", "data.synthetic.images=false"]
-    cfg = load_config(ROOT / "configs" / "mmctr_synthetic.yaml", sizes)
+    cfg = load_config(ROOT / "configs" / "mmctr_synthetic.yaml", sizes + a.overrides)
     device = dist.resolve_device("cuda")
     items, rows, mm, mm_name = load(cfg)
     cards = [int(max(r.context[:, j].max() for r in rows.values())) + 1 for j in range(2)]
-    model = build_model("qin", items, mm, cards, {"emb_dim": 128, "attention_len": 64, "layers": 4,
-                                                  "dropout": 0.1}, device)  # fmt: skip
-    torch.cuda.reset_peak_memory_stats(device)
-    s = TrainSettings(epochs=a.epochs, patience=a.epochs, lr=2e-3, batch_size=8192, progress=True, desc="qin")
-    res = fit(model, DeviceRows.of(rows["train"], device), DeviceRows.of(rows["valid"], device), s)
-    print(json.dumps({"rows": len(rows["train"]), "multimodal": mm_name, "curve": res.curve,
-                      "peak_gpu_gib": torch.cuda.max_memory_allocated(device) / 2**30}, indent=1))  # fmt: skip
+    print(f"{len(rows['train'])} train rows, {len(items)} items, history {rows['train'].hist.shape[1]}, "
+          f"multimodal {mm_name} {None if mm is None else mm.shape}, {torch.cuda.get_device_name(device)}",
+          flush=True)  # fmt: skip
+    d = {k: DeviceRows.of(r, device) for k, r in rows.items() if k != "test"}
+    archs = {
+        "qin": {"emb_dim": 128, "attention_len": 64, "layers": 4, "dropout": 0.1},  # the QIN reference
+        "din": {"emb_dim": 64, "attention_units": [512, 256], "dnn_units": [1024, 512, 256], "dropout": 0.0},
+    }
+    table = []
+    for variant in a.variants.split(","):
+        name, compiled = variant.removesuffix("+compile"), variant.endswith("+compile")
+        torch.manual_seed(a.seed)
+        model = build_model(name, items, mm, cards, archs[name], device)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        s = TrainSettings(epochs=a.epochs, patience=a.epochs, lr=2e-3 if name == "qin" else 1e-3,
+                          batch_size=8192, progress=False, desc=variant, compile=compiled)  # fmt: skip
+        res = fit(model, d["train"], d["valid"], s)
+        sps = [r["samples_per_s"] for r in res.curve]
+        row = {"model": variant, "epochs": len(sps), "first_epoch_samples_per_s": sps[0],
+               "steady_samples_per_s": float(np.median(sps[1:] if len(sps) > 1 else sps)),
+               "best_valid_auc": res.best_auc, "train_peak_gib": max(r["train_peak_gib"] for r in res.curve),
+               "peak_gpu_gib": torch.cuda.max_memory_allocated(device) / 2**30}  # fmt: skip
+        print(json.dumps(row | {"curve": res.curve}), flush=True)
+        table.append(row)
+        del model
+        torch.cuda.empty_cache()
+    print(
+        "\n| model (bf16, batch 8192) | steady samples/s | first epoch samples/s | train peak GiB "
+        "| peak GiB (with eval) | valid AUC |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['model']} | {r['steady_samples_per_s']:,.0f} | {r['first_epoch_samples_per_s']:,.0f} "
+              f"| {r['train_peak_gib']:.2f} | {r['peak_gpu_gib']:.2f} | {r['best_valid_auc']:.4f} |")  # fmt: skip
 
 
 def main() -> None:
@@ -139,10 +172,12 @@ def main() -> None:
     p.add_argument("--train-rows", type=int, default=0, help="subsample train (same rows for all); 0 = all")
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--gpu", action="store_true", help="QIN speed at MicroLens-1M size (CUDA)")
+    p.add_argument("--variants", default="qin,qin+compile,din", help="--gpu: models to time")
+    p.add_argument("overrides", nargs="*", help="config overrides (key=value), e.g. output_root=...")
     a = p.parse_args()
     if a.gpu:
         return gpu_mode(a)
-    cfg = load_config(a.config)
+    cfg = load_config(a.config, a.overrides)
     device = dist.resolve_device(cfg.device)
     items, rows, mm, mm_name = load(cfg)
     print(f"{cfg.dataset}: {len(rows['train'])} train rows, emb {a.emb}, batch {a.batch}, {a.epochs} epochs, "

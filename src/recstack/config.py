@@ -179,8 +179,9 @@ class RankConfig:
     epochs: int = 20
     patience: int = 2  # epochs without a better valid AUC before stopping (LR halves on each)
     lr_decay: float = 0.5
-    eval_batch_size: int = 65536
+    eval_batch_size: int = 16384  # bounds evaluation memory (DIN holds B x L x 512 attention activations)
     progress: bool = True  # tqdm bar with running loss and AUC
+    compile: bool = False  # torch.compile for training (CUDA: see bench/README.md, Rankers on GPU)
     din: DinConfig = field(default_factory=DinConfig)
     qin: QinConfig = field(default_factory=QinConfig)
 

@@ -8,7 +8,6 @@ the paper), the weighted sum is the user's interest in this target, and an MLP s
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recstack.models.item_encoder import ItemEncoder, embedding
@@ -27,7 +26,7 @@ def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
 class TargetAttention(nn.Module):
     """DIN activation unit. The first layer W [q; k; q-k; q*k] is split by term:
     (Wq + Wd) q + (Wk - Wd) k + Wp (q*k), so the q term is computed once per row instead of once per
-    history position, and each position costs two D x H products instead of one 4D x H
+    history position, and each position costs one D x H product instead of one 4D x H
     (the plain concat version is kept in the tests, which assert both agree)."""
 
     def __init__(self, dim: int, units: list[int]):
@@ -37,12 +36,14 @@ class TargetAttention(nn.Module):
         self.w_p = nn.Linear(dim, units[0], bias=False)  # on target * item
         self.hidden = nn.Sequential(nn.ReLU(), mlp(units), nn.Linear(units[-1], 1))
 
-    def forward(self, hist, target, mask, hist_k=None):  # hist (B, L, D), target (B, D), mask (B, L) bool
-        # hist_k (B, L, H0): w_k(hist) when the caller has it per item already (gathered from w_k(table))
-        k = self.w_k(hist) if hist_k is None else hist_k  # (B, L, H0)
-        # W_p (q * k) = (W_p diag(q)) k: one (D, H0) matrix per row instead of a (B, L, D) product
-        w_pq = self.w_p.weight.unsqueeze(0) * target.unsqueeze(1)  # (B, H0, D)
-        a = self.w_q(target).unsqueeze(1) + k + torch.bmm(hist, w_pq.transpose(1, 2))  # (B, L, H0)
+    def forward(self, hist, target, mask):  # hist (B, L, D), target (B, D), mask (B, L) bool
+        # W_k k + W_p (q * k) = (W_k + W_p diag(q)) k: one (H0, D) matrix per row, so the key and the
+        # product terms are one batched product; the query term W_q q rides along as an extra column
+        # against a constant 1 appended to every item (no (B, L, H0) broadcast add)
+        w_row = torch.cat([self.w_k.weight + self.w_p.weight * target.unsqueeze(1),
+                           self.w_q(target).unsqueeze(-1)], -1)  # (B, H0, D + 1)  # fmt: skip
+        ones = hist.new_ones(hist.shape[:-1] + (1,))  # (B, L, 1)
+        a = torch.bmm(torch.cat([hist, ones], -1), w_row.transpose(1, 2))  # (B, L, H0)
         w = self.hidden(a).squeeze(-1)  # (B, L)
         w = w.masked_fill(~mask, 0.0)  # DIN keeps raw weights (no softmax); padding weighs 0
         return torch.bmm(w.unsqueeze(1), hist).squeeze(1)  # (B, D) weighted sum; all-padding rows -> 0
@@ -69,14 +70,8 @@ class DIN(nn.Module):
 
     def forward(self, hist, target, context):  # hist (B, L) ids, target (B,) ids, context (B, C) -> (B,)
         mask = hist != 0  # (B, L)
-        hist_k = None
-        if self.items.use_table(hist, target):  # encode each item once, gather per position
-            table = self.items.table()  # (I, D)
-            h, t = F.embedding(hist, table), F.embedding(target, table)  # (B, L, D), (B, D)
-            hist_k = F.embedding(hist, self.attention.w_k(table))  # (B, L, H0): the key term per item
-        else:
-            h, t = self.items(hist, target)
-        u = self.attention(h, t, mask, hist_k)  # (B, D)
+        h, t = self.items(hist, target)  # (B, L, D), (B, D)
+        u = self.attention(h, t, mask)  # (B, D)
         ctx = [emb(context[:, j]) for j, emb in enumerate(self.context)]  # C x (B, E)
         x = torch.cat([t, u, t * u, *ctx], -1)  # (B, 3D + C*E)
         return self.head(self.dnn(x)).squeeze(-1)  # (B,) logits

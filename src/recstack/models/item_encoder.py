@@ -67,7 +67,11 @@ class ItemEncoder(nn.Module):
         return torch.cat(parts, -1)
 
     def table(self) -> torch.Tensor:  # (I, D): every item once
-        return self.features(torch.arange(self.n_items, device=self.id_index.device))
+        t = self.features(torch.arange(self.n_items, device=self.id_index.device))
+        kind = t.device.type
+        if torch.is_autocast_enabled(kind):  # gather half-width rows: the (B, L, D) tensors are the traffic
+            t = t.to(torch.get_autocast_dtype(kind))
+        return t
 
     def use_table(self, *ids: torch.Tensor) -> bool:
         """When a batch holds more ids than there are items (MicroLens-1M: 8192 x 65 ids vs 91,717 items),

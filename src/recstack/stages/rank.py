@@ -93,7 +93,7 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
     settings = TrainSettings(
         epochs=rc.epochs, patience=rc.patience, lr=mc["lr"], lr_decay=rc.lr_decay,
         batch_size=mc["batch_size"], eval_batch_size=rc.eval_batch_size, seed=cfg.seed,
-        progress=rc.progress, desc=name,
+        progress=rc.progress, desc=name, compile=rc.compile,
         resume_key=stable_hash({"model": name, "rank": OmegaConf.to_container(rc), "seed": cfg.seed,
                                 "prepare": prepare_key, "multimodal": mm_source, "world": dist.world()}),
     )  # fmt: skip
