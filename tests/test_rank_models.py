@@ -73,6 +73,9 @@ def test_din_split_attention_equals_concat_attention():
     hist, target = torch.randn(5, 7, d), torch.randn(5, d)
     mask = torch.rand(5, 7) > 0.3
     torch.testing.assert_close(fast(hist, target, mask), plain(hist, target, mask), atol=1e-5, rtol=0)
+    # the CUDA form (key term gathered per item) is the same function
+    hist_k = fast.w_k(hist)
+    torch.testing.assert_close(fast(hist, target, mask, hist_k), plain(hist, target, mask), atol=1e-5, rtol=0)
 
 
 def test_qin_folded_attention_equals_query_key_value_attention():
