@@ -69,8 +69,9 @@ def ours(name, items, rows, mm, a, device, side=True) -> dict:
     cards = [int(max(r.context[:, j].max() for r in rows.values())) + 1 for j in range(2)]
     torch.manual_seed(a.seed)
     model = build_model(name, items, mm, cards, arch, device, side)
+    micro = a.micro_batch if name == "din" else 0  # QIN's BatchNorm wants the whole batch's statistics
     s = TrainSettings(epochs=a.epochs, patience=a.epochs, lr=a.lr, batch_size=a.batch, seed=a.seed,
-                      progress=False, desc=name)  # fmt: skip
+                      micro_batch=micro, progress=False, desc=name)  # fmt: skip
     d = {k: DeviceRows.of(r, device) for k, r in rows.items()}
     res = fit(model, d["train"], d["valid"], s)
     sps = [r["samples_per_s"] for r in res.curve]
@@ -168,6 +169,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--micro-batch", type=int, default=256,
+                   help="our DIN: rows per forward/backward within a batch (same update; 0 = whole batch)")  # fmt: skip
     p.add_argument("--seed", type=int, default=2025)
     p.add_argument("--train-rows", type=int, default=0, help="subsample train (same rows for all); 0 = all")
     p.add_argument("--no-peers", action="store_true")

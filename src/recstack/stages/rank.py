@@ -36,7 +36,7 @@ from recstack.train.trainer import TrainSettings
 
 log = logging.getLogger(__name__)
 
-TRAINER_KEYS = ("lr", "batch_size")  # per-model keys the trainer takes; the rest are model sizes
+TRAINER_KEYS = ("lr", "batch_size", "micro_batch")  # the trainer's per-model keys; the rest are sizes
 
 
 def multimodal_matrix(ctx: StageContext, n_items: int) -> tuple[np.ndarray | None, str]:
@@ -92,7 +92,7 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
     prepare_key = json.loads((prep / MANIFEST).read_text())["key"]
     settings = TrainSettings(
         epochs=rc.epochs, patience=rc.patience, lr=mc["lr"], lr_decay=rc.lr_decay,
-        batch_size=mc["batch_size"], eval_batch_size=rc.eval_batch_size, seed=cfg.seed,
+        batch_size=mc["batch_size"], micro_batch=mc["micro_batch"], eval_batch_size=rc.eval_batch_size, seed=cfg.seed,
         progress=rc.progress, desc=name, compile=rc.compile,
         resume_key=stable_hash({"model": name, "rank": OmegaConf.to_container(rc), "seed": cfg.seed,
                                 "prepare": prepare_key, "multimodal": mm_source, "world": dist.world()}),

@@ -10,6 +10,7 @@ same global batch, hence the same curve within float error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class TrainSettings:
     lr: float = 1e-3
     lr_decay: float = 0.5
     batch_size: int = 8192
+    micro_batch: int = 0  # rows per forward/backward within a batch, gradients summed; 0 = whole batch
     eval_batch_size: int = 16384
     seed: int = 2025
     progress: bool = True
@@ -156,19 +158,23 @@ def fit(
         for step in bar:
             idx = perm[step * bsz : (step + 1) * bsz]
             mine = idx[rank::world]  # this rank's share of the global batch
-            y = train.label[mine]
-            with _autocast(device):
-                logits = net(*train.batch(mine)).float()
-            loss = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") * (world / len(idx))
+            parts = mine.split(s.micro_batch) if 0 < s.micro_batch < len(mine) else (mine,)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for j, part in enumerate(parts):  # gradients add up: one step for the whole batch
+                last = j == len(parts) - 1
+                with contextlib.nullcontext() if last or world == 1 else net.no_sync():  # one all-reduce
+                    with _autocast(device):
+                        logits = net(*train.batch(part)).float()
+                    y = train.label[part]
+                    loss = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") * (world / len(idx))
+                    loss.backward()
+                loss_sum += loss.detach()
+                if show:
+                    recent = [*recent[-49:], (logits.detach(), y)]
             opt.step()
-            loss_sum += loss.detach()
-            if show:
-                recent = [*recent[-49:], (logits.detach(), y)]
-                if step % 50 == 49 or step == steps - 1:  # one host sync per 50 steps, not per step
-                    p, t = (torch.cat(z).cpu().numpy() for z in zip(*recent, strict=True))
-                    bar.set_postfix(loss=f"{loss_sum.item() / (step + 1) / world:.4f}",
+            if show and (step % 50 == 49 or step == steps - 1):  # one host sync per 50 steps, not per step
+                p, t = (torch.cat(z).cpu().numpy() for z in zip(*recent, strict=True))
+                bar.set_postfix(loss=f"{loss_sum.item() / (step + 1) / world:.4f}",
                                     auc=f"{auc(t, p) if 0 < t.sum() < len(t) else float('nan'):.4f}")  # fmt: skip
         peak = 0.0
         if device.type == "cuda":
