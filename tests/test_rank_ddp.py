@@ -18,6 +18,7 @@ RANK = (
     "rank.din.attention_units=[16]",
     "rank.din.dnn_units=[16]",
     "rank.din.batch_size=128",
+    "rank.din.micro_batch=48",  # each rank's 64 rows in 2 passes: gradients sync once (DDP no_sync) per step
 )
 
 
