@@ -224,6 +224,52 @@ def test_alignment_recovers_behaviour_clusters_hidden_in_noise():
     assert after > before + 0.05 and (aligned[0] == 0).all()
 
 
+def test_alignment_tunes_only_the_last_text_blocks_and_starts_from_the_untuned_features(tmp_path):
+    """embed.align.text_layers=1: the last block of the (tiny) text encoder trains with the projection, the
+    rest stays frozen; at step 0 the recomputed text block equals the fused one; the output is the tuned
+    encoder's text block through the best projection."""
+    from recstack.embed.tune import TextTower
+
+    rng = np.random.default_rng(0)
+    n = 61
+    words = ["red", "blue", "green", "star", "moon", "river", "stone", "cloud"]
+    texts = [""] + [" ".join(rng.choice(words, 3)) for _ in range(n - 1)]
+    texts[5] = ""  # an item without text keeps its (zero-centred) block
+    tok = AutoTokenizer.from_pretrained(default_text_model())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tok.vocab_size, max_position_embeddings=64, **{**TINY, "num_hidden_layers": 2}
+    )
+    BertModel(config).save_pretrained(tmp_path / "bert2")
+    tok.save_pretrained(tmp_path / "bert2")
+    enc = TextEncoder(str(tmp_path / "bert2"), "mean", 16, 8, "cpu")
+    vectors, mask, _ = encode_texts(enc, texts)
+    rows = np.r_[False, np.ones(n - 1, bool)]
+    other = Modality("other", rng.normal(size=(n, 6)).astype(np.float32), rows.copy())
+    text = Modality("text", vectors, mask & rows, source="tiny", weight=0.7)
+    f = fuse([other, text], dim=8, rows=rows)
+    blocks = list(enc.model.encoder.layer)
+    before = [{k: v.clone() for k, v in b.state_dict().items()} for b in blocks]
+    emb_before = enc.model.embeddings.word_embeddings.weight.clone()
+    tower = TextTower(enc, texts, text, [other, text], f.rows, f.mean, layers=1)
+    x = torch.from_numpy(f.features - f.mean)
+    items = torch.arange(n)
+    torch.testing.assert_close(tower.features(x, items), x, atol=1e-4, rtol=0)  # step 0 = untuned
+    pairs = np.stack([rng.integers(1, n, 400), rng.integers(1, n, 400)], 1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    settings = AlignSettings(epochs=2, batch_size=32, text_layers=1, text_lr=1e-2)
+    out, figs = align(f.features, f.mean, f.components, pairs, f.rows, settings, seed=0, tower=tower)
+    assert out.shape == (n, 8) and np.isfinite(out).all() and (out[0] == 0).all()
+    assert figs["text_layers"] == 1
+    changed = [
+        any(not torch.equal(b.state_dict()[k], s[k]) for k in s) for b, s in zip(blocks, before, strict=True)
+    ]
+    assert changed == [False] * (len(blocks) - 1) + [True]  # only the last block moved
+    assert torch.equal(enc.model.embeddings.word_embeddings.weight, emb_before)
+    with pytest.raises(DataError, match="text_layers=9"):
+        TextTower(enc, texts, text, [other, text], f.rows, f.mean, layers=9)
+
+
 def test_knn_hit_rate_against_brute_force():
     rng = np.random.default_rng(3)
     emb = rng.normal(size=(30, 5)).astype(np.float32)
@@ -279,3 +325,17 @@ def test_embed_stage_survives_missing_image_dir_and_bad_weights_key(tmp_cfg, tin
         run_stage(bad, "embed", force=True)
     items = pd.read_parquet(Paths(cfg).stage_dir("prepare") / "items.parquet")
     assert items["has_image"].iloc[1:].all()
+
+
+def test_embed_stage_tunes_the_text_encoder_when_asked(tmp_cfg, tiny_models):
+    cfg = tmp_cfg("mmctr_synthetic.yaml", *SMALL_SYNTH, "embed.text.enabled=true",
+                  f"embed.text.model={tiny_models / 'bert'}", "embed.align.epochs=1",
+                  "embed.align.text_layers=1", "embed.probe=false")  # fmt: skip
+    figs = run_until(cfg, "embed")["embed"]["figures"]
+    assert figs["align"]["text_layers"] == 1 and figs["align"]["pairs_train"] > 0
+    emb = np.load(Paths(cfg).stage_dir("embed") / Embedded.ITEMS)
+    assert emb.shape == (201, 128) and np.isfinite(emb).all()
+    no_text = tmp_cfg("mmctr_synthetic.yaml", *SMALL_SYNTH, "embed.text.enabled=false",
+                      "embed.align.text_layers=1")  # fmt: skip
+    with pytest.raises(DataError, match="needs the text encoder"):
+        run_until(no_text, "embed")

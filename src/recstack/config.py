@@ -132,6 +132,10 @@ class AlignConfig:
     max_pairs: int = 2_000_000  # sampled down beyond this
     holdout: float = 0.05  # share of pairs held out for early stopping
     logq: bool = True  # popularity correction of in-batch negatives (MovieLens HR@10 0.031 -> 0.066)
+    # > 0: also train the text encoder's last N transformer blocks with the projection (embed/tune.py);
+    # the encoder then runs at every step: meant for a GPU
+    text_layers: int = 0
+    text_lr: float = 2e-5
 
 
 @dataclass

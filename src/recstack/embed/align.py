@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from recstack.embed.tune import TextTower
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ class AlignSettings:
     holdout: float = 0.05
     logq: bool = True  # subtract log item frequency from in-batch logits (sampled-softmax correction)
     patience: int = 2
+    text_layers: int = 0  # > 0: also train the text encoder's last N blocks (embed/tune.py)
+    text_lr: float = 2e-5
 
 
 def consecutive_pairs(
@@ -106,14 +111,17 @@ def align(
     settings: AlignSettings,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    tower: TextTower | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """(N, dim) aligned matrix (zeros outside `rows`) and figures. features (N, F), mean (F,), init (F, dim)."""
+    """(N, dim) aligned matrix (zeros outside `rows`) and figures. features (N, F), mean (F,), init (F, dim).
+    tower: the text encoder's last blocks trained with the projection (its block of x recomputed)."""
     device = torch.device(device)
     threads = torch.get_num_threads()
-    if device.type == "cpu" and settings.batch_size * features.shape[1] * init.shape[1] < SMALL_STEP:
+    small = settings.batch_size * features.shape[1] * init.shape[1] < SMALL_STEP
+    if device.type == "cpu" and small and tower is None:
         torch.set_num_threads(1)  # tiny steps: OpenMP sync costs more than it saves (12x on a busy 2-core VM)
     try:
-        return _align(features, mean, init, pairs, rows, settings, seed, device)
+        return _align(features, mean, init, pairs, rows, settings, seed, device, tower)
     finally:
         torch.set_num_threads(threads)
 
@@ -127,6 +135,7 @@ def _align(
     settings: AlignSettings,
     seed: int,
     device: torch.device,
+    tower: TextTower | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -138,7 +147,10 @@ def _align(
     held, train = pairs[perm[:n_hold]], pairs[perm[n_hold:]]
     x = torch.from_numpy(features - mean).to(device)  # (N, F)
     w = torch.nn.Parameter(torch.from_numpy(init.copy()).to(device))  # (F, dim)
-    opt = torch.optim.AdamW([w], lr=settings.lr, weight_decay=settings.weight_decay)
+    groups = [{"params": [w]}]
+    if tower is not None:
+        groups.append({"params": tower.params, "lr": settings.text_lr, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     tau, bs = settings.temperature, settings.batch_size
     log_q = None
     if settings.logq:
@@ -146,9 +158,13 @@ def _align(
         log_q = torch.from_numpy(np.log(freq / freq.sum()).astype(np.float32)).to(device)
 
     def loss_of(p: torch.Tensor) -> torch.Tensor:
-        za = F.normalize(x[p[:, 0]] @ w, dim=-1)
-        zb = F.normalize(x[p[:, 1]] @ w, dim=-1)
-        return info_nce(za, zb, p[:, 0], p[:, 1], tau, log_q)
+        if tower is None:
+            za, zb = x[p[:, 0]] @ w, x[p[:, 1]] @ w
+        else:  # the batch's unique items through the encoder once
+            items, inv = torch.unique(p.ravel(), return_inverse=True)
+            z = tower.features(x, items) @ w  # (n, dim)
+            za, zb = z[inv[: len(p)]], z[inv[len(p) :]]
+        return info_nce(F.normalize(za, dim=-1), F.normalize(zb, dim=-1), p[:, 0], p[:, 1], tau, log_q)
 
     def held_loss() -> float:
         if not n_hold:
@@ -159,6 +175,7 @@ def _align(
 
     t_pairs = torch.from_numpy(train).to(device)
     best_w, best, start, stale, history = w.detach().clone(), held_loss(), held_loss(), 0, []
+    best_tower = tower.state() if tower is not None else None
     epochs_run = 0
     for _ in tqdm(range(settings.epochs), desc="align", unit="epoch", disable=len(train) < 50_000):
         order = torch.randperm(len(t_pairs), generator=gen).to(device)
@@ -175,7 +192,11 @@ def _align(
                 break
         else:
             best, best_w, stale = cur, w.detach().clone(), 0
+            best_tower = tower.state() if tower is not None else None
     out = np.zeros((len(features), init.shape[1]), np.float32)
+    if tower is not None:  # the best epoch's encoder gives every item's text block
+        tower.load(best_tower)
+        tower.refresh(x)
     with torch.no_grad():
         out[rows] = (x[torch.from_numpy(np.flatnonzero(rows)).to(device)] @ best_w).cpu().numpy()
     figures = {
@@ -187,6 +208,8 @@ def _align(
         "holdout_loss_by_epoch": history,
         "temperature": tau,
     }
+    if tower is not None:
+        figures |= {"text_layers": tower.layers, "text_lr": settings.text_lr}
     log.info("alignment: %d pairs, %d epochs, held-out InfoNCE %.4f -> %.4f",
              len(train), epochs_run, start, best)  # fmt: skip
     return out, figures

@@ -85,21 +85,33 @@ def provided_modality(
     return Modality(name, matrix, has & (np.abs(matrix).sum(1) > 0))  # an all-zero vector is no vector
 
 
+def balance_stats(m: Modality, rows: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The block's centre and scale over its present `rows` (after L2 norm); None with fewer than 2 rows."""
+    present = m.mask & rows
+    if present.sum() < 2:
+        return None
+    x = m.matrix[present].astype(np.float32)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    mu = x.mean(0)
+    return mu, max(float(np.sqrt(((x - mu) ** 2).sum(1).mean())), 1e-12)
+
+
+def balanced(v: np.ndarray, mu: np.ndarray, scale: float, weight: float) -> np.ndarray:
+    """Rows of one block in the balanced space: L2 norm, minus the centre, over the scale, times the weight."""
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return ((v - mu) * (weight / scale)).astype(np.float32)
+
+
 def balance(m: Modality, rows: np.ndarray) -> np.ndarray:
     """(N, D): L2-normalised, centred on the present `rows`, unit mean squared norm, times the weight.
 
     Rows without the modality get the block mean, i.e. zero after centring: no pull on the PCA.
     """
-    x = m.matrix.astype(np.float32, copy=True)
-    present = m.mask & rows
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    out = np.zeros_like(x)
-    if present.sum() < 2:
-        return out
-    mu = x[present].mean(0)
-    out[present] = x[present] - mu
-    scale = np.sqrt((out[present] ** 2).sum(1).mean())
-    out *= m.weight / max(float(scale), 1e-12)
+    out = np.zeros(m.matrix.shape, np.float32)
+    stats = balance_stats(m, rows)
+    if stats is not None:
+        present = m.mask & rows
+        out[present] = balanced(m.matrix[present], *stats, m.weight)
     return out
 
 

@@ -149,12 +149,7 @@ class TextEncoder:
             starts, desc=f"text {self.name}", unit="batch", disable=not progress or len(starts) < 2
         ):
             rows = order[s : s + self.batch_size]
-            lens = lengths[rows]
-            mask = np.arange(lens[0]) < lens[:, None]  # (B, T): each row's tokens are a prefix
-            batch = np.full(mask.shape, self.pad_id, np.int64)
-            batch[mask] = np.concatenate([ids[i] for i in rows])  # row-major fill = row by row
-            b = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            m = torch.from_numpy(mask.astype(np.int64)).to(self.device, non_blocking=True)
+            b, m = self.padded([ids[i] for i in rows])
             with inference(self.device):
                 hidden = self.model(input_ids=b, attention_mask=m).last_hidden_state  # (B, T, H)
                 pending.append((rows, pool(hidden, m, self.pooling).float()))
@@ -162,6 +157,23 @@ class TextEncoder:
                 flush()
         flush()
         return out
+
+    def padded(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) token ids right-padded to the longest, and the (B, T) attention mask, on the device."""
+        lens = np.fromiter((len(x) for x in ids), np.int64, len(ids))
+        mask = np.arange(lens.max(initial=1)) < lens[:, None]  # (B, T): each row's tokens are a prefix
+        batch = np.full(mask.shape, self.pad_id, np.int64)
+        batch[mask] = np.concatenate(ids)  # row-major fill = row by row
+        b = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        return b, torch.from_numpy(mask.astype(np.int64)).to(self.device, non_blocking=True)
+
+    def pooled(self, ids: list[list[int]]) -> torch.Tensor:
+        """(B, H) float32 pooled vectors with autograd on (for tuning the model; encode_ids for inference)."""
+        b, m = self.padded(ids)
+        with torch.autocast(self.device.type, dtype=autocast_dtype(self.device) or torch.bfloat16,
+                            enabled=autocast_dtype(self.device) is not None):  # fmt: skip
+            hidden = self.model(input_ids=b, attention_mask=m).last_hidden_state  # (B, T, H)
+        return pool(hidden, m, self.pooling)
 
     def encode(self, texts: list[str], progress: bool = True) -> np.ndarray:
         ids, _ = self.tokenize(texts)

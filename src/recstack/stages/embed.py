@@ -40,6 +40,7 @@ from recstack.embed.hf import resolve_device
 from recstack.embed.image import ImageEncoder, encode_image_files
 from recstack.embed.probe import knn_hit_rate
 from recstack.embed.text import TextEncoder, encode_texts
+from recstack.embed.tune import TextTower
 from recstack.errors import DataError
 from recstack.paths import Embedded, Prepared, PreparedTGR
 from recstack.stages.context import StageContext
@@ -176,9 +177,15 @@ def embed_items(ctx: StageContext, side: ItemSide) -> dict[str, Any]:
     matrix = fused.matrix
     if ec.align.enabled and len(pairs):
         settings = AlignSettings(**{k: ec.align[k] for k in ec.align if k != "enabled"})
+        tower = None
+        if settings.text_layers > 0:
+            text = next((m for m in modalities if m.name == "text"), None)
+            if text is None:
+                raise DataError("embed.align.text_layers > 0 needs the text encoder (embed.text.enabled)")
+            tower = TextTower(enc, side.texts, text, modalities, fused.rows, fused.mean, settings.text_layers)
         matrix, figures["align"] = align(
             fused.features, fused.mean, fused.components, pairs, fused.rows, settings,
-            cfg.seed, resolve_device(cfg.device),
+            cfg.seed, resolve_device(cfg.device), tower,
         )  # fmt: skip
     elif ec.align.enabled:
         log.info("alignment: no consecutive pairs in the training sequences, skipped")
