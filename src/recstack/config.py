@@ -84,6 +84,9 @@ class DataConfig:
     mm_feats: list[str] = field(default_factory=lambda: ["81"])  # multimodal embedding ids to read (81..86)
     emb_dims: dict[str, int] = field(default_factory=dict)  # override a feature's width (tests, new releases)
     valid_users: int = 10000  # training users whose last click is held out for local validation
+    # training users outside the valid ones whose last click is held out to train level-2 models (the
+    # tencentgr stacker); every model trains on events before both sets' targets (tgr_prepared.before_cuts)
+    stack_users: int = 10000
     movielens: MovieLensConfig = field(default_factory=MovieLensConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # mmctr
     synthetic_tgr: SyntheticTGRConfig = field(default_factory=SyntheticTGRConfig)  # tencentgr

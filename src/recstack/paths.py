@@ -206,6 +206,23 @@ class PreparedTGR:
         return f"mm_{feat}_mask.npy"
 
 
+class Retrieved:
+    """Files of the `retrieve` stage (both tracks)."""
+
+    # tencentgr: merged candidates, one row per (split, user_row, item). split "train" (the stacker's
+    # queries, QUERIES), "valid" (prepare's valid_targets) or "test" (predict_users); user_row = the row of
+    # the user in that split's query table; user int64 re-id; item int64 re-id; n_sources int8; per source s:
+    # f"{s}_score" float32 (NaN where s did not propose the item) and f"{s}_rank" int32 (-1 where not);
+    # label float32: on train / valid the metric weight of the held-out target (click 1, conversion 2.5)
+    # where item == target, 0 elsewhere; NaN on test.
+    CANDIDATES = "candidates.parquet"
+    QUERIES = (
+        "train_queries.parquet"  # the stacker's training queries: user, item, action, n_hist, event_index
+    )
+    FEATURES = "features.parquet"  # mmctr: split, row_id, one float32 column per retrieval feature
+    REPORT = "retrieval.json"  # recall@K per source and merged, each source's own top-10 score
+
+
 class Predictions:
     """Every model's predictions: keyed by (split, row_id), one `pred` per row."""
 

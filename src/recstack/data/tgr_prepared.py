@@ -81,3 +81,54 @@ def read_item_text(folder: str | Path, n_rows: int) -> list[str] | None:
     for i, t in zip(item.tolist(), table.column("text").to_pylist(), strict=True):
         texts[i] = t or ""
     return texts
+
+
+# ---- held-out targets: local validation and the level-2 (stacker) training queries --------------------
+def last_clicks(events: dict[str, np.ndarray], n_users: int, seed: int,
+                exclude_users: np.ndarray | None = None) -> pd.DataFrame:  # fmt: skip
+    """The last click (or conversion) of up to `n_users` sampled users (those in `exclude_users` left out):
+    user, item, action, n_hist (events before it), event_index (its row in the event arrays)."""
+    user, action = events["user"], events["action"]
+    users, start, _ = group_bounds(user)
+    clicks = np.flatnonzero(action >= 1)
+    owner = np.searchsorted(start, clicks, side="right") - 1  # group of each click
+    last = np.full(len(users), -1)
+    np.maximum.at(last, owner, clicks)
+    has = np.flatnonzero(last >= 0)
+    if exclude_users is not None and len(exclude_users):
+        has = has[~np.isin(users[has], exclude_users)]
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(has, size=min(n_users, len(has)), replace=False))
+    pos = last[pick]
+    return pd.DataFrame(
+        {
+            "user": users[pick].astype(np.int64),
+            "item": events["item"][pos].astype(np.int64),
+            "action": action[pos].astype(np.int8),
+            "n_hist": (pos - start[pick]).astype(np.int64),
+            "event_index": pos.astype(np.int64),  # row of the target in events.parquet
+        }
+    )
+
+
+def before_cuts(user: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """(E,) bool: False from each cut row (a held-out target) to the end of its user's run, True elsewhere.
+    The one definition of "training events" for every stage that holds targets out."""
+    users, _, end = group_bounds(user)
+    g = np.searchsorted(users, user[cut]) if len(cut) else np.zeros(0, np.int64)
+    held = np.zeros(len(user) + 1, np.int64)  # +1 at each cut, -1 at its user's end: cumsum > 0 = held out
+    np.add.at(held, cut, 1)
+    np.add.at(held, end[g], -1)
+    return np.cumsum(held[:-1]) == 0
+
+
+STACK_SEED_OFFSET = 1  # the stacker's queries are drawn with seed + 1: independent of the valid draw
+
+
+def stack_queries(
+    events: dict[str, np.ndarray], valid: pd.DataFrame, n_users: int, seed: int
+) -> pd.DataFrame:
+    """Level-2 training queries: the last click of up to `n_users` training users outside the local
+    validation users (same columns as valid_targets). Every model that produces level-1 scores for them
+    trains on `before_cuts` of both sets, so neither their targets nor the valid targets leak."""
+    return last_clicks(events, n_users, seed + STACK_SEED_OFFSET, valid["user"].to_numpy())

@@ -18,7 +18,14 @@ import pyarrow.parquet as pq
 from recstack.artifacts import write_table
 from recstack.data.predictions import predictions_table, ranking_table
 from recstack.data.prepared import read_hist, read_items, read_samples
-from recstack.data.tgr_prepared import group_bounds, histories, pool_items, read_events, read_table
+from recstack.data.tgr_prepared import (
+    before_cuts,
+    group_bounds,
+    histories,
+    pool_items,
+    read_events,
+    read_table,
+)
 from recstack.metrics import auc, gauc, logloss, tencentgr_score
 from recstack.models.popularity import decayed_popularity, recommend
 from recstack.models.priors import PriorsBaseline
@@ -72,12 +79,10 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     valid = read_table(prep, PreparedTGR.VALID)
 
     # valid: popularity and histories without each valid user's events from the held-out target on
-    users, start, end = group_bounds(ev["user"])
+    users, start, _ = group_bounds(ev["user"])
     g = np.searchsorted(users, valid["user"].to_numpy())  # group of each valid user (events grouped by user)
-    cut, stop = valid["event_index"].to_numpy(), end[g]
-    keep = np.ones(len(ev["user"]), bool)
-    n = stop - cut  # events from each target to the end of its user's run
-    keep[np.repeat(cut - (np.cumsum(n) - n), n) + np.arange(n.sum())] = False
+    cut = valid["event_index"].to_numpy()
+    keep = before_cuts(ev["user"], cut)
     pop = decayed_popularity(ev["item"][keep], ev["action"][keep], ev["ts"][keep], n_rows,
                              bc.half_life_days, bc.conversion_weight)  # fmt: skip
     seen = [ev["item"][s:c] for s, c in zip(start[g].tolist(), cut.tolist(), strict=True)]

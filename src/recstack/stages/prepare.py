@@ -22,7 +22,7 @@ from recstack.artifacts import write_npy, write_table
 from recstack.data.mmctr import MmctrRaw, MmctrSplit, read_mmctr_raw
 from recstack.data.tencentgr_parquet import read_parquet_layout
 from recstack.data.tencentgr_platform import read_platform
-from recstack.data.tgr_prepared import group_bounds, read_events
+from recstack.data.tgr_prepared import last_clicks, read_events
 from recstack.paths import MMCTR_SPLITS, Prepared, PreparedTGR
 from recstack.stages.context import StageContext
 
@@ -120,25 +120,9 @@ def valid_targets(events: dict[str, np.ndarray], n_users: int, seed: int) -> pa.
     Later stages train on events before each target only and score the target: a local validation that
     mirrors the task (next item after a history), for data whose test answers are hidden.
     """
-    user, action = events["user"], events["action"]
-    users, start, end = group_bounds(user)
-    clicks = np.flatnonzero(action >= 1)
-    owner = np.searchsorted(start, clicks, side="right") - 1  # group of each click
-    last = np.full(len(users), -1)
-    np.maximum.at(last, owner, clicks)
-    has = np.flatnonzero(last >= 0)
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(has, size=min(n_users, len(has)), replace=False))
-    pos = last[pick]
-    return pa.table(
-        {
-            "user": pa.array(users[pick].astype(np.int64)),
-            "item": pa.array(events["item"][pos].astype(np.int64)),
-            "action": pa.array(action[pos].astype(np.int8)),
-            "n_hist": pa.array((pos - start[pick]).astype(np.int64)),
-            "event_index": pa.array(pos.astype(np.int64)),  # row of the target in events.parquet
-        }
-    )
+    return pa.Table.from_pandas(
+        last_clicks(events, n_users, seed), preserve_index=False
+    ).replace_schema_metadata()
 
 
 def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
