@@ -8,7 +8,7 @@ import pytest
 
 from recstack import cli
 from recstack.paths import MANIFEST, Paths
-from recstack.pipeline import PIPELINES, run_stage, run_until
+from recstack.pipeline import PIPELINES, pipeline_of, run_stage, run_until
 
 from conftest import ROOT, SMALL_SYNTH
 
@@ -20,7 +20,7 @@ def synth(tmp_cfg):
 
 def test_whole_pipeline_writes_validated_submission(synth):
     manifests = run_until(synth)
-    assert list(manifests) == list(PIPELINES["mmctr"])  # every stage, in registry order
+    assert list(manifests) == list(pipeline_of("mmctr"))  # every stage, in registry order
     paths = Paths(synth)
     sub = paths.stage_dir("ensemble") / "prediction.zip"
     assert sub.is_file()

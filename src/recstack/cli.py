@@ -20,9 +20,9 @@ from recstack.artifacts import write_text
 from recstack.config import ConfigError, load_config, to_yaml
 from recstack.ensemble.submission import MMCTR_COLUMNS, read_mmctr, read_tgr, validate_mmctr, validate_tgr
 from recstack.errors import DataError
-from recstack.metrics import auc, gauc, logloss, tencentgr_score
+from recstack.metrics import TGR_ACTION_WEIGHTS, auc, gauc, logloss, tencentgr_score
 from recstack.paths import Paths, PreparedTGR
-from recstack.pipeline import PIPELINES, run_until
+from recstack.pipeline import PIPELINES, pipeline_of, run_until
 
 DEFAULT_CONFIG = "configs/mmctr_movielens.yaml"
 log = logging.getLogger("recstack")
@@ -30,7 +30,8 @@ log = logging.getLogger("recstack")
 
 def _stage_help() -> str:
     lines = ["stages (run in this order by `all`):"]
-    for track, stages in PIPELINES.items():
+    for track in PIPELINES:
+        stages = pipeline_of(track)
         lines.append(f"  track {track}:")
         lines += [f"    {s.name:<10} {s.help}" for s in stages.values()]
     lines += [
@@ -116,7 +117,7 @@ def _evaluate_tgr(cfg, submission: str) -> dict[str, float]:
     validate_tgr(top10s, users, truth["user_id"].astype(str).tolist(), pool["creative_id"].to_numpy(),
                  source=str(submission))  # fmt: skip
     m = tencentgr_score(np.asarray(top10s, np.int64), truth["creative_id"].to_numpy(), k=10,
-                        action=truth["action"].to_numpy(), action_weights={0: 0.0, 1: 1.0, 2: 2.5})  # fmt: skip
+                        action=truth["action"].to_numpy(), action_weights=TGR_ACTION_WEIGHTS)  # fmt: skip
     return {f"test_{k}": float(v) for k, v in m.items()} | {"rows": float(len(truth))}
 
 

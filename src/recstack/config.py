@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 TRACKS = ("mmctr", "tencentgr")
@@ -194,8 +194,17 @@ class RankConfig:
     eval_batch_size: int = 16384  # bounds evaluation memory (DIN holds B x L x 512 attention activations)
     progress: bool = True  # tqdm bar with running loss and AUC
     compile: bool = False  # torch.compile for training (CUDA: see bench/README.md, Rankers on GPU)
-    din: DinConfig = field(default_factory=DinConfig)
-    qin: QinConfig = field(default_factory=QinConfig)
+    # one block per ranker, `rank.<name>`: filled from RANK_MODELS (below) when the config is loaded
+
+
+# The settings block of every ranker, by name: `rank.<name>` in the config, `rank_<name>` in the pipeline.
+# models/rankers.register adds a new ranker's block here (its model, stage and block in one call).
+RANK_MODELS: dict[str, type] = {"din": DinConfig, "qin": QinConfig}
+
+
+def register_rank_model(name: str, settings: type) -> None:
+    """A ranker's settings dataclass (lr, batch_size, micro_batch, emb_dim + its sizes) as `rank.<name>`."""
+    RANK_MODELS[name] = settings
 
 
 @dataclass
@@ -265,6 +274,9 @@ def _check(cfg: DictConfig, source: str) -> None:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
     """Schema defaults <- YAML file <- `key=value` overrides; returns a read-only, validated config."""
     cfg: DictConfig = OmegaConf.structured(Config)
+    with open_dict(cfg.rank):
+        for name, settings in RANK_MODELS.items():
+            cfg.rank[name] = OmegaConf.structured(settings)
     source = "defaults"
     if path is not None:
         path = Path(path)

@@ -120,6 +120,10 @@ def ndcg_at_k(topk: ArrayLike, target: ArrayLike, k: int = 10) -> float:
     return float(_hr_ndcg(_target_rank(topk, target, k))[1].mean())
 
 
+# TencentGR final-round metric weights by action type: exposure 0, click 1, conversion 2.5 (DESIGN.md)
+TGR_ACTION_WEIGHTS = {0: 0.0, 1: 1.0, 2: 2.5}
+
+
 def tencentgr_score(
     topk: ArrayLike,
     target: ArrayLike,

@@ -7,8 +7,10 @@ manifest (written last) is in place, so an interrupted stage never looks finishe
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
-import inspect
+import importlib.util
 import json
 import logging
 import tempfile
@@ -25,6 +27,7 @@ from recstack import __version__
 from recstack.artifacts import atomic_dir, file_fingerprint, stable_hash, write_json
 from recstack.config import subset
 from recstack.errors import DataError
+from recstack.models.rankers import RANKERS
 from recstack.paths import MANIFEST, Paths
 from recstack.stages import baseline, build, embed, ensemble, prepare, rank
 from recstack.stages.context import StageContext
@@ -64,18 +67,6 @@ PIPELINES: dict[str, dict[str, Stage]] = {
             "baseline", baseline.run_mmctr, ("prepare",), (*_SHARED, "baseline"),
             "CTR priors + history co-clicks, logistic regression: OOF/valid/test predictions",
         ),
-        "rank_din": Stage(
-            "rank_din", rank.run_din, ("prepare",), (*_SHARED, "rank.multimodal", "rank.provided",
-            "rank.folds", "rank.epochs", "rank.patience", "rank.lr_decay", "rank.din"),
-            "DIN ranker (item encoder + target attention + MLP): OOF/valid/test predictions, checkpoint",
-            distributed=True,
-        ),
-        "rank_qin": Stage(
-            "rank_qin", rank.run_qin, ("prepare",), (*_SHARED, "rank.multimodal", "rank.provided",
-            "rank.folds", "rank.epochs", "rank.patience", "rank.lr_decay", "rank.qin"),
-            "QIN ranker (sparse target attention + quadratic layers): OOF/valid/test predictions",
-            distributed=True,
-        ),
         "ensemble": Stage(
             "ensemble", ensemble.run_mmctr, ("prepare",), (*_SHARED, "ensemble"),
             "blend model predictions; write the validated submission (prediction.csv / .zip)",
@@ -109,10 +100,41 @@ PIPELINES: dict[str, dict[str, Stage]] = {
 }  # fmt: skip
 
 
+RANK_KEYS = (
+    "rank.multimodal",
+    "rank.provided",
+    "rank.folds",
+    "rank.epochs",
+    "rank.patience",
+    "rank.lr_decay",
+)
+RANKS_BEFORE = ("stack", "ensemble")  # mmctr: the generated rank stages run before the first of these
+
+
+def ranker_stage(name: str) -> Stage:
+    """`rank_<name>` for a ranker of models/rankers.RANKERS: one registry line gives a model its stage."""
+    return Stage(
+        f"rank_{name}", rank.stage_body(name), ("prepare",), (*_SHARED, *RANK_KEYS, f"rank.{name}"),
+        f"{name.upper()} ranker over the shared item encoder: OOF/valid/test predictions, checkpoint",
+        distributed=True,
+    )  # fmt: skip
+
+
+def pipeline_of(track: str) -> dict[str, Stage]:
+    """A track's stages in run order; mmctr's rank stages come from the RANKERS registry."""
+    if track not in PIPELINES:
+        raise DataError(f"track {track!r} has no pipeline yet; available: {', '.join(PIPELINES)}")
+    stages = PIPELINES[track]
+    if track != "mmctr":
+        return stages
+    names = list(stages)
+    at = min((names.index(n) for n in RANKS_BEFORE if n in stages), default=len(names))
+    ranks = {f"rank_{n}": ranker_stage(n) for n in RANKERS}
+    return {**dict(list(stages.items())[:at]), **ranks, **dict(list(stages.items())[at:])}
+
+
 def stages_for(cfg: DictConfig) -> dict[str, Stage]:
-    if cfg.track not in PIPELINES:
-        raise DataError(f"track {cfg.track!r} has no pipeline yet; available: {', '.join(PIPELINES)}")
-    return PIPELINES[cfg.track]
+    return pipeline_of(cfg.track)
 
 
 def _needs(cfg: DictConfig, stage: Stage) -> tuple[str, ...]:
@@ -127,9 +149,45 @@ def _needs(cfg: DictConfig, stage: Stage) -> tuple[str, ...]:
     return needs
 
 
+def _imports(path: Path) -> set[str]:
+    """Names of the recstack modules a source file imports (`from recstack.x import y` may name a module y)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.startswith("recstack")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("recstack"):
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+@functools.cache
+def module_closure(module: str) -> tuple[Path, ...]:
+    """Source files of `module` and of every recstack module it imports, transitively (sorted by name)."""
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):  # `from recstack.x import function`: not a module
+            spec = None
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        seen[name] = Path(spec.origin)
+        todo += sorted(_imports(seen[name]) - set(seen))
+    return tuple(seen[name] for name in sorted(seen))
+
+
 def _code_fingerprint(stage: Stage) -> str:
-    src = inspect.getsourcefile(stage.run)
-    return hashlib.sha256(Path(src).read_bytes()).hexdigest()[:16] if src else __version__
+    """The source of every package module the stage runs: editing models/din.py reruns rank_din (a stage
+    keyed on its own file alone would be skipped with a stale model)."""
+    h = hashlib.sha256()
+    for path in module_closure(stage.run.__module__):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:

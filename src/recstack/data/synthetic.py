@@ -22,6 +22,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from recstack.data.mmctr import MmctrItems, MmctrRaw, MmctrSplit
+from recstack.data.movielens import deciles
 
 TAG_WIDTH = 5  # item_tags width in the challenge files
 POSITIVE_RATE = 0.25  # MicroLens-1M train
@@ -46,11 +47,6 @@ class SyntheticTruth:
     cover_topic: np.ndarray  # (I + 1,) int64 the topic an item's cover shows (as its image embedding does)
     test_label: np.ndarray  # (N_test,) float32, hidden from the raw files
     test_user: np.ndarray  # (N_test,) int64
-
-
-def _deciles(x: np.ndarray) -> np.ndarray:
-    """0..9 by rank, like the MMCTR likes/views levels."""
-    return (np.argsort(np.argsort(x, kind="stable"), kind="stable") * 10 // len(x)).astype(np.int64)
 
 
 def _read_pairs(path: Path) -> list[tuple[int, str]]:
@@ -155,8 +151,8 @@ def build_mmctr_synthetic(cfg, fixtures_dir: Path | None = None) -> tuple[MmctrR
     log_pop = np.log(pop)
     z_pop = (log_pop - log_pop.mean()) / log_pop.std()
     quality = rng_item.standard_normal(n_items)
-    views = _deciles(z_pop + 0.3 * rng_item.standard_normal(n_items))
-    likes = _deciles(quality + 0.5 * z_pop + 0.7 * rng_item.standard_normal(n_items))
+    views = deciles(z_pop + 0.3 * rng_item.standard_normal(n_items))
+    likes = deciles(quality + 0.5 * z_pop + 0.7 * rng_item.standard_normal(n_items))
 
     def wrong(share: float) -> np.ndarray:  # topic as a noisy source shows it
         return np.where(rng_item.random(n_items) < share, rng_item.integers(0, n_topics, n_items), topic)

@@ -33,7 +33,8 @@ import pyarrow as pa
 
 from recstack.artifacts import write_table
 from recstack.config import SyntheticTGRConfig
-from recstack.data.synthetic import _alias_tables, _deciles, _draw
+from recstack.data.movielens import deciles
+from recstack.data.synthetic import _alias_tables, _draw
 from recstack.data.tencentgr import MM_DIMS, TgrEvents, TgrRaw
 from recstack.paths import RawTencentGR
 
@@ -109,8 +110,8 @@ def _item_features(
     """feature id -> (N,) int64 values (1.., 0 = missing) for every item of the universe."""
     n = len(topic)
     pop_dec, qual_dec = (
-        _deciles(z_pop + 0.3 * rng.standard_normal(n)),
-        _deciles(quality + 0.5 * rng.standard_normal(n)),
+        deciles(z_pop + 0.3 * rng.standard_normal(n)),
+        deciles(quality + 0.5 * rng.standard_normal(n)),
     )
     out = {}
     for feat, (kind, card, noise, missing) in ITEM_FEATURES.items():
@@ -412,7 +413,7 @@ def _user_features(
             values = (rng.permutation(n_topics) % card + 1)[main]
         return np.where(rng.random(n) < share, values, rng.integers(1, card + 1, n))
 
-    activity = np.minimum(_deciles(lengths + rng.random(n)) // 2 + 1, 5)
+    activity = np.minimum(deciles(lengths + rng.random(n)) // 2 + 1, 5)
     sparse = {
         "103": tied(8, 0.3),  # age bucket
         "104": tied(2, 0.2),  # gender

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from recstack.device import resolve_device  # noqa: F401  (re-exported for the encoders)
 from recstack.errors import DataError
 
 
@@ -35,14 +36,6 @@ def local_checkpoint(path: str, what: str) -> Path:
             "give the path of a folder written by save_pretrained (hub names are never downloaded)"
         )
     return p
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DataError("device=cuda but torch sees no CUDA GPU; use device=auto or device=cpu")
-    return torch.device(device)
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:

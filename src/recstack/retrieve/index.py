@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from recstack.artifacts import atomic_path
+from recstack.device import resolve_device
 from recstack.errors import DataError
-from recstack.train.dist import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from recstack.data.tgr_prepared import (
     read_events,
     read_table,
 )
-from recstack.metrics import auc, gauc, logloss, tencentgr_score
+from recstack.metrics import TGR_ACTION_WEIGHTS, auc, gauc, logloss, tencentgr_score
 from recstack.models.popularity import decayed_popularity, recommend
 from recstack.models.priors import PriorsBaseline
 from recstack.paths import Predictions, PreparedTGR
@@ -68,9 +68,6 @@ def run_mmctr(ctx: StageContext) -> dict[str, Any]:
 
 
 # ---- tencentgr ----------------------------------------------------------------------------------------
-ACTION_WEIGHTS = {0: 0.0, 1: 1.0, 2: 2.5}  # final-round metric: clicks 1, conversions 2.5, exposures 0
-
-
 def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     bc, prep = ctx.cfg.baseline, ctx.input_dir("prepare")
     ev = read_events(prep)
@@ -88,7 +85,7 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     seen = [ev["item"][s:c] for s, c in zip(start[g].tolist(), cut.tolist(), strict=True)]
     top_v, score_v = recommend(pop, pool, seen, bc.topk, bc.exclude_seen)
     m = tencentgr_score(top_v, valid["item"].to_numpy(), k=10, action=valid["action"].to_numpy(),
-                        action_weights=ACTION_WEIGHTS)  # fmt: skip
+                        action_weights=TGR_ACTION_WEIGHTS)  # fmt: skip
     figures = {f"valid_{k}": round(float(v), 5) for k, v in m.items()}
 
     # test: popularity from all training events, each predict user's history left out

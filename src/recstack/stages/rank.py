@@ -1,5 +1,6 @@
-"""`rank_din`, `rank_qin`: neural rankers over (history, target, context) rows, one stage folder per model
-so each is an ensemble / stacker source of its own (`ensemble.sources: [baseline, rank_din, rank_qin]`).
+"""`rank_<name>` for each ranker of models/rankers.RANKERS (din, qin, ...): neural rankers over (history,
+target, context) rows, one stage folder per model so each is an ensemble / stacker source of its own
+(`ensemble.sources: [baseline, rank_din, rank_qin]`).
 
 Writes (names in paths.Ranked / paths.Predictions):
     predictions.parquet   keyed by (split, row_id): OOF train rows (rank.folds > 0), valid, test
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -137,9 +139,11 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
     return figures
 
 
-def run_din(ctx: StageContext) -> dict[str, Any]:
-    return run_mmctr(ctx, "din")
+def stage_body(name: str) -> Callable[[StageContext], dict[str, Any]]:
+    """The `rank_<name>` stage of a registered ranker (the pipeline builds one per RANKERS entry)."""
 
+    def run(ctx: StageContext) -> dict[str, Any]:
+        return run_mmctr(ctx, name)
 
-def run_qin(ctx: StageContext) -> dict[str, Any]:
-    return run_mmctr(ctx, "qin")
+    run.__name__ = f"rank_{name}"
+    return run

@@ -12,21 +12,14 @@ import os
 import torch
 import torch.distributed as dist
 
+from recstack.device import resolve_device  # re-exported: stages ask dist for the device
+
 log = logging.getLogger(__name__)
 
 
 def launched() -> bool:
     """Started by torchrun with more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def resolve_device(pref: str = "auto") -> torch.device:
-    """`auto`: CUDA when present (this process's GPU under torchrun), CPU otherwise."""
-    if pref == "cpu" or (pref == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but torch sees no CUDA device (set device=auto or device=cpu)")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def setup(pref: str = "auto") -> None:
