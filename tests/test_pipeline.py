@@ -27,7 +27,7 @@ def test_whole_pipeline_writes_validated_submission(synth):
     figs = manifests["baseline"]["figures"]
     assert 0.55 < figs["valid_auc"] <= 1.0  # above chance: item and level priors carry signal
     prep = manifests["prepare"]
-    assert prep["figures"]["rows_test"] == 150 and prep["inputs"]["build"] == manifests["build"]["key"]
+    assert prep["figures"]["rows_test"] == 150 and prep["inputs"]["build"] == manifests["build"]["content"]
     # raw layout + hidden labels were built under input/<dataset>
     assert (paths.raw_dir / "MicroLens_1M_x1" / "train.parquet").is_file()
     assert paths.raw_mmctr.test_truth.is_file()

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from recstack.pipeline import PIPELINES, module_closure
+import pytest
+
+from recstack.errors import DataError
+from recstack.paths import LOCK, Paths
+from recstack.pipeline import PIPELINES, module_closure, run_stage, run_until
 
 from conftest import ROOT, SMALL_SYNTH
 
@@ -48,3 +55,52 @@ def test_editing_a_model_file_reruns_its_stage(tmp_path):
     model.write_text(model.read_text() + "\n# an edit\n")
     log = run()
     assert "[baseline] running" in log and "[prepare] skipped" in log  # only the stage whose code changed
+
+
+@pytest.fixture
+def synth(tmp_cfg):
+    return tmp_cfg("mmctr_synthetic.yaml", *SMALL_SYNTH)
+
+
+def test_downstream_keys_follow_content_not_keys(synth, caplog):
+    caplog.set_level("INFO")
+    run_until(synth, "baseline")
+    # touch: the raw input looks changed (mtime), prepare reruns, writes the same content: baseline skipped
+    raw = Paths(synth).raw_mmctr.split("train")
+    os.utime(raw, ns=(raw.stat().st_atime_ns, raw.stat().st_mtime_ns + 10**9))
+    caplog.clear()
+    run_until(synth, "baseline")
+    assert "[prepare] running" in caplog.text and "[baseline] skipped" in caplog.text
+    # a forced prepare whose output differs (same key): baseline must rerun, not keep stale figures
+    stage = PIPELINES["mmctr"]["prepare"]
+
+    def changed(ctx):
+        figures = stage.run(ctx)
+        (ctx.out / "extra.txt").write_text("new content")
+        return figures
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PIPELINES["mmctr"], "prepare", replace(stage, run=changed))
+        mp.setattr("recstack.pipeline._code_fingerprint", lambda s: "same code")
+        first = run_stage(synth, "baseline")
+        run_stage(synth, "prepare", force=True)
+        caplog.clear()
+        second = run_stage(synth, "baseline")
+    assert "[baseline] running" in caplog.text and second["key"] != first["key"]
+
+
+def test_killed_run_leftovers_are_removed_and_a_second_run_is_refused(synth, caplog):
+    caplog.set_level("INFO")
+    run_until(synth, "prepare")
+    paths = Paths(synth)
+    left = paths.run_dir / ".baseline.tmp-deadbeef"
+    left.mkdir()
+    (left / "predictions.parquet").write_text("half")
+    run_stage(synth, "baseline")
+    assert not left.exists() and "left by an interrupted run" in caplog.text
+    with open(paths.run_dir / LOCK, "a+") as f:  # another process holds the folder
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DataError, match="in use by another recstack run"):
+            run_stage(synth, "baseline", force=True)
+        fcntl.flock(f, fcntl.LOCK_UN)
+    run_stage(synth, "baseline", force=True)  # free again

@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"  # in the run folder: held by the run writing it (pipeline.run_lock)
 
 # mmctr raw layout (WWW 2025 MMCTR / MicroLens-1M, as released)
 MMCTR_SUBDIR = "MicroLens_1M_x1"

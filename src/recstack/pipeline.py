@@ -8,14 +8,18 @@ manifest (written last) is in place, so an interrupted stage never looks finishe
 from __future__ import annotations
 
 import ast
+import contextlib
+import fcntl
 import functools
 import hashlib
 import importlib.util
 import json
 import logging
+import os
+import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +32,7 @@ from recstack.artifacts import atomic_dir, file_fingerprint, stable_hash, write_
 from recstack.config import subset
 from recstack.errors import DataError
 from recstack.models.rankers import RANKERS
-from recstack.paths import MANIFEST, Paths
+from recstack.paths import LOCK, MANIFEST, Paths
 from recstack.stages import baseline, build, embed, ensemble, prepare, rank
 from recstack.stages.context import StageContext
 from recstack.train import dist
@@ -190,6 +194,66 @@ def _code_fingerprint(stage: Stage) -> str:
     return h.hexdigest()[:16]
 
 
+def content_fingerprint(folder: Path) -> str:
+    """sha256 over a finished stage folder's files (names and bytes; the manifest excluded)."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+            with open(p, "rb") as f:
+                while block := f.read(1 << 22):
+                    h.update(block)
+    return h.hexdigest()[:16]
+
+
+def remove_stale(out_dir: Path) -> list[str]:
+    """Temporary / replaced folders of `out_dir` left by a killed run (kill -9 skips every `finally`).
+    Called under the run lock, so no live run owns them."""
+    stale = [*out_dir.parent.glob(f".{out_dir.name}.tmp-*"), *out_dir.parent.glob(f".{out_dir.name}.old-*")]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return [p.name for p in stale]
+
+
+_HELD: dict[Path, int] = {}  # run folders this process has locked, with nesting depth
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One run per output folder at a time: a second `./run.sh` on the same folder stops with a clear
+    message instead of racing the first (both writing, the last rename winning, one log for two runs)."""
+    run_dir = run_dir.resolve()
+    if _HELD.get(run_dir):
+        _HELD[run_dir] += 1
+        try:
+            yield
+        finally:
+            _HELD[run_dir] -= 1
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "another process"
+            raise DataError(
+                f"{run_dir} is in use by another recstack run ({owner}); wait for it to finish, or use another "
+                "output_root / dataset for a parallel run"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        _HELD[run_dir] = 1
+        try:
+            yield
+        finally:
+            _HELD.pop(run_dir, None)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     path = folder / MANIFEST
     if not path.is_file():
@@ -202,6 +266,13 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 def run_stage(cfg: DictConfig, name: str, force: bool = False) -> dict[str, Any]:
     """Run one stage (its upstream stages must be done). Returns its manifest."""
+    if dist.rank() > 0:  # torchrun workers write nothing: rank 0 holds the lock
+        return _run_stage(cfg, name, force)
+    with run_lock(Paths(cfg).run_dir):
+        return _run_stage(cfg, name, force)
+
+
+def _run_stage(cfg: DictConfig, name: str, force: bool) -> dict[str, Any]:
     stages = stages_for(cfg)
     if name not in stages:
         raise DataError(f"unknown stage {name!r} for track {cfg.track}; stages: {', '.join(stages)}")
@@ -216,7 +287,9 @@ def run_stage(cfg: DictConfig, name: str, force: bool = False) -> dict[str, Any]
         manifest = read_manifest(paths.stage_dir(up))
         if manifest is None:
             raise DataError(f"stage {name} needs stage {up}, which has not finished: run `./run.sh {up}`")
-        inputs[up] = manifest["key"]
+        # what the upstream stage produced, not its key: a forced rerun with new content reruns this stage,
+        # an unchanged rerun (e.g. after `touch` on the raw input) does not
+        inputs[up] = manifest.get("content") or manifest["key"]
     if stage.reads_raw:
         inputs["raw"] = file_fingerprint(paths.raw_dir)
     conf = subset(cfg, stage.config_keys)
@@ -231,6 +304,9 @@ def run_stage(cfg: DictConfig, name: str, force: bool = False) -> dict[str, Any]
             with tempfile.TemporaryDirectory() as tmp:
                 stage.run(StageContext(cfg, paths, Path(tmp)))
         return {}
+    removed = remove_stale(out_dir)
+    if removed:
+        log.info("[%s] removed %d folder(s) left by an interrupted run: %s", name, len(removed), removed)
     log.info("[%s] running -> %s", name, out_dir)
     t0 = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
@@ -238,6 +314,7 @@ def run_stage(cfg: DictConfig, name: str, force: bool = False) -> dict[str, Any]
         manifest = {
             "stage": name,
             "key": key,
+            "content": content_fingerprint(tmp),
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "duration_s": round(time.perf_counter() - t0, 3),
             "inputs": {**inputs, **({"raw_dir": str(paths.raw_dir)} if stage.reads_raw else {})},

@@ -72,6 +72,11 @@ def build_model(name: str, items: RankItems, mm: np.ndarray | None, context_card
     return RANKERS[name](encoder, context_cards, **arch).to(device)
 
 
+def _content(stage_dir) -> str:
+    manifest = json.loads((stage_dir / MANIFEST).read_text())
+    return manifest.get("content") or manifest["key"]
+
+
 def _scores(y: np.ndarray, p: np.ndarray, users: np.ndarray, split: str) -> dict[str, float]:
     out = {f"{split}_auc": round(auc(y, p), 5), f"{split}_logloss": round(logloss(y, p), 5)}
     g = gauc(users, y, p)  # nan when no user has both classes (one valid row per user in MovieLens)
@@ -91,13 +96,16 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
     mc = OmegaConf.to_container(rc[name], resolve=True)
     arch = {k: v for k, v in mc.items() if k not in TRAINER_KEYS}
     device = dist.resolve_device(cfg.device)
-    prepare_key = json.loads((prep / MANIFEST).read_text())["key"]
+    # what the run trains on: a checkpoint trained on other item vectors (an embed rerun) is not resumed
+    upstream = {
+        s: _content(ctx.input_dir(s)) for s in ("prepare", "embed") if s == "prepare" or mm_source == "embed"
+    }
     settings = TrainSettings(
         epochs=rc.epochs, patience=rc.patience, lr=mc["lr"], lr_decay=rc.lr_decay,
         batch_size=mc["batch_size"], micro_batch=mc["micro_batch"], eval_batch_size=rc.eval_batch_size, seed=cfg.seed,
         progress=rc.progress, desc=name, compile=rc.compile,
         resume_key=stable_hash({"model": name, "rank": OmegaConf.to_container(rc), "seed": cfg.seed,
-                                "prepare": prepare_key, "multimodal": mm_source, "world": dist.world()}),
+                                "upstream": upstream, "multimodal": mm_source, "world": dist.world()}),
     )  # fmt: skip
     log.info("%s on %s (%d processes): %d train / %d valid / %d test rows, multimodal=%s, folds=%d",
              name, device, dist.world(), len(train), len(valid), len(test), mm_source, rc.folds)  # fmt: skip
