@@ -74,7 +74,9 @@ class Ranking:
 
     @staticmethod
     def empty(n_queries: int, k: int) -> Ranking:
-        return Ranking(np.full((n_queries, k), MISSING, np.int64), np.full((n_queries, k), np.nan, np.float32))
+        return Ranking(
+            np.full((n_queries, k), MISSING, np.int64), np.full((n_queries, k), np.nan, np.float32)
+        )
 
 
 class Source(Protocol):
@@ -122,12 +124,15 @@ def top_k_groups(group: np.ndarray, item: np.ndarray, score: np.ndarray, n_group
     return compact(group[order], item[order], score[order], n_groups, k)
 
 
-def drop_seen(ranking: Ranking, queries: Queries, k: int) -> Ranking:
-    """`ranking` with each query's history items removed, order kept, compacted to the first k left."""
+def drop_seen(ranking: Ranking, queries: Queries, k: int, seen: bool = True) -> Ranking:
+    """`ranking` with empty slots (and, with `seen`, each query's history items) removed, order kept,
+    compacted to the first k left."""
     n_q, width = ranking.items.shape
     q = np.repeat(np.arange(n_q), width)
     item, score = ranking.items.reshape(-1), ranking.scores.reshape(-1)
     seen_q = np.repeat(np.arange(n_q), np.diff(queries.offsets))
     n = int(max(item.max(initial=0), queries.item.max(initial=0))) + 1
-    keep = (item != MISSING) & ~np.isin(q * n + item, seen_q * n + queries.item.astype(np.int64))
+    keep = item != MISSING
+    if seen:
+        keep &= ~np.isin(q * n + item, seen_q * n + queries.item.astype(np.int64))
     return compact(q[keep], item[keep], score[keep], n_q, k)

@@ -99,8 +99,11 @@ def fit_covisit(ev: Events, n: int, st: CovisitSettings, parts: int = 0) -> tupl
             if held > budget // 2 and len(acc_k) > 1:
                 k, w = _reduce(np.concatenate(acc_k), np.concatenate(acc_w))
                 acc_k, acc_w, held = [k], [w], len(k)
-        key, w = _reduce(np.concatenate(acc_k), np.concatenate(acc_w)) if acc_k else (np.zeros(0, np.int64),
-                                                                                      np.zeros(0, np.float32))
+        key, w = (
+            _reduce(np.concatenate(acc_k), np.concatenate(acc_w))
+            if acc_k
+            else (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        )
         src, dst = key // n, key % n
         order = np.lexsort((dst, -w, src))  # per source: strongest first, ties by item
         src, dst, w = src[order], dst[order], w[order]
@@ -108,7 +111,9 @@ def fit_covisit(ev: Events, n: int, st: CovisitSettings, parts: int = 0) -> tupl
         srcs.append(src[top])
         dsts.append(dst[top])
         wts.append(w[top])
-        log.info("co-visitation pass %d/%d: %d item pairs, %d kept", part + 1, parts, len(src), int(top.sum()))
+        log.info(
+            "co-visitation pass %d/%d: %d item pairs, %d kept", part + 1, parts, len(src), int(top.sum())
+        )
     src, dst, w = np.concatenate(srcs), np.concatenate(dsts), np.concatenate(wts)
     order = np.lexsort((dst, -w, src))
     src, dst, w = src[order], dst[order], w[order]

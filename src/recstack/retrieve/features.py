@@ -27,7 +27,9 @@ def hist_queries(hist: np.ndarray, split: str) -> Queries:
     offsets = np.r_[0, np.cumsum(length)].astype(np.int64)
     item = hist[mask].astype(np.int64)
     pos = np.nonzero(mask)[1].astype(np.int64)
-    return Queries(split, np.arange(len(hist), dtype=np.int64), offsets, item, np.ones(len(item), np.int8), pos)
+    return Queries(
+        split, np.arange(len(hist), dtype=np.int64), offsets, item, np.ones(len(item), np.int8), pos
+    )
 
 
 def train_sequences(user: np.ndarray, hist: np.ndarray, target: np.ndarray, label: np.ndarray) -> Events:

@@ -20,11 +20,6 @@ def recall(ranking: Ranking, target: np.ndarray, ks: list[int]) -> dict[str, flo
     return {f"recall@{k}": (round(float((first < k).mean()), 5) if k <= hit.shape[1] else None) for k in ks}
 
 
-def any_recall(items_per_query: np.ndarray, target: np.ndarray) -> float:
-    """Share of queries whose target is anywhere in their candidate set (bool per query given)."""
-    return round(float(np.mean(items_per_query)), 5) if len(target) else 0.0
-
-
 def top10(ranking: Ranking, target: np.ndarray, action: np.ndarray) -> dict[str, Any]:
     m = tencentgr_score(ranking.items[:, :10], target, k=10, action=action, action_weights=ACTION_WEIGHTS)
     return {"score": round(m["score"], 5), "hr@10": round(m["hr@10"], 5), "ndcg@10": round(m["ndcg@10"], 5),

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from recstack.data.predictions import read_ranking
 from recstack.errors import DataError
-from recstack.retrieve.base import Events, Queries, Ranking, drop_seen
+from recstack.retrieve.base import MISSING, Events, Queries, Ranking, drop_seen
 
 
 class Seqrec:
     name = "seqrec"
 
-    def __init__(self, stage_dir: Path):
-        self.dir = stage_dir
+    def __init__(self, stage_dir: Path, pool: np.ndarray):
+        self.dir, self.pool = stage_dir, pool
         self.figures = {"stage_dir": str(stage_dir)}
 
     def fit(self, events: Events) -> None:  # fitted by its own stage
@@ -27,10 +29,6 @@ class Seqrec:
         items, scores = read_ranking(self.dir, queries.split, len(queries))
         if items.shape[1] == 0 and len(queries):
             raise DataError(f"{self.dir}: split {queries.split} has empty rankings")
-        ranking = Ranking(items.astype("int64"), scores.astype("float32"))
-        if exclude_seen:
-            return drop_seen(ranking, queries, k)
-        out = Ranking.empty(len(queries), k)
-        w = min(k, items.shape[1])
-        out.items[:, :w], out.scores[:, :w] = ranking.items[:, :w], ranking.scores[:, :w]
-        return out
+        items = np.where(np.isin(items, self.pool), items, MISSING)  # only pool items can be answered
+        ranking = Ranking(items.astype(np.int64), scores.astype(np.float32))
+        return drop_seen(ranking, queries, k, seen=exclude_seen)

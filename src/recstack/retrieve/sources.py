@@ -54,7 +54,9 @@ def _content(rc: DictConfig, inp: SourceInputs) -> Source | None:
     if inp.item_vecs is None:
         return None
     st = ContentSettings(int(rc.content.history), float(rc.content.recency))
-    return Content(st, inp.item_vecs, inp.pool, index_settings(rc, len(inp.pool), inp.device), inp.index_cache, inp.seed)
+    return Content(
+        st, inp.item_vecs, inp.pool, index_settings(rc, len(inp.pool), inp.device), inp.index_cache, inp.seed
+    )
 
 
 def _popular(rc: DictConfig, inp: SourceInputs) -> Source:
@@ -63,7 +65,7 @@ def _popular(rc: DictConfig, inp: SourceInputs) -> Source:
 
 
 def _seqrec(rc: DictConfig, inp: SourceInputs) -> Source | None:
-    return None if inp.seqrec_dir is None else Seqrec(inp.seqrec_dir)
+    return None if inp.seqrec_dir is None else Seqrec(inp.seqrec_dir, inp.pool)
 
 
 SOURCES: dict[str, Callable[[DictConfig, SourceInputs], Source | None]] = {

@@ -40,7 +40,7 @@ from recstack.data.tgr_prepared import (
 from recstack.errors import DataError
 from recstack.metrics import auc
 from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retrieved
-from recstack.retrieve.base import MISSING, Events, Queries, Ranking, query_histories
+from recstack.retrieve.base import MISSING, Events, Ranking, query_histories
 from recstack.retrieve.covisit import fit_covisit
 from recstack.retrieve.features import FEATURES, row_features, train_sequences
 from recstack.retrieve.index import VectorIndex, set_threads
@@ -118,8 +118,9 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
 
     seqrec_dir = _seqrec_dir(ctx) if rc.seqrec.enabled else None
     vecs = _item_vecs(ctx, n_rows) if rc.content.enabled else None
-    inputs = SourceInputs(n_rows, pool, vecs, seqrec_dir, ctx.paths.run_dir / "_cache" / "retrieve", cfg.seed,
-                          cfg.device)
+    inputs = SourceInputs(
+        n_rows, pool, vecs, seqrec_dir, ctx.paths.run_dir / "_cache" / "retrieve", cfg.seed, cfg.device
+    )
     sources = []
     for name, build in SOURCES.items():
         if not rc[name].enabled:
@@ -140,7 +141,9 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         for src in sources:
             src.fit(fit)
             for split in splits:
-                rankings[split][src.name] = src.recommend(queries[split], _topk(rc, src.name), rc.exclude_seen)
+                rankings[split][src.name] = src.recommend(
+                    queries[split], _topk(rc, src.name), rc.exclude_seen
+                )
                 log.info("source %s: %s queries answered", src.name, split)
             if "valid" in splits and rc.report_both:
                 alt[src.name] = src.recommend(queries["valid"], _topk(rc, src.name), not rc.exclude_seen)
@@ -249,7 +252,9 @@ def run_mmctr(ctx: StageContext) -> dict[str, Any]:
         rows = read_samples(prep, split)
         feats = row_features(read_hist(prep, split), rows["item_id"].to_numpy().astype(np.int64), vecs, matrix,
                              index, int(rc.feature_history), st.recency, int(rc.ann_cap))  # fmt: skip
-        frames.append(pd.DataFrame({"split": split, "row_id": rows["row_id"].to_numpy().astype(np.int64), **feats}))
+        frames.append(
+            pd.DataFrame({"split": split, "row_id": rows["row_id"].to_numpy().astype(np.int64), **feats})
+        )
         if split == "valid" and "label" in rows:
             y = rows["label"].to_numpy()
             for f in FEATURES:
@@ -258,6 +263,8 @@ def run_mmctr(ctx: StageContext) -> dict[str, Any]:
     table = pd.concat(frames, ignore_index=True)
     write_table(ctx.out / Retrieved.FEATURES, pa.Table.from_pandas(table, preserve_index=False))
     figures["rows"] = len(table)
-    log.info("retrieve features (valid AUC of each alone): %s",
-             ", ".join(f"{f} {figures[f'valid_auc_{f}']:.4f}" for f in FEATURES if f"valid_auc_{f}" in figures))
+    log.info(
+        "retrieve features (valid AUC of each alone): %s",
+        ", ".join(f"{f} {figures[f'valid_auc_{f}']:.4f}" for f in FEATURES if f"valid_auc_{f}" in figures),
+    )
     return figures
