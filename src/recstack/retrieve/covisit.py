@@ -53,7 +53,7 @@ class CovisitMatrix:
 def _reduce(key: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(key) == 0:
         return key, w
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)  # sums do not depend on the order of equal keys: no stable sort needed
     key, w = key[order], w[order]
     first = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1]
     return key[first], np.add.reduceat(w, first)
