@@ -20,6 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MMCTR_COLUMNS = ("Task1", "Task2", "Task1&2")  # headers the MMCTR challenge accepts
 MULTIMODAL = ("auto", "embed", "provided", "none")  # rank.multimodal
 POOLINGS = ("mean", "cls", "last")  # text encoder pooling
+INDEX_BACKENDS = ("auto", "faiss", "torch")  # retrieve.index.backend
 
 
 class ConfigError(ValueError):
@@ -208,6 +209,83 @@ def register_rank_model(name: str, settings: type) -> None:
 
 
 @dataclass
+class RetrieveIndexConfig:
+    # auto: exact Flat below `flat_below` pool items, `ann_factory` above. bench/bench_retrieve.py (2-core
+    # CPU): see bench/README.md for the recall@100 / QPS of each choice at 100k and 1M items.
+    factory: str = "auto"  # auto | any FAISS index_factory string (Flat, IVF4096,Flat, HNSW32, ...)
+    flat_below: int = 100_000
+    ann_factory: str = "IVF4096,Flat"  # IVF beat HNSW32 at equal recall (bench/README.md)
+    nprobe: int = 64  # IVF lists visited per query (nprobe 32: recall@100 0.90 at 13.9x Flat, 100k items)
+    ef_search: int = 128  # HNSW candidate list per query
+    backend: str = "auto"  # auto | faiss | torch (auto: torch top-k on CUDA when FAISS has no GPU build)
+    threads: int = 0  # FAISS OpenMP threads; 0 = FAISS's default
+
+
+@dataclass
+class CovisitConfig:
+    enabled: bool = True
+    topk: int = 500  # candidates per query (recall is reported up to 500)
+    window: int = 10  # partners up to this many events before / after (OTTO solutions: 10-30)
+    half_life_hours: float = 0.0  # time-gap decay of a pair; 0 = none (MovieLens timestamps are rating days)
+    exposure_weight: float = 0.3  # pair weight when the partner was only exposed (MovieLens: rating < 4)
+    click_weight: float = 1.0
+    conversion_weight: float = 2.5  # final-round metric weight of conversions
+    backward: float = 1.0  # weight of the reverse pair (later -> earlier event)
+    neighbours: int = 100  # partners kept per item
+    history: int = 30  # recent events of a query that vote
+    recency: float = 0.9  # vote of the event j steps back = recency ** j
+    memory_mb: int = 2048  # pairs held at once; more passes over the events beyond it
+
+
+@dataclass
+class ContentSourceConfig:
+    enabled: bool = True  # used when the track has an embed stage
+    topk: int = 500
+    history: int = 20
+    recency: float = 0.8
+
+
+@dataclass
+class PopularSourceConfig:
+    enabled: bool = True
+    topk: int = 500
+    half_life_days: float = 30.0  # baseline.half_life_days on MovieLens (0.076 vs 0.063 at 7 days)
+    conversion_weight: float = 2.5
+
+
+@dataclass
+class SeqrecSourceConfig:
+    enabled: bool = True  # used when a `seqrec` stage exists in the track and has finished
+    topk: int = 500
+
+
+@dataclass
+class MergeConfig:
+    topk: int = 500  # length of the fused ("merged") ranking
+    rrf_k: float = 60.0  # reciprocal-rank fusion constant (Cormack et al. 2009)
+    tune: bool = True  # fusion weights tuned on the stacker's training queries (never on valid users)
+
+
+@dataclass
+class RetrieveConfig:
+    # items the user has seen left out of every source; MovieLens users never rate a movie twice, real
+    # TencentGR targets can repeat an item (the report gives both settings' valid scores)
+    exclude_seen: bool = True
+    report_both: bool = True  # also score the valid users with the other exclude_seen setting
+    recall_ks: list[int] = field(default_factory=lambda: [10, 50, 100, 200, 500])
+    predictions_topk: int = 100  # items per user in predictions.parquet (the best validated ranking)
+    index: RetrieveIndexConfig = field(default_factory=RetrieveIndexConfig)
+    covisit: CovisitConfig = field(default_factory=CovisitConfig)
+    content: ContentSourceConfig = field(default_factory=ContentSourceConfig)
+    popular: PopularSourceConfig = field(default_factory=PopularSourceConfig)
+    seqrec: SeqrecSourceConfig = field(default_factory=SeqrecSourceConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    # mmctr features
+    feature_history: int = 16  # recent history items the similarity / co-visitation features use
+    ann_cap: int = 200  # the target's rank among the user's content neighbours is capped here
+
+
+@dataclass
 class EnsembleConfig:
     sources: list[str] = field(default_factory=lambda: ["baseline"])
     weights: list[float] = field(default_factory=lambda: [1.0])
@@ -227,6 +305,7 @@ class Config:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     rank: RankConfig = field(default_factory=RankConfig)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
 
@@ -265,6 +344,12 @@ def _check(cfg: DictConfig, source: str) -> None:
         bad("rank.multimodal", cfg.rank.multimodal, MULTIMODAL)
     if cfg.ensemble.column not in MMCTR_COLUMNS:
         bad("ensemble.column", cfg.ensemble.column, MMCTR_COLUMNS)
+    if cfg.retrieve.index.backend not in INDEX_BACKENDS:
+        bad("retrieve.index.backend", cfg.retrieve.index.backend, INDEX_BACKENDS)
+    for key in ("covisit.window", "covisit.history", "content.history", "covisit.neighbours",
+                "predictions_topk", "merge.topk", "ann_cap", "feature_history"):  # fmt: skip
+        if OmegaConf.select(cfg.retrieve, key) < 1:
+            raise ConfigError(f"{source}: 'retrieve.{key}' must be >= 1")
     if len(cfg.ensemble.sources) != len(cfg.ensemble.weights):
         raise ConfigError(f"{source}: ensemble.sources and ensemble.weights must have the same length")
     if not cfg.dataset or "/" in cfg.dataset:

@@ -33,7 +33,7 @@ from recstack.config import subset
 from recstack.errors import DataError
 from recstack.models.rankers import RANKERS
 from recstack.paths import LOCK, MANIFEST, Paths
-from recstack.stages import baseline, build, embed, ensemble, prepare, rank
+from recstack.stages import baseline, build, embed, ensemble, prepare, rank, retrieve
 from recstack.stages.context import StageContext
 from recstack.train import dist
 
@@ -71,6 +71,10 @@ PIPELINES: dict[str, dict[str, Stage]] = {
             "baseline", baseline.run_mmctr, ("prepare",), (*_SHARED, "baseline"),
             "CTR priors + history co-clicks, logistic regression: OOF/valid/test predictions",
         ),
+        "retrieve": Stage(
+            "retrieve", retrieve.run_mmctr, ("prepare",), (*_SHARED, "retrieve"),
+            "stacker features: target-to-history similarity (embed space), co-visitation, content-ANN rank",
+        ),
         "ensemble": Stage(
             "ensemble", ensemble.run_mmctr, ("prepare",), (*_SHARED, "ensemble"),
             "blend model predictions; write the validated submission (prediction.csv / .zip)",
@@ -95,6 +99,11 @@ PIPELINES: dict[str, dict[str, Stage]] = {
         "baseline": Stage(
             "baseline", baseline.run_tencentgr, ("prepare",), (*_SHARED, "baseline"),
             "recent click popularity over the candidate pool, seen items left out: top-k per user",
+        ),
+        "retrieve": Stage(
+            "retrieve", retrieve.run_tencentgr, ("prepare",),
+            (*_SHARED, "device", "retrieve", "data.valid_users", "data.stack_users"),
+            "candidate sources (co-visitation, content ANN, popularity, seqrec) -> merged candidates, recall",
         ),
         "ensemble": Stage(
             "ensemble", ensemble.run_tencentgr, ("prepare",), (*_SHARED, "ensemble"),
@@ -148,6 +157,13 @@ def _needs(cfg: DictConfig, stage: Stage) -> tuple[str, ...]:
     uses_embed = cfg.rank.multimodal in ("auto", "embed") and "embed" in stages_for(cfg)
     if stage.name.startswith("rank_") and uses_embed:
         needs = (*needs, "embed")  # the item encoder projects the embed stage's matrix
+    if stage.name == "retrieve":
+        stages = stages_for(cfg)
+        if "embed" in stages:
+            needs = (*needs, "embed")  # content ANN (tencentgr), similarity features (mmctr)
+        # the sequence model is an optional source: read when that stage exists and has finished
+        if "seqrec" in stages and read_manifest(Paths(cfg).stage_dir("seqrec")) is not None:
+            needs = (*needs, "seqrec")
     if cfg.data.source == "raw":
         needs = tuple(n for n in needs if n != "build")
     return needs

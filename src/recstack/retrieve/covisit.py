@@ -1,0 +1,173 @@
+"""Co-visitation source: items engaged close together in one user's sequence predict each other.
+
+Pairs (a, b) of events at most `window` events apart in one user's run each add
+    action_weight[action of b] * 2 ** (-|ts_b - ts_a| / half_life)          (a before b: forward)
+    backward * action_weight[action of a] * 2 ** (-|ts_b - ts_a| / half_life)  (b -> a, the reverse pair)
+to w(a -> b): the target side's action says how much the engagement is worth (conversions weigh 2.5 as the
+final-round metric weighs them), the time gap says how related the two events are. This is the
+co-visitation matrix of the Kaggle OTTO 2022 solutions, with TencentGR's action types.
+
+Streamed, never dense: the pairs of a block of events become int64 keys a * n + b, reduced with a sort
+(np.unique + np.add.reduceat); only source items with a % parts == p are kept in pass p, so memory is one
+pass's pairs, and each item keeps its `neighbours` strongest partners (CSR: indptr, nbr, weight).
+A query scores b by sum over its last `history` events a_j (age j = 0 for the latest) of
+recency ** j * action_weight[action of a_j] * w(a_j -> b), over the candidate pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from recstack.retrieve.base import Events, Queries, Ranking, top_k_groups
+
+log = logging.getLogger(__name__)
+
+PAIR_BYTES = 40  # key, weight, sort order and masks per candidate pair while a block is reduced
+
+
+@dataclass(frozen=True)
+class CovisitSettings:
+    window: int = 10
+    half_life_hours: float = 0.0  # 0: no time decay
+    action_weights: tuple[float, float, float] = (0.3, 1.0, 2.5)  # exposure, click, conversion
+    backward: float = 1.0
+    neighbours: int = 100
+    history: int = 30
+    recency: float = 0.9
+    memory_mb: int = 1024  # pairs held at once (one pass); more passes when the data needs more
+
+
+@dataclass(frozen=True)
+class CovisitMatrix:
+    indptr: np.ndarray  # (n + 1,) int64
+    nbr: np.ndarray  # (nnz,) int32, strongest first within a row
+    weight: np.ndarray  # (nnz,) float32
+
+    def row(self, a: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.nbr[self.indptr[a] : self.indptr[a + 1]], self.weight[self.indptr[a] : self.indptr[a + 1]]
+
+
+def _reduce(key: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(key) == 0:
+        return key, w
+    order = np.argsort(key)  # sums do not depend on the order of equal keys: no stable sort needed
+    key, w = key[order], w[order]
+    first = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1]
+    return key[first], np.add.reduceat(w, first)
+
+
+def _pairs(ev: Events, pos: np.ndarray, st: CovisitSettings, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keys src * n + dst and weights of every pair whose source event is one of rows `pos`."""
+    keys, ws = [], []
+    act_w = np.asarray(st.action_weights, np.float32)
+    for d in range(1, st.window + 1):
+        for other, scale in ((pos + d, 1.0), (pos - d, st.backward)):  # later partner, earlier partner
+            ok = (other >= 0) & (other < len(ev))
+            i, j = pos[ok], other[ok]
+            ok = (ev.user[j] == ev.user[i]) & (ev.item[j] != ev.item[i])
+            i, j = i[ok], j[ok]
+            w = np.float32(scale) * act_w[ev.action[j]]
+            if st.half_life_hours > 0:
+                gap = np.abs(ev.ts[j] - ev.ts[i]).astype(np.float32)
+                w = w * np.exp2(-gap / np.float32(st.half_life_hours * 3600))
+            m = w > 0
+            keys.append(ev.item[i[m]].astype(np.int64) * n + ev.item[j[m]])
+            ws.append(w[m])
+    return np.concatenate(keys), np.concatenate(ws)
+
+
+def fit_covisit(ev: Events, n: int, st: CovisitSettings, parts: int = 0) -> tuple[CovisitMatrix, dict]:
+    """The co-visitation matrix of `ev` over item rows 0..n-1, each row cut to `neighbours` partners.
+    `parts` passes (0: as many as `memory_mb` needs), pass p handling source items with item % parts == p."""
+    budget = max(st.memory_mb, 16) * (1 << 20) // PAIR_BYTES  # pairs held at once
+    if parts <= 0:
+        parts = max(1, -(-2 * st.window * len(ev) // budget))  # 2 * window pairs per event at most
+    block = max(1, budget // (4 * st.window))  # source events per block: its raw pairs use half the budget
+    srcs, dsts, wts = [], [], []
+    part_of = ev.item % parts if parts > 1 else None
+    for part in range(parts):
+        rows = np.arange(len(ev)) if part_of is None else np.flatnonzero(part_of == part)
+        acc_k, acc_w, held = [], [], 0
+        for b0 in range(0, len(rows), block):
+            k, w = _reduce(*_pairs(ev, rows[b0 : b0 + block], st, n))
+            acc_k.append(k)
+            acc_w.append(w)
+            held += len(k)
+            if held > budget // 2 and len(acc_k) > 1:
+                k, w = _reduce(np.concatenate(acc_k), np.concatenate(acc_w))
+                acc_k, acc_w, held = [k], [w], len(k)
+        key, w = (
+            _reduce(np.concatenate(acc_k), np.concatenate(acc_w))
+            if acc_k
+            else (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        )
+        src, dst = key // n, key % n
+        order = np.lexsort((dst, -w, src))  # per source: strongest first, ties by item
+        src, dst, w = src[order], dst[order], w[order]
+        top = np.arange(len(src)) - np.searchsorted(src, src) < st.neighbours
+        srcs.append(src[top])
+        dsts.append(dst[top])
+        wts.append(w[top])
+        log.info(
+            "co-visitation pass %d/%d: %d item pairs, %d kept", part + 1, parts, len(src), int(top.sum())
+        )
+    src, dst, w = np.concatenate(srcs), np.concatenate(dsts), np.concatenate(wts)
+    order = np.lexsort((dst, -w, src))
+    src, dst, w = src[order], dst[order], w[order]
+    indptr = np.r_[0, np.cumsum(np.bincount(src, minlength=n))].astype(np.int64)
+    matrix = CovisitMatrix(indptr, dst.astype(np.int32), w.astype(np.float32))
+    figures = {"passes": parts, "pairs_kept": len(dst), "items_with_pairs": int((np.diff(indptr) > 0).sum())}
+    return matrix, figures
+
+
+def score_queries(m: CovisitMatrix, queries: Queries, st: CovisitSettings, pool_mask: np.ndarray, k: int,
+                  exclude_seen: bool, chunk: int = 4096) -> Ranking:  # fmt: skip
+    """Top-k pool items per query by the recency-weighted co-visitation of its last `history` events."""
+    n = len(m.indptr) - 1
+    act_w = np.asarray(st.action_weights, np.float64)
+    q_all, rows_all, age_all = queries.recent(st.history)
+    parts = []
+    for c0 in range(0, len(queries), chunk):
+        c1 = min(len(queries), c0 + chunk)
+        sel = (q_all >= c0) & (q_all < c1)
+        q, rows, age = q_all[sel] - c0, rows_all[sel], age_all[sel]
+        a = queries.item[rows].astype(np.int64)
+        r = st.recency ** age.astype(np.float64) * act_w[queries.action[rows]]
+        start, count = m.indptr[a], m.indptr[a + 1] - m.indptr[a]
+        flat = np.repeat(start - np.r_[0, np.cumsum(count)[:-1]], count) + np.arange(count.sum())
+        qq = np.repeat(q, count)
+        b = m.nbr[flat].astype(np.int64)
+        contrib = np.repeat(r, count) * m.weight[flat]
+        keep = pool_mask[b]
+        key = qq[keep] * n + b[keep]
+        key, score = _reduce(key, contrib[keep])
+        if exclude_seen:
+            seen_q = np.repeat(np.arange(c1 - c0), np.diff(queries.offsets[c0 : c1 + 1]))
+            seen_key = seen_q * n + queries.item[queries.offsets[c0] : queries.offsets[c1]].astype(np.int64)
+            ok = ~np.isin(key, seen_key)
+            key, score = key[ok], score[ok]
+        parts.append(top_k_groups(key // n, key % n, score, c1 - c0, k))
+    if not parts:
+        return Ranking.empty(0, k)
+    return Ranking(np.concatenate([p.items for p in parts]), np.concatenate([p.scores for p in parts]))
+
+
+class Covisit:
+    """The registry's co-visitation source (see the module docstring)."""
+
+    name = "covisit"
+
+    def __init__(self, st: CovisitSettings, n_rows: int, pool: np.ndarray):
+        self.st, self.n = st, n_rows
+        self.pool_mask = np.zeros(n_rows, bool)
+        self.pool_mask[pool] = True
+        self.figures: dict = {}
+
+    def fit(self, events: Events) -> None:
+        self.matrix, self.figures = fit_covisit(events, self.n, self.st)
+
+    def recommend(self, queries: Queries, k: int, exclude_seen: bool) -> Ranking:
+        return score_queries(self.matrix, queries, self.st, self.pool_mask, k, exclude_seen)

@@ -1,0 +1,76 @@
+"""The registry of candidate sources: name -> builder. A builder returns None when its input is absent
+(no embed stage for `content`, no finished seqrec stage for `seqrec`); the stage then runs without it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from recstack.retrieve.base import Source
+from recstack.retrieve.content import Content, ContentSettings
+from recstack.retrieve.covisit import Covisit, CovisitSettings
+from recstack.retrieve.index import IndexSettings
+from recstack.retrieve.popular import Popular, PopularSettings
+from recstack.retrieve.seqrec import Seqrec
+
+
+@dataclass(frozen=True)
+class SourceInputs:
+    n_rows: int  # item rows (re-ids 0..n_rows-1)
+    pool: np.ndarray  # candidate pool item rows
+    item_vecs: np.ndarray | None  # the embed stage's matrix, row = item
+    seqrec_dir: Path | None  # a finished seqrec stage's folder
+    index_cache: Path | None = None
+    seed: int = 2025
+    device: str = "auto"
+
+
+def covisit_settings(rc: DictConfig) -> CovisitSettings:
+    c = rc.covisit
+    return CovisitSettings(int(c.window), float(c.half_life_hours),
+                           (float(c.exposure_weight), float(c.click_weight), float(c.conversion_weight)),
+                           float(c.backward), int(c.neighbours), int(c.history), float(c.recency),
+                           int(c.memory_mb))  # fmt: skip
+
+
+def index_settings(rc: DictConfig, n_items: int, device: str = "auto") -> IndexSettings:
+    """`retrieve.index.factory: auto`: exact Flat below `flat_below` items, `ann_factory` above."""
+    ix = rc.index
+    factory = ix.factory
+    if factory == "auto":
+        factory = "Flat" if n_items < ix.flat_below else ix.ann_factory
+    return IndexSettings(factory, int(ix.nprobe), int(ix.ef_search), ix.backend, device)
+
+
+def _covisit(rc: DictConfig, inp: SourceInputs) -> Source:
+    return Covisit(covisit_settings(rc), inp.n_rows, inp.pool)
+
+
+def _content(rc: DictConfig, inp: SourceInputs) -> Source | None:
+    if inp.item_vecs is None:
+        return None
+    st = ContentSettings(int(rc.content.history), float(rc.content.recency))
+    return Content(
+        st, inp.item_vecs, inp.pool, index_settings(rc, len(inp.pool), inp.device), inp.index_cache, inp.seed
+    )
+
+
+def _popular(rc: DictConfig, inp: SourceInputs) -> Source:
+    st = PopularSettings(float(rc.popular.half_life_days), float(rc.popular.conversion_weight))
+    return Popular(st, inp.n_rows, inp.pool)
+
+
+def _seqrec(rc: DictConfig, inp: SourceInputs) -> Source | None:
+    return None if inp.seqrec_dir is None else Seqrec(inp.seqrec_dir, inp.pool)
+
+
+SOURCES: dict[str, Callable[[DictConfig, SourceInputs], Source | None]] = {
+    "covisit": _covisit,
+    "content": _content,
+    "popular": _popular,
+    "seqrec": _seqrec,
+}

@@ -1,0 +1,270 @@
+"""`retrieve`: candidate sources (retrieve/sources.py) -> merged candidates, recall report, best ranking.
+
+tencentgr (names in paths.Retrieved):
+    train_queries.parquet  the stacker's queries: the last click of `data.stack_users` training users outside
+                           the valid users (tgr_prepared.stack_queries)
+    candidates.parquet     every source's top-K for the train, valid and test queries, merged (contract in
+                           paths.Retrieved.CANDIDATES), plus the fused "merged" ranking's score and rank
+    retrieval.json         recall@K per source and merged, each source's own valid top-10 score
+    predictions.parquet    the best validated ranking (a source or merged), for the ensemble
+Train and valid queries are answered by sources fitted on the events before both sets' targets
+(tgr_prepared.before_cuts); test queries (predict users) by sources fitted on all training events plus the
+predict users' own histories (inputs given with the task, as a valid user's history is in its fit).
+mmctr:
+    features.parquet       split, row_id + float32 features (retrieve/features.py) for valid and test rows.
+                           Not train rows: the co-visitation and the embed stage's alignment learn from train
+                           clicks, so a train row's own label would reach its features.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recstack.artifacts import write_json, write_table
+from recstack.data.predictions import ranking_table
+from recstack.data.prepared import read_hist, read_samples
+from recstack.data.tgr_prepared import (
+    before_cuts,
+    pool_items,
+    read_events,
+    read_table,
+    stack_queries,
+)
+from recstack.errors import DataError
+from recstack.metrics import auc
+from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retrieved
+from recstack.retrieve.base import MISSING, Events, Ranking, query_histories
+from recstack.retrieve.covisit import fit_covisit
+from recstack.retrieve.features import FEATURES, row_features, train_sequences
+from recstack.retrieve.index import VectorIndex, set_threads
+from recstack.retrieve.merge import MERGED, add_ranking, fuse, merge, tune_weights
+from recstack.retrieve.report import ACTION_WEIGHTS, recall, top10
+from recstack.retrieve.sources import SOURCES, SourceInputs, covisit_settings, index_settings
+from recstack.stages.context import StageContext
+
+log = logging.getLogger(__name__)
+
+SEQREC = "seqrec"
+
+
+def _item_vecs(ctx: StageContext, n_rows: int) -> np.ndarray | None:
+    path = ctx.input_dir("embed") / Embedded.ITEMS
+    if not (ctx.input_dir("embed") / MANIFEST).is_file():
+        return None
+    vecs = np.load(path)
+    if vecs.ndim != 2 or vecs.shape[0] != n_rows:
+        raise DataError(f"{path}: shape {vecs.shape}; expected ({n_rows}, dim): one row per item")
+    return vecs
+
+
+def _seqrec_dir(ctx: StageContext) -> Path | None:
+    d = ctx.input_dir(SEQREC)
+    return d if (d / MANIFEST).is_file() and (d / Predictions.FILE).is_file() else None
+
+
+def _topk(rc: Any, name: str) -> int:
+    return int(rc[name].topk)
+
+
+def _backfill(r: Ranking, fallback: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, k) items of `r`, empty slots filled with the first `fallback` items not already listed."""
+    items = np.zeros((len(r.items), k), np.int64)
+    scores = np.zeros((len(r.items), k), np.float32)
+    for q in range(len(r.items)):
+        own = r.items[q][r.items[q] != MISSING][:k]
+        fill = fallback[q][~np.isin(fallback[q], own)] if len(own) < k else fallback[q][:0]
+        fill = fill[fill != MISSING][: k - len(own)]
+        row = np.r_[own, fill]
+        items[q, : len(row)] = row
+        s = r.scores[q][: len(own)]
+        scores[q, : len(own)] = s
+        scores[q, len(own) : len(row)] = (np.nanmin(s) if len(s) else 0.0) - 1.0 - np.arange(len(fill))
+    return items, scores
+
+
+def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
+    cfg, rc, prep = ctx.cfg, ctx.cfg.retrieve, ctx.input_dir("prepare")
+    set_threads(int(rc.index.threads))
+    ev = read_events(prep)
+    events = Events(ev["user"], ev["item"], ev["action"], ev["ts"])
+    n_rows = pq.read_metadata(prep / PreparedTGR.ITEMS).num_rows
+    pool = pool_items(prep)
+    pool = pool[pool > 0]  # item 0 = a cold candidate never seen in training: no source can propose it
+    valid = read_table(prep, PreparedTGR.VALID)
+    train = stack_queries(ev, valid, int(cfg.data.stack_users), int(cfg.seed))
+    write_table(ctx.out / Retrieved.QUERIES, pa.Table.from_pandas(train, preserve_index=False))
+    pu = read_table(prep, PreparedTGR.PREDICT_USERS)
+    pe = read_events(prep, predict=True)
+    predict = Events(pe["user"], pe["item"], pe["action"], pe["ts"])
+
+    cuts = np.r_[train["event_index"].to_numpy(), valid["event_index"].to_numpy()].astype(np.int64)
+    fit_before = events.take(before_cuts(events.user, cuts))
+    fit_all = Events(*(np.r_[a, b] for a, b in zip(
+        (events.user, events.item, events.action, events.ts),
+        (predict.user, predict.item, predict.action, predict.ts), strict=True)))  # fmt: skip
+    queries = {
+        "train": query_histories(events, train["user"].to_numpy(), "train", train["event_index"].to_numpy()),
+        "valid": query_histories(events, valid["user"].to_numpy(), "valid", valid["event_index"].to_numpy()),
+        "test": query_histories(predict, pu["user"].to_numpy(), "test"),
+    }
+    targets = {"train": train, "valid": valid}
+
+    seqrec_dir = _seqrec_dir(ctx) if rc.seqrec.enabled else None
+    vecs = _item_vecs(ctx, n_rows) if rc.content.enabled else None
+    inputs = SourceInputs(
+        n_rows, pool, vecs, seqrec_dir, ctx.paths.run_dir / "_cache" / "retrieve", cfg.seed, cfg.device
+    )
+    sources = []
+    for name, build in SOURCES.items():
+        if not rc[name].enabled:
+            continue
+        src = build(rc, inputs)
+        if src is None:
+            log.info("source %s: its input is absent (no %s stage output), left out", name,
+                     "embed" if name == "content" else name)  # fmt: skip
+            continue
+        sources.append(src)
+    if not sources:
+        raise DataError("retrieve: no candidate source is enabled (retrieve.<source>.enabled)")
+    names = [s.name for s in sources]
+
+    rankings: dict[str, dict[str, Ranking]] = {s: {} for s in queries}
+    alt: dict[str, Ranking] = {}  # valid rankings with the other exclude_seen setting
+    for fit, splits in ((fit_before, ("train", "valid")), (fit_all, ("test",))):
+        for src in sources:
+            src.fit(fit)
+            for split in splits:
+                rankings[split][src.name] = src.recommend(
+                    queries[split], _topk(rc, src.name), rc.exclude_seen
+                )
+                log.info("source %s: %s queries answered", src.name, split)
+            if "valid" in splits and rc.report_both:
+                alt[src.name] = src.recommend(queries["valid"], _topk(rc, src.name), not rc.exclude_seen)
+
+    # merge, fuse (weights tuned on the train queries), label
+    tables = {s: merge(rankings[s], queries[s].user) for s in queries}
+    weights, train_fit = [1.0] * len(names), None
+    if rc.merge.tune and len(train) and len(names) > 1:
+        t = tables["train"]
+        weights, train_fit = tune_weights(t, names, float(rc.merge.rrf_k), train["item"].to_numpy(),
+                                          _metric_weight(train["action"].to_numpy()))  # fmt: skip
+    parts = []
+    for split, t in tables.items():
+        fused = fuse(t, names, weights, float(rc.merge.rrf_k), len(queries[split]), int(rc.merge.topk))
+        rankings[split][MERGED] = fused
+        t = add_ranking(t, MERGED, fused)
+        if split in targets:
+            tgt = targets[split]
+            is_t = t["item"].to_numpy() == tgt["item"].to_numpy()[t["user_row"].to_numpy()]
+            w = _metric_weight(tgt["action"].to_numpy())[t["user_row"].to_numpy()]
+            t["label"] = np.where(is_t, w, 0.0).astype(np.float32)
+        else:
+            t["label"] = np.full(len(t), np.nan, np.float32)
+        t.insert(0, "split", split)
+        parts.append(t)
+    table = pd.concat(parts, ignore_index=True)
+    table["n_sources"] = table["n_sources"].astype(np.int8)
+    write_table(ctx.out / Retrieved.CANDIDATES, pa.Table.from_pandas(table, preserve_index=False))
+
+    # report on the valid users
+    v_target, v_action = valid["item"].to_numpy(), valid["action"].to_numpy()
+    ks = [int(k) for k in rc.recall_ks]
+    report: dict[str, Any] = {"sources": names, "fusion_weights": dict(zip(names, weights, strict=True)),
+                              "fusion_train_score": train_fit, "exclude_seen": bool(rc.exclude_seen),
+                              "valid_users": len(valid), "train_queries": len(train), "per_source": {}}  # fmt: skip
+    for name in [*names, MERGED]:
+        r = rankings["valid"][name]
+        entry = recall(r, v_target, ks) | top10(r, v_target, v_action) if len(valid) else {}
+        if name in alt and len(valid):
+            entry[f"score_exclude_seen_{not rc.exclude_seen}"] = top10(alt[name], v_target, v_action)["score"]
+        report["per_source"][name] = entry
+    vt = tables["valid"]
+    union_hit = np.zeros(len(valid), bool)
+    union_hit[vt["user_row"].to_numpy()[vt["item"].to_numpy() == v_target[vt["user_row"].to_numpy()]]] = True
+    report["union_recall"] = round(float(union_hit.mean()), 5) if len(valid) else None
+    report["union_mean_candidates"] = round(len(vt) / max(len(valid), 1), 1)
+    best = max([*names, MERGED], key=lambda s: report["per_source"][s].get("weighted_score", -1.0))
+    report["best"] = best
+    write_json(ctx.out / Retrieved.REPORT, report)
+
+    # predictions: the best validated ranking, backfilled by the fused one then by the pool
+    k = min(int(rc.predictions_topk), len(pool))
+    out = {}
+    for split, n in (("valid", len(valid)), ("test", len(pu))):
+        fallback = np.concatenate([rankings[split][MERGED].items, np.tile(pool, (n, 1))], axis=1)
+        out[split] = _backfill(rankings[split][best], fallback, k)
+    write_table(ctx.out / Predictions.FILE, ranking_table(out))
+
+    figures: dict[str, Any] = {"best": best, "sources": ",".join(names), "train_queries": len(train),
+                               "valid_users": len(valid), "test_users": len(pu),
+                               "candidates_rows": len(table), "union_recall": report["union_recall"]}  # fmt: skip
+    for name, e in report["per_source"].items():
+        for key in ("score", "weighted_score", "hr@10", "ndcg@10", *[f"recall@{k}" for k in ks]):
+            if e.get(key) is not None:
+                figures[f"valid_{key}_{name}"] = e[key]
+        for key, v in e.items():
+            if key.startswith("score_exclude_seen_"):
+                figures[f"valid_{key}_{name}"] = v
+    rk = next((k for k in (200, *ks) if k in ks), ks[0])  # the recall shown on the console
+    for name in [*names, MERGED]:
+        e = report["per_source"][name]
+        other = "".join(f", {k} {v:.4f}" for k, v in e.items() if k.startswith("score_exclude"))
+        log.info("retrieve %-8s valid score %.4f (HR@10 %.4f, NDCG@10 %.4f), recall@%d %s%s", name,
+                 e.get("score", 0.0), e.get("hr@10", 0.0), e.get("ndcg@10", 0.0), rk, e.get(f"recall@{rk}"),
+                 other)  # fmt: skip
+    log.info("retrieve: fusion weights %s; union of candidates recall %.4f (%.0f per user); best validated "
+             "ranking: %s -> predictions.parquet", report["fusion_weights"], report["union_recall"] or 0,
+             report["union_mean_candidates"], best)  # fmt: skip
+    return figures
+
+
+def _metric_weight(action: np.ndarray) -> np.ndarray:
+    return np.vectorize(lambda a: ACTION_WEIGHTS.get(int(a), 0.0), otypes=[float])(action)
+
+
+# ---- mmctr --------------------------------------------------------------------------------------------
+def run_mmctr(ctx: StageContext) -> dict[str, Any]:
+    cfg, rc, prep = ctx.cfg, ctx.cfg.retrieve, ctx.input_dir("prepare")
+    set_threads(int(rc.index.threads))
+    n_rows = pq.read_metadata(prep / "items.parquet").num_rows
+    vecs = _item_vecs(ctx, n_rows)
+    if vecs is None:
+        raise DataError("retrieve (mmctr) needs the embed stage's item_emb.npy: run `./run.sh embed`")
+    train = read_samples(prep, "train")
+    events = train_sequences(train["user_id"].to_numpy(), read_hist(prep, "train"),
+                             train["item_id"].to_numpy(), train["label"].to_numpy())  # fmt: skip
+    st = covisit_settings(rc)
+    matrix, cov_fig = fit_covisit(events, n_rows, st)
+    items = np.arange(1, n_rows, dtype=np.int64)
+    items = items[np.linalg.norm(vecs[items], axis=1) > 0]
+    index = VectorIndex(vecs[items], index_settings(rc, len(items), cfg.device), ids=items,
+                        cache_dir=ctx.paths.run_dir / "_cache" / "retrieve", seed=cfg.seed)  # fmt: skip
+    frames = []
+    figures: dict[str, Any] = {"covisit_pairs": cov_fig["pairs_kept"], "indexed_items": len(items)}
+    for split in ("valid", "test"):
+        rows = read_samples(prep, split)
+        feats = row_features(read_hist(prep, split), rows["item_id"].to_numpy().astype(np.int64), vecs, matrix,
+                             index, int(rc.feature_history), st.recency, int(rc.ann_cap))  # fmt: skip
+        frames.append(
+            pd.DataFrame({"split": split, "row_id": rows["row_id"].to_numpy().astype(np.int64), **feats})
+        )
+        if split == "valid" and "label" in rows:
+            y = rows["label"].to_numpy()
+            for f in FEATURES:
+                sign = -1.0 if f == "ann_rank" else 1.0
+                figures[f"valid_auc_{f}"] = round(auc(y, sign * feats[f]), 5)
+    table = pd.concat(frames, ignore_index=True)
+    write_table(ctx.out / Retrieved.FEATURES, pa.Table.from_pandas(table, preserve_index=False))
+    figures["rows"] = len(table)
+    log.info(
+        "retrieve features (valid AUC of each alone): %s",
+        ", ".join(f"{f} {figures[f'valid_auc_{f}']:.4f}" for f in FEATURES if f"valid_auc_{f}" in figures),
+    )
+    return figures

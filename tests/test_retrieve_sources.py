@@ -1,0 +1,205 @@
+"""Candidate sources against obvious reference versions on tiny data; the merge and the fusion."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from recstack.artifacts import write_table
+from recstack.data.predictions import ranking_table
+from recstack.models.popularity import decayed_popularity
+from recstack.retrieve.base import MISSING, Events, Ranking, drop_seen, query_histories
+from recstack.retrieve.content import Content, ContentSettings
+from recstack.retrieve.covisit import CovisitSettings, fit_covisit, score_queries
+from recstack.retrieve.features import covisit_lookup, row_features
+from recstack.retrieve.index import IndexSettings, VectorIndex
+from recstack.retrieve.merge import fuse, merge, metric_from_ranks, target_ranks, tune_weights
+from recstack.retrieve.popular import Popular, PopularSettings
+from recstack.retrieve.seqrec import Seqrec
+
+N_ITEMS = 40
+
+
+def tiny_events(seed: int = 0, users: int = 25) -> Events:
+    rng = np.random.default_rng(seed)
+    u, i, a, t = [], [], [], []
+    for user in range(1, users + 1):
+        n = int(rng.integers(2, 15))
+        u += [user] * n
+        i += rng.integers(1, N_ITEMS, n).tolist()
+        a += rng.choice([0, 1, 1, 2], n).tolist()
+        t += np.cumsum(rng.integers(1, 20_000, n)).tolist()
+    return Events(*(np.array(x, np.int64) for x in (u, i, a, t)))
+
+
+def brute_covisit(ev: Events, st: CovisitSettings) -> dict[tuple[int, int], float]:
+    w = defaultdict(float)
+    for x in range(len(ev)):
+        for y in range(x + 1, min(len(ev), x + st.window + 1)):
+            if ev.user[x] != ev.user[y] or ev.item[x] == ev.item[y]:
+                continue
+            decay = (
+                2 ** (-abs(ev.ts[y] - ev.ts[x]) / (st.half_life_hours * 3600)) if st.half_life_hours else 1
+            )
+            w[ev.item[x], ev.item[y]] += st.action_weights[ev.action[y]] * decay
+            w[ev.item[y], ev.item[x]] += st.backward * st.action_weights[ev.action[x]] * decay
+    return {k: v for k, v in w.items() if v > 0}
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_covisit_matrix_and_scores_equal_brute_force(parts):
+    ev = tiny_events()
+    st = CovisitSettings(window=3, half_life_hours=2.0, action_weights=(0.2, 1.0, 2.5), backward=0.5,
+                         neighbours=1000, history=4, recency=0.7)  # fmt: skip
+    m, fig = fit_covisit(ev, N_ITEMS, st, parts=parts)
+    want = brute_covisit(ev, st)
+    got = {(a, int(b)): float(w) for a in range(N_ITEMS) for b, w in zip(*m.row(a), strict=True)}
+    assert got.keys() == want.keys() and fig["passes"] == parts
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-5)
+    # the query score: sum over the last `history` events of recency ** age * action weight * w(a -> b)
+    pool = np.arange(5, N_ITEMS)
+    pool_mask = np.isin(np.arange(N_ITEMS), pool)
+    q = query_histories(ev, np.array([3, 7, 99]), "valid")  # user 99 has no events
+    for exclude in (True, False):
+        r = score_queries(m, q, st, pool_mask, 6, exclude)
+        for row in range(len(q)):
+            hist, acts = q.history(row), q.action[q.offsets[row] : q.offsets[row + 1]]
+            score = defaultdict(float)
+            for age, (a, act) in enumerate(zip(hist[::-1][: st.history], acts[::-1], strict=False)):
+                for (x, b), w in want.items():
+                    if x == a and b in pool and not (exclude and b in hist):
+                        score[b] += st.recency**age * st.action_weights[act] * w
+            best = sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))[:6]
+            got_items = [int(i) for i in r.items[row] if i != MISSING]
+            assert got_items == [b for b, _ in best]
+            np.testing.assert_allclose(r.scores[row][: len(best)], [s for _, s in best], rtol=1e-4)
+    assert (r.items[2] == MISSING).all()  # no history, no co-visitation candidates
+
+
+def test_covisit_keeps_the_strongest_neighbours():
+    ev = tiny_events(1)
+    st = CovisitSettings(window=4, neighbours=3)
+    m, _ = fit_covisit(ev, N_ITEMS, st)
+    full, _ = fit_covisit(ev, N_ITEMS, CovisitSettings(window=4, neighbours=1000))
+    for a in range(N_ITEMS):
+        nbr, w = m.row(a)
+        assert len(nbr) == min(3, len(full.row(a)[0]))
+        np.testing.assert_allclose(w, full.row(a)[1][: len(nbr)])
+        assert (covisit_lookup(m, np.full(len(nbr), a), nbr.astype(np.int64)) == w).all()
+
+
+def test_content_equals_brute_force():
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(N_ITEMS, 8)).astype(np.float32)
+    vecs[0] = 0
+    ev = tiny_events()
+    pool = np.arange(1, N_ITEMS, 2)
+    src = Content(ContentSettings(history=3, recency=0.5), vecs, pool, IndexSettings("Flat"))
+    q = query_histories(ev, np.array([1, 2, 3, 99]), "valid")
+    unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    for exclude in (True, False):
+        r = src.recommend(q, 5, exclude)
+        for row in range(3):
+            hist = q.history(row)
+            u = sum(0.5**age * unit[a] for age, a in enumerate(hist[::-1][:3]))
+            cand = [p for p in pool if not (exclude and p in hist)]
+            s = unit[cand] @ (u / np.linalg.norm(u))
+            best = np.array(cand)[np.argsort(-s, kind="stable")[:5]]
+            assert r.items[row].tolist() == best.tolist()
+        assert (r.items[3] == MISSING).all() and np.isnan(r.scores[3]).all()
+    # torch fallback gives the same candidates
+    r_t = Content(ContentSettings(3, 0.5), vecs, pool, IndexSettings(backend="torch")).recommend(q, 5, True)
+    assert (r_t.items == src.recommend(q, 5, True).items).all()
+
+
+def test_popular_source_is_the_baseline_popularity():
+    ev = tiny_events()
+    pool = np.arange(1, N_ITEMS)
+    src = Popular(PopularSettings(half_life_days=0.5), N_ITEMS, pool)
+    src.fit(ev)
+    q = query_histories(ev, np.array([4, 5]), "test")
+    pop = decayed_popularity(ev.item, ev.action, ev.ts, N_ITEMS, 0.5)
+    order = pool[np.argsort(-pop[pool], kind="stable")]
+    r = src.recommend(q, 7, exclude_seen=True)
+    for row in range(2):
+        assert r.items[row].tolist() == [i for i in order if i not in q.history(row)][:7]
+    assert src.recommend(q, 7, exclude_seen=False).items[0].tolist() == order[:7].tolist()
+
+
+def test_query_histories_cut_and_drop_seen():
+    ev = tiny_events()
+    start = int(np.flatnonzero(ev.user == 4)[0])
+    q = query_histories(ev, np.array([4, 99]), "train", cut=np.array([start + 1, 0]))
+    assert q.history(0).tolist() == [ev.item[start]] and len(q.history(1)) == 0
+    r = Ranking(
+        np.array([[ev.item[start], 50, 51], [7, MISSING, MISSING]]), np.array([[3, 2, 1], [1, 0, 0]], "f4")
+    )
+    d = drop_seen(r, q, 3)
+    assert d.items.tolist() == [[50, 51, MISSING], [7, MISSING, MISSING]]
+
+
+def test_seqrec_slot_reads_its_stage_ranking(tmp_path):
+    items = np.array([[5, 6, 7], [8, 9, 10]])
+    write_table(tmp_path / "predictions.parquet",
+                ranking_table({"valid": (items, np.ones((2, 3))), "test": (items[:1], np.ones((1, 3)))}))  # fmt: skip
+    ev = Events(np.array([1, 1, 2]), np.array([6, 3, 4]), np.array([1, 1, 1]), np.array([0, 1, 2]))
+    src = Seqrec(tmp_path, np.arange(5, 11))
+    q = query_histories(ev, np.array([1, 2]), "valid")
+    assert src.recommend(q, 3, True).items.tolist() == [[5, 7, MISSING], [8, 9, 10]]
+    assert Seqrec(tmp_path, np.array([6, 9])).recommend(q, 2, False).items.tolist() == [
+        [6, MISSING],
+        [9, MISSING],
+    ]
+    assert src.recommend(q, 2, False).items.tolist() == [[5, 6], [8, 9]]
+    assert src.recommend(query_histories(ev, np.array([1]), "test"), 3, False).items.tolist() == [[5, 6, 7]]
+
+
+def test_merge_keeps_every_source_and_fusion_ranks():
+    a = Ranking(
+        np.array([[1, 2, 3], [4, MISSING, MISSING]]), np.array([[0.9, 0.8, 0.7], [0.5, np.nan, np.nan]], "f4")
+    )
+    b = Ranking(np.array([[3, 9], [5, 4]]), np.array([[2.0, 1.0], [3.0, 2.0]], "f4"))
+    t = merge({"a": a, "b": b}, np.array([11, 12]))
+    got = {(int(r.user_row), int(r.item)) for r in t.itertuples()}
+    assert got == {(0, 1), (0, 2), (0, 3), (0, 9), (1, 4), (1, 5)}
+    row = t[(t.user_row == 0) & (t.item == 3)].iloc[0]
+    assert row.a_rank == 2 and row.b_rank == 0 and row.n_sources == 2 and row.user == 11
+    assert pytest.approx(row.a_score) == 0.7 and row.b_score == 2.0
+    assert t[(t.user_row == 0) & (t.item == 9)].iloc[0].a_rank == -1
+    assert np.isnan(t[(t.user_row == 0) & (t.item == 9)].iloc[0].a_score)
+    fused = fuse(t, ["a", "b"], [1.0, 1.0], 60.0, 2, 3)
+    assert fused.items[0].tolist() == [3, 1, 2]  # 1/63 + 1/61 > 1/61 > 1/62 (2 and 9 tie: lower id)
+    assert fused.items[1].tolist()[:2] == [4, 5]
+    # the rank of a target under a score equals sorting by hand; fusion weights tuned to a known answer
+    target = np.array([9, 5])
+    score = np.where(t["b_rank"] >= 0, 1.0 / (61 + t["b_rank"]), 0.0)
+    assert target_ranks(t, score, target).tolist() == [1, 0]
+    w, best = tune_weights(t, ["a", "b"], 60.0, target, np.ones(2))
+    assert w[0] == 0 and w[1] > 0 and best == pytest.approx(metric_from_ranks(np.array([1, 0]), np.ones(2)))
+
+
+def test_row_features_by_hand():
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(N_ITEMS, 6)).astype(np.float32)
+    vecs[0] = 0
+    ev = tiny_events(2)
+    m, _ = fit_covisit(ev, N_ITEMS, CovisitSettings(window=2, neighbours=1000))
+    hist = np.array([[0, 0, 3, 5], [0, 0, 0, 0]])
+    target = np.array([7, 8])
+    idx = VectorIndex(vecs[1:], IndexSettings("Flat"), ids=np.arange(1, N_ITEMS))
+    f = row_features(hist, target, vecs, m, idx, window=2, recency=0.5, cap=10)
+    unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    sims = [unit[3] @ unit[7], unit[5] @ unit[7]]
+    assert f["sim_max"][0] == pytest.approx(max(sims), abs=1e-6) and f["sim_last"][0] == pytest.approx(
+        sims[1]
+    )
+    assert f["sim_mean"][0] == pytest.approx(np.mean(sims), abs=1e-6) and f["sim_max"][1] == 0
+    w = dict(((a, int(b)), float(x)) for a in (3, 5) for b, x in zip(*m.row(a), strict=True))
+    assert f["covisit"][0] == pytest.approx(w.get((5, 7), 0) + 0.5 * w.get((3, 7), 0), rel=1e-5)
+    u = 0.5 * unit[3] + unit[5]
+    order = np.arange(1, N_ITEMS)[np.argsort(-(unit[1:] @ u), kind="stable")]
+    want = int(np.flatnonzero(order[:10] == 7)[0]) if 7 in order[:10] else 10
+    assert f["ann_rank"][0] == want and f["ann_rank"][1] == 10
+    assert all(v.dtype == np.float32 for v in f.values())
