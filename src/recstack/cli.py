@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recstack import leaderboard
 from recstack.artifacts import write_text
 from recstack.config import ConfigError, load_config, to_yaml
 from recstack.ensemble.submission import MMCTR_COLUMNS, read_mmctr, read_tgr, validate_mmctr, validate_tgr
@@ -37,6 +38,7 @@ def _stage_help() -> str:
         "other commands:",
         "    all        every stage of the config's track (the default of ./run.sh)",
         "    evaluate   score a submission file against the local ground truth: evaluate <file>",
+        "    leaderboard  every model stage run of the config's track / dataset, best valid metric first",
     ]
     return "\n".join(lines)
 
@@ -48,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_stage_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("command", help="a stage, `all`, or `evaluate`")
+    p.add_argument("command", help="a stage, `all`, `evaluate` or `leaderboard`")
     p.add_argument("args", nargs="*", help="key=value config overrides (evaluate: the submission file first)")
     p.add_argument(
         "--config", "-c", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})"
@@ -132,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             submission = overrides.pop(0)
         cfg = load_config(args.config, overrides)
+        if args.command == "leaderboard":
+            board = leaderboard.read(cfg)
+            print(f"== leaderboard {Paths(cfg).leaderboard} ({len(board)} runs, best valid first) ==")
+            print(leaderboard.format_table(board))
+            return 0
         paths = Paths(cfg)
         logfile = setup_logging(paths, args.command)
         log.info("config %s (%s / %s), log %s", args.config, cfg.track, cfg.dataset, logfile)
