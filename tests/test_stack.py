@@ -12,7 +12,7 @@ from recstack.config import LgbmConfig
 from recstack.metrics import auc
 from recstack.paths import Paths
 from recstack.pipeline import PIPELINES, Stage, run_until
-from recstack.stack.lgbm import BinaryModel, cv_binary, lgbm_binary
+from recstack.stack.lgbm import cv_binary, lgbm_binary
 
 from conftest import SMALL_SYNTH
 
@@ -44,17 +44,19 @@ def test_cv_never_fits_nor_early_stops_on_the_scored_rows_or_their_users():
 
     def spy(x_fit, y_fit, x_stop, y_stop):
         seen.append((set(x_fit["key"]), set(x_stop["key"])))
-        return Memorizer({**dict(zip(x_fit["key"], y_fit)), **dict(zip(x_stop["key"], y_stop))})
+        return Memorizer(
+            {**dict(zip(x_fit["key"], y_fit, strict=True)), **dict(zip(x_stop["key"], y_stop, strict=True))}
+        )
 
     cv = cv_binary(x, y, users, x.iloc[:5], spy, folds=5, inner_valid=0.2, seed=3)
-    user_of = dict(zip(x["key"], users))
+    user_of = dict(zip(x["key"], users, strict=True))
     for fit_keys, stop_keys in seen:
         assert fit_keys.isdisjoint(stop_keys)
         assert {user_of[k] for k in fit_keys}.isdisjoint({user_of[k] for k in stop_keys})
     # every row is scored by a model that never saw its label: the memoriser can only say 0.5
     assert np.all(cv.oof == 0.5) and cv.oof_auc == pytest.approx(0.5)
     # and the same memoriser scored in-sample (a leaky protocol) would be perfect: the test can fail
-    leaky = Memorizer(dict(zip(x["key"], y))).predict(x)
+    leaky = Memorizer(dict(zip(x["key"], y, strict=True))).predict(x)
     assert auc(y, leaky) == 1.0
 
 

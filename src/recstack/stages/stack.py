@@ -25,7 +25,14 @@ import pyarrow.parquet as pq
 from recstack.artifacts import write_json, write_table
 from recstack.data.predictions import predictions_table, ranking_table, read_predictions
 from recstack.data.prepared import read_samples
-from recstack.data.tgr_prepared import before_cuts, group_bounds, histories, read_events, read_table
+from recstack.data.tgr_prepared import (
+    before_cuts,
+    group_bounds,
+    histories,
+    pool_items,
+    read_events,
+    read_table,
+)
 from recstack.ensemble.blend import logit
 from recstack.errors import DataError
 from recstack.metrics import auc, tencentgr_score
@@ -248,8 +255,9 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         log.info("no item embeddings (%s absent): no history-similarity features", emb_path)
     elif emb.shape[0] != n_rows:
         raise DataError(f"{emb_path}: {emb.shape[0]} rows; expected {n_rows} (one per item re-id)")
-    fill = np.argsort(-stats["pop_decay"].to_numpy(), kind="stable")
-    fill = fill[np.isin(fill, cand["item"].unique())]  # padding: popular items the retrieval proposed
+    pool = pool_items(prep)
+    fill = pool[np.argsort(-stats["pop_decay"].to_numpy()[pool], kind="stable")]  # pads short lists
+    k = min(rc.topk, len(pool))
 
     parts, x = {}, {}
     for split, qs in queries.items():
@@ -283,7 +291,7 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         part = parts[split]
         score = model.predict(x[split]) if len(part) else np.zeros(0)
         out[split] = _topk_matrix(part["user_row"].to_numpy(), part["item"].to_numpy(), score,
-                                  len(queries[split]), rc.topk, fill)  # fmt: skip
+                                  len(queries[split]), k, fill)  # fmt: skip
     target = queries["valid"]["item"].to_numpy()
     m = tencentgr_score(out["valid"][0], target, k=10)
     figures["valid_score"] = round(m["score"], 5)
