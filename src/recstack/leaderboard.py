@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from recstack.artifacts import stable_hash
@@ -23,7 +24,7 @@ from recstack.config import Config
 from recstack.data.predictions import read_predictions, read_ranking
 from recstack.errors import DataError
 from recstack.metrics import auc, tencentgr_score
-from recstack.paths import Paths, PreparedTGR
+from recstack.paths import Paths, Predictions, PreparedTGR
 
 COLUMNS = ("time", "commit", "track", "dataset", "stage", "model", "metric", "valid", "test", "duration_s",
            "samples_per_s", "fingerprint", "config_diff", "valid_figures")  # fmt: skip
@@ -85,6 +86,11 @@ def test_metric(cfg: DictConfig, stage: str) -> float | None:
         return None  # no test predictions in that stage (or labels of another shape): nothing to show
 
 
+def _prediction_rows(cfg: DictConfig, stage: str) -> int | None:
+    path = Paths(cfg).stage_dir(stage) / Predictions.FILE
+    return pq.read_metadata(path).num_rows if path.is_file() else None
+
+
 def row(cfg: DictConfig, manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The leaderboard row of a finished stage's manifest, or None when it is not a model stage."""
     figures = manifest.get("figures", {})
@@ -92,8 +98,10 @@ def row(cfg: DictConfig, manifest: dict[str, Any]) -> dict[str, Any] | None:
     if metric is None:
         return None
     duration = float(manifest.get("duration_s", 0.0))
-    rows = figures.get("rows")
-    speed = figures.get("train_samples_per_s") or (rows / duration if rows and duration > 0 else None)
+    speed = figures.get("train_samples_per_s")  # training throughput where the stage measured it
+    if speed is None and duration > 0:  # else rows written (predicted) per second of the stage
+        rows = figures.get("rows") or _prediction_rows(cfg, manifest["stage"])
+        speed = rows / duration if rows else None
     others = {k: v for k, v in figures.items() if k.startswith("valid_") and isinstance(v, (int, float))}
     return {
         "time": manifest.get("finished_at", datetime.now(UTC).isoformat(timespec="seconds")),
