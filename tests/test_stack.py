@@ -130,3 +130,13 @@ def test_stage_joins_the_retrieve_stage_features(stack_cfg, monkeypatch):
     assert "retrieve" in manifests["stack"]["inputs"]
     figs = manifests["stack"]["figures"]
     assert figs["retrieval_features"] and "sim_max" in figs["features"]
+
+
+def test_user_relative_features_use_only_the_users_own_rows():
+    from recstack.stack.features import user_relative
+
+    x = pd.DataFrame({"p": [0.1, 0.5, 0.3, 2.0]}, index=[10, 11, 12, 13])
+    rel = user_relative(x, np.array([1, 1, 1, 2]), ["p"])
+    assert rel["p_minus_user_mean"].tolist() == pytest.approx([-0.2, 0.2, 0.0, 0.0])
+    assert rel["p_user_rank"].tolist() == pytest.approx([1 / 3, 1.0, 2 / 3, 1.0])
+    assert rel["user_rows"].tolist() == [3, 3, 3, 1] and list(rel.index) == [10, 11, 12, 13]

