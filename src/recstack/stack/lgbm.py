@@ -70,11 +70,12 @@ class BinaryModel:
 
 
 def lgbm_binary(lc: Any, seed: int) -> Fitter:
-    """The default fitter: LightGBM binary, early stopping on AUC of the stop rows."""
+    """The default fitter: LightGBM binary, early stopping on the logloss of the stop rows (smoother than AUC
+    on a few hundred rows: AUC stopped one fold after 3 trees, another after 552)."""
 
     def fit(x: pd.DataFrame, y: np.ndarray, x_stop: pd.DataFrame, y_stop: np.ndarray) -> BinaryModel:
         model = lgb.LGBMClassifier(objective="binary", **_params(lc, seed))
-        model.fit(x, y, eval_X=(x_stop,), eval_y=(y_stop,), eval_metric="auc",
+        model.fit(x, y, eval_X=(x_stop,), eval_y=(y_stop,), eval_metric="binary_logloss",
                   callbacks=[lgb.early_stopping(lc.early_stopping, first_metric_only=True, verbose=False)])  # fmt: skip
         return BinaryModel(model)
 
