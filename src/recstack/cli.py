@@ -166,7 +166,11 @@ def _summary(cfg, paths: Paths, manifests: dict, seconds: float) -> None:
     for name, m in manifests.items():
         figs = m.get("figures", {}) if m else {}
         keys = [
-            k for k in figs if k.startswith(("valid_auc", "valid_score")) or k in ("submission", "rows_train")
+            k
+            for k in figs
+            if k.startswith(("valid_auc", "valid_score"))
+            or k
+            in ("submission", "submitted", "rows_train", "gain_over_best_single", "lift_over_best_source")
         ]
         shown = ", ".join(f"{k}={figs[k]}" for k in keys)
         print(f"  {name:<10} {shown or ('skipped (data.source=raw)' if not m else '')}")
