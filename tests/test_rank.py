@@ -45,7 +45,9 @@ def _preds(cfg, stage):
 
 
 def test_rankers_write_predictions_metrics_curve_and_feed_the_ensemble(rank_cfg):
-    cfg = rank_cfg("ensemble.sources=[baseline,rank_din,rank_qin]", "ensemble.weights=[1,1,1]")
+    cfg = rank_cfg(
+        "ensemble.sources=[baseline,rank_din,rank_qin]", "ensemble.method=fixed", "ensemble.weights=[1,1,1]"
+    )
     manifests = run_until(cfg, "ensemble")
     assert list(manifests) == ["build", "prepare", "baseline", "rank_din", "rank_qin", "ensemble"]
     for stage in ("rank_din", "rank_qin"):

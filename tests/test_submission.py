@@ -57,3 +57,86 @@ def test_read_rejects_missing_and_bad_zip(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(DataError, match="not a readable submission"):
         read_mmctr(bad)
+
+
+# ---- one planted defect per rule (mmctr) -------------------------------------------------------------
+def test_validator_rejects_non_integer_ids():
+    with pytest.raises(DataError, match="column 'ID' row 2 is not an integer"):
+        validate_mmctr(pd.DataFrame({"ID": [0, 1, "x", 3, 4], "Task2": 0.5}), IDS, "Task2")
+    with pytest.raises(DataError, match="is -0.1; expected a probability"):
+        validate_mmctr(pd.DataFrame({"ID": IDS, "Task2": [0.1, -0.1, 0.2, 0.3, 0.4]}), IDS, "Task2")
+    with pytest.raises(DataError, match="row 0 is NaN or not a number"):
+        validate_mmctr(pd.DataFrame({"ID": IDS, "Task2": ["high", 0.1, 0.2, 0.3, 0.4]}), IDS, "Task2")
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        (
+            {"predictions.csv": "ID,Task2\n0,0.5\n"},
+            r"expected exactly one member prediction.csv inside, found \['predictions.csv'\]",
+        ),
+        ({"prediction.csv": "ID,Task2\n", "extra.csv": "x\n"}, "expected exactly one member prediction.csv"),
+        ({"sub/prediction.csv": "ID,Task2\n"}, r"found \['sub/prediction.csv'\]"),
+        ({}, r"found \[\]"),
+    ],
+)
+def test_read_rejects_a_wrong_zip_member(tmp_path, members, message):
+    path = tmp_path / "prediction.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    with pytest.raises(DataError, match=message):
+        read_mmctr(path)
+
+
+def test_written_zip_reads_back_and_validates(tmp_path):
+    path = write_mmctr(tmp_path, IDS, np.full(5, 0.5), IDS, "Task1&2")
+    df = read_mmctr(path)
+    validate_mmctr(df, IDS, "Task1&2")
+    assert list(df.columns) == ["ID", "Task1&2"]
+
+
+# ---- one planted defect per rule (tencentgr) ---------------------------------------------------------
+POOL = np.arange(100, 130)
+OK = [list(range(100, 110)), list(range(110, 120)), list(range(120, 130))]
+USERS = ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("top10s", "users", "message"),
+    [
+        (OK[:2], USERS[:2], "answers 2 users; the predict set has 3"),  # a missing user
+        (OK, ["a", "x", "c"], "user 1 is 'x'; expected 'b'"),  # a wrong / missing user id
+        (OK, ["a", "c", "b"], "user 1 is 'c'; expected 'b'"),  # users out of predict order
+        (OK[:2], USERS, "2 top-10 lists for 3 users"),
+        ([OK[0], OK[1][:9], OK[2]], USERS, r"user 1 \(b\) has 9 items; expected 10"),  # fewer than 10
+        ([OK[0], OK[1] + [125], OK[2]], USERS, r"user 1 \(b\) has 11 items; expected 10"),
+        ([OK[0], [*OK[1][:9], 110], OK[2]], USERS, r"user 1 \(b\) repeats an item"),  # a duplicate in a list
+        (
+            [OK[0], OK[1], [*OK[2][:9], 999]],
+            USERS,
+            r"user 2 \(c\) has creative_id 999, which is not in the candidate pool",
+        ),
+        ([OK[0], OK[1], [*OK[2][:9], "129"]], USERS, "creative ids must be integers"),
+    ],
+)
+def test_tgr_validator_rejects(top10s, users, message):
+    from recstack.ensemble.submission import validate_tgr
+
+    with pytest.raises(DataError, match=message):
+        validate_tgr(top10s, users, USERS, POOL)
+
+
+def test_tgr_reader_rejects_bad_files(tmp_path):
+    from recstack.ensemble.submission import read_tgr
+
+    bad = tmp_path / "submission.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        read_tgr(bad)
+    bad.write_text('{"top10s": []}')
+    with pytest.raises(DataError, match="expected"):
+        read_tgr(bad)
+    with pytest.raises(DataError, match="submission file not found"):
+        read_tgr(tmp_path / "none.json")

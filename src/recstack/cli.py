@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recstack import leaderboard
 from recstack.artifacts import write_text
 from recstack.config import ConfigError, load_config, to_yaml
 from recstack.ensemble.submission import MMCTR_COLUMNS, read_mmctr, read_tgr, validate_mmctr, validate_tgr
@@ -38,6 +39,7 @@ def _stage_help() -> str:
         "other commands:",
         "    all        every stage of the config's track (the default of ./run.sh)",
         "    evaluate   score a submission file against the local ground truth: evaluate <file>",
+        "    leaderboard  every model stage run of the config's track / dataset, best valid metric first",
     ]
     return "\n".join(lines)
 
@@ -49,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_stage_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("command", help="a stage, `all`, or `evaluate`")
+    p.add_argument("command", help="a stage, `all`, `evaluate` or `leaderboard`")
     p.add_argument("args", nargs="*", help="key=value config overrides (evaluate: the submission file first)")
     p.add_argument(
         "--config", "-c", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})"
@@ -133,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             submission = overrides.pop(0)
         cfg = load_config(args.config, overrides)
+        if args.command == "leaderboard":
+            board = leaderboard.read(cfg)
+            print(f"== leaderboard {Paths(cfg).leaderboard} ({len(board)} runs, best valid first) ==")
+            print(leaderboard.format_table(board))
+            return 0
         paths = Paths(cfg)
         logfile = setup_logging(paths, args.command)
         log.info("config %s (%s / %s), log %s", args.config, cfg.track, cfg.dataset, logfile)
@@ -160,7 +167,11 @@ def _summary(cfg, paths: Paths, manifests: dict, seconds: float) -> None:
     for name, m in manifests.items():
         figs = m.get("figures", {}) if m else {}
         keys = [
-            k for k in figs if k.startswith(("valid_auc", "valid_score")) or k in ("submission", "rows_train")
+            k
+            for k in figs
+            if k.startswith(("valid_auc", "valid_score"))
+            or k
+            in ("submission", "submitted", "rows_train", "gain_over_best_single", "lift_over_best_source")
         ]
         shown = ", ".join(f"{k}={figs[k]}" for k in keys)
         print(f"  {name:<10} {shown or ('skipped (data.source=raw)' if not m else '')}")

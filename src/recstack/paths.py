@@ -3,6 +3,7 @@
 input/<dataset>/                          raw input (your download, or built by the `build` stage)
 outputs/<track>/<dataset>/config.yaml     resolved config of the last run
 outputs/<track>/<dataset>/logs/           one log file per run
+outputs/<track>/<dataset>/leaderboard.csv every model stage run: metrics, config differences, duration
 outputs/<track>/<dataset>/<stage>/        a stage's files + manifest.json (written last)
 outputs/_cache/embed/                     encoder outputs by (model, settings, item content), for any dataset
 """
@@ -136,6 +137,11 @@ class Paths:
         return Path(self.cfg.output_root) / self.cfg.track / self.cfg.dataset
 
     @property
+    def leaderboard(self) -> Path:
+        """One row per model stage that really ran (leaderboard.py); `./run.sh leaderboard` prints it."""
+        return self.run_dir / "leaderboard.csv"
+
+    @property
     def logs_dir(self) -> Path:
         return self.run_dir / "logs"
 
@@ -222,6 +228,12 @@ class Retrieved:
     )
     FEATURES = "features.parquet"  # mmctr: split, row_id, one float32 column per retrieval feature
     REPORT = "retrieval.json"  # recall@K per source and merged, each source's own top-10 score
+
+
+class Stacked:
+    """Files of the `stack` stage, next to predictions.parquet."""
+
+    IMPORTANCE = "importance.json"  # LightGBM gain importance (mean over folds) and per-fold figures
 
 
 class Predictions:

@@ -27,13 +27,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from recstack import __version__
+from recstack import __version__, leaderboard
 from recstack.artifacts import atomic_dir, file_fingerprint, stable_hash, write_json
 from recstack.config import subset
 from recstack.errors import DataError
 from recstack.models.rankers import RANKERS
 from recstack.paths import LOCK, MANIFEST, Paths
-from recstack.stages import baseline, build, embed, ensemble, prepare, rank, retrieve
+from recstack.stages import baseline, build, embed, ensemble, prepare, rank, retrieve, stack
 from recstack.stages.context import StageContext
 from recstack.train import dist
 
@@ -75,6 +75,11 @@ PIPELINES: dict[str, dict[str, Stage]] = {
             "retrieve", retrieve.run_mmctr, ("prepare",), (*_SHARED, "retrieve"),
             "stacker features: target-to-history similarity (embed space), co-visitation, content-ANN rank",
         ),
+        "stack": Stage(
+            "stack", stack.run_mmctr, ("prepare",), (*_SHARED, "stack.sources", "stack.folds", "stack.inner_valid",
+            "stack.features", "stack.user_relative", "stack.lgbm"),
+            "LightGBM stacker on the level-1 predictions + cheap features, user-grouped CV on valid",
+        ),
         "ensemble": Stage(
             "ensemble", ensemble.run_mmctr, ("prepare",), (*_SHARED, "ensemble"),
             "blend model predictions; write the validated submission (prediction.csv / .zip)",
@@ -104,6 +109,10 @@ PIPELINES: dict[str, dict[str, Stage]] = {
             "retrieve", retrieve.run_tencentgr, ("prepare",),
             (*_SHARED, "device", "retrieve", "data.valid_users", "data.stack_users"),
             "candidate sources (co-visitation, content ANN, popularity, seqrec) -> merged candidates, recall",
+        ),
+        "stack": Stage(
+            "stack", stack.run_tencentgr, ("prepare", "retrieve"), (*_SHARED, "stack.rerank"),
+            "LightGBM lambdarank over the retrieve stage's candidates, trained on the stacker's queries",
         ),
         "ensemble": Stage(
             "ensemble", ensemble.run_tencentgr, ("prepare",), (*_SHARED, "ensemble"),
@@ -154,6 +163,13 @@ def _needs(cfg: DictConfig, stage: Stage) -> tuple[str, ...]:
     needs = stage.needs
     if stage.name == "ensemble":
         needs = (*needs, *cfg.ensemble.sources)
+    if stage.name == "stack":
+        # optional inputs, read when the track has them: retrieval features (mmctr), item vectors (tencentgr)
+        optional = "retrieve" if cfg.track == "mmctr" else "embed"
+        if cfg.track == "mmctr":
+            needs = (*needs, *cfg.stack.sources)
+        if optional in stages_for(cfg):
+            needs = (*needs, optional)
     uses_embed = cfg.rank.multimodal in ("auto", "embed") and "embed" in stages_for(cfg)
     if stage.name.startswith("rank_") and uses_embed:
         needs = (*needs, "embed")  # the item encoder projects the embed stage's matrix
@@ -341,6 +357,7 @@ def _run_stage(cfg: DictConfig, name: str, force: bool) -> dict[str, Any]:
         }
         write_json(tmp / MANIFEST, manifest)  # last: its presence means the stage finished
     log.info("[%s] done in %.1fs: %s", name, manifest["duration_s"], _short(figures))
+    leaderboard.append(cfg, manifest)  # a model stage that really ran (a skipped one returned above)
     return manifest
 
 
@@ -371,6 +388,11 @@ def run_until(cfg: DictConfig, name: str | None = None, force: bool = False) -> 
     dist.setup(cfg.device)  # under torchrun: join the process group (no-op for one process)
     out = {}
     for n in names:
+        lacking = [up for up in _needs(cfg, stages_for(cfg)[n]) if up not in stages_for(cfg)]
+        if name is None and lacking:  # e.g. the tencentgr stack without a retrieve stage in the track
+            log.warning("[%s] not run: it needs stage(s) %s, which track %s does not have", n,
+                        ", ".join(lacking), cfg.track)  # fmt: skip
+            continue
         out[n] = run_stage(cfg, n, force=force and (name is None or n == name))
         dist.barrier()  # under torchrun the next stage starts once rank 0 has written this one
     return out

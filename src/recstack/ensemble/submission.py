@@ -80,9 +80,11 @@ def read_mmctr(path: str | Path) -> pd.DataFrame:
     try:
         if path.suffix == ".zip":
             with zipfile.ZipFile(path) as zf:
-                names = [n for n in zf.namelist() if n.endswith(".csv")]
-                if len(names) != 1:
-                    raise DataError(f"{path}: expected exactly one .csv inside, found {names}")
+                names = zf.namelist()
+                if names != [Submission.MMCTR_CSV]:  # the challenge reads prediction.csv from the zip
+                    raise DataError(
+                        f"{path}: expected exactly one member {Submission.MMCTR_CSV} inside, found {names}"
+                    )
                 return pd.read_csv(io.BytesIO(zf.read(names[0])))
         return pd.read_csv(path)
     except (zipfile.BadZipFile, pd.errors.ParserError, UnicodeDecodeError) as e:

@@ -1,8 +1,15 @@
-"""`ensemble`: blend the configured models' predictions and write the validated submission.
+"""`ensemble`: blend the configured sources, pick the best validated ranking, write the validated submission.
 
-mmctr: weighted mean of logits (ensemble.sources / ensemble.weights), keyed by (split, row_id).
-tencentgr: weighted reciprocal-rank fusion of the sources' ranked lists, top 10 per user.
-With a single source the model passes through.
+mmctr: `ensemble.method` fixed (typed weights, mean of logits), fit (non-negative weights summing to 1 on the
+sources' logits) or rank (the same on within-split rank percentiles). Fitted weights are cross-validated on
+valid with folds grouped by user: the blend's valid AUC is out-of-fold, test uses weights fitted on all of
+valid (ensemble/blend.py).
+tencentgr: weighted reciprocal-rank fusion of the sources' ranked lists (fixed weights, or fitted by the
+same CV with a simplex-grid search for the best top-10 score).
+
+Submission (`ensemble.submit=best`): the best validated candidate among the sources (single models: their
+valid score; the stack: its out-of-fold CV score) and the blend (its CV score or, for fixed weights, its valid
+score); ties go to the earlier candidate, the blend last. `submit=blend` always submits the blend.
 """
 
 from __future__ import annotations
@@ -17,86 +24,124 @@ from recstack.artifacts import write_table
 from recstack.data.predictions import predictions_table, ranking_table, read_predictions, read_ranking
 from recstack.data.prepared import read_samples
 from recstack.data.tgr_prepared import read_table
+from recstack.ensemble.blend import (
+    blend_apply,
+    blend_fixed,
+    cv_blend,
+    cv_rrf,
+    fit_rrf_weights,
+    fit_weights,
+    logit,
+    percentile,
+    rrf_fuse,
+    rrf_table,
+)
 from recstack.ensemble.submission import TGR_K, write_mmctr, write_tgr
 from recstack.metrics import auc, logloss, tencentgr_score
 from recstack.paths import Predictions, PreparedTGR
 from recstack.stages.context import StageContext
+from recstack.train.oof import user_folds
 
 log = logging.getLogger(__name__)
 
+BLEND = "blend"
 
-def blend(preds: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    """Weighted mean in logit space: keeps a calibrated model calibrated, unlike rank averaging."""
-    w = np.asarray(weights, np.float64) / np.sum(weights)
-    eps = 1e-6
-    logits = [np.log(np.clip(p, eps, 1 - eps) / (1 - np.clip(p, eps, 1 - eps))) for p in preds]
-    z = sum(wi * li for wi, li in zip(w, logits, strict=True))
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def _choose(scores: dict[str, float], submit: str) -> str:
+    """The submitted candidate: the blend, or the highest validated score (first on ties)."""
+    if submit == BLEND:
+        return BLEND
+    return max(scores, key=lambda k: (scores[k], -list(scores).index(k)))
+
+
 def run_mmctr(ctx: StageContext) -> dict[str, Any]:
-    ec, prep = ctx.cfg.ensemble, ctx.input_dir("prepare")
+    cfg, ec, prep = ctx.cfg, ctx.cfg.ensemble, ctx.input_dir("prepare")
     valid, test = read_samples(prep, "valid"), read_samples(prep, "test")
-    figures: dict[str, Any] = {}
-    parts = {}
-    for split, rows in (("valid", valid), ("test", test)):
-        ids = rows["row_id"].to_numpy()
-        preds = [read_predictions(ctx.input_dir(s), split, ids) for s in ec.sources]
-        if split == "valid":
-            y = rows["label"].to_numpy()
-            for s, p in zip(ec.sources, preds, strict=True):
-                figures[f"valid_auc_{s}"] = round(auc(y, p), 5)
-        parts[split] = (ids, blend(preds, list(ec.weights)))
+    ids = {"valid": valid["row_id"].to_numpy(), "test": test["row_id"].to_numpy()}
+    preds = {
+        split: [read_predictions(ctx.input_dir(s), split, ids[split]) for s in ec.sources] for split in ids
+    }
     y = valid["label"].to_numpy()
-    figures["valid_auc"] = round(auc(y, parts["valid"][1]), 5)
-    figures["valid_logloss"] = round(logloss(y, parts["valid"][1]), 5)
-    write_table(ctx.out / Predictions.FILE, predictions_table(parts))
-    test_ids = test["row_id"].to_numpy()
-    path = write_mmctr(ctx.out, *parts["test"], test_ids, ec.column, ec.zip)
+    scores = {s: auc(y, p) for s, p in zip(ec.sources, preds["valid"], strict=True)}
+    figures: dict[str, Any] = {"model": f"{ec.method}({'+'.join(ec.sources)})", "method": ec.method}
+    figures |= {f"valid_auc_{s}": round(v, 5) for s, v in scores.items()}
+
+    out = {
+        s: {"valid": pv, "test": pt}
+        for s, pv, pt in zip(ec.sources, preds["valid"], preds["test"], strict=True)
+    }
+    if ec.method == "fixed":
+        out[BLEND] = {split: blend_fixed(preds[split], list(ec.weights)) for split in ids}
+        figures["weights"] = [round(float(w) / sum(ec.weights), 4) for w in ec.weights]
+    else:
+        to_z = logit if ec.method == "fit" else percentile
+        z = {split: np.stack([to_z(p) for p in preds[split]], 1) for split in ids}  # (N, S)
+        fold_of = user_folds(valid["user_id"].to_numpy(), ec.folds, cfg.seed)
+        oof, fold_w = cv_blend(z["valid"], y, fold_of)
+        w = fit_weights(z["valid"], y)
+        link = _sigmoid if ec.method == "fit" else (lambda v: v)  # percentiles blend into [0, 1] already
+        out[BLEND] = {"valid": link(oof), "test": link(blend_apply(z["test"], w))}
+        figures["weights"] = [round(float(v), 4) for v in w]  # fitted on all of valid: used for test
+        figures["weights_folds"] = [[round(float(v), 4) for v in fw] for fw in fold_w]
+    scores[BLEND] = auc(y, out[BLEND]["valid"])
+    figures[f"valid_auc_{BLEND}"] = round(scores[BLEND], 5)
+    chosen = _choose(scores, ec.submit)
+    figures["submitted"] = chosen
+    figures["valid_auc"] = round(scores[chosen], 5)
+    if ec.method != "rank" or chosen != BLEND:
+        figures["valid_logloss"] = round(logloss(y, out[chosen]["valid"]), 5)
+    write_table(ctx.out / Predictions.FILE, predictions_table({s: (ids[s], out[chosen][s]) for s in ids}))
+    path = write_mmctr(ctx.out, ids["test"], out[chosen]["test"], ids["test"], ec.column, ec.zip)
     figures["submission"] = path.name
-    figures["test_rows"] = len(test_ids)
-    log.info("submission written and validated: %s (%d rows)", ctx.paths.stage_dir("ensemble") / path.name,
-             len(test_ids))  # fmt: skip
+    figures["test_rows"] = len(ids["test"])
+    log.info("valid AUC per candidate (%s weights %s): %s", ec.method, figures["weights"],
+             ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))  # fmt: skip
+    log.info("submitted %s (valid AUC %.4f): %s (%d rows, validated)", chosen, scores[chosen],
+             ctx.paths.stage_dir("ensemble") / path.name, len(ids["test"]))  # fmt: skip
     return figures
 
 
 # ---- tencentgr ----------------------------------------------------------------------------------------
-RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009): robust to sources' score scales
-
-
-def fuse_rankings(rankings: list[np.ndarray], weights: list[float], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted reciprocal-rank fusion of per-user ranked item lists -> top-k items and fused scores."""
-    n_users = rankings[0].shape[0]
-    items = np.zeros((n_users, k), np.int64)
-    scores = np.zeros((n_users, k))
-    for u in range(n_users):
-        fused: dict[int, float] = {}
-        for w, ranked in zip(weights, rankings, strict=True):
-            for r, item in enumerate(ranked[u].tolist()):
-                fused[item] = fused.get(item, 0.0) + w / (RRF_K + r + 1)
-        best = sorted(fused.items(), key=lambda kv: -kv[1])[:k]
-        items[u], scores[u] = [i for i, _ in best], [s for _, s in best]
-    return items, scores
-
-
 def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
-    ec, prep = ctx.cfg.ensemble, ctx.input_dir("prepare")
+    cfg, ec, prep = ctx.cfg, ctx.cfg.ensemble, ctx.input_dir("prepare")
     valid = read_table(prep, PreparedTGR.VALID)
     pu = read_table(prep, PreparedTGR.PREDICT_USERS)
-    figures: dict[str, Any] = {}
-    parts = {}
-    for split, n in (("valid", len(valid)), ("test", len(pu))):
-        ranks = [read_ranking(ctx.input_dir(s), split, n)[0] for s in ec.sources]
-        if len(ranks) == 1:
-            top, score = ranks[0][:, :TGR_K], np.zeros((n, TGR_K))
-        else:
-            top, score = fuse_rankings(ranks, list(ec.weights), TGR_K)
-        parts[split] = (top, score)
-        if split == "valid":
-            for s, r in zip(ec.sources, ranks, strict=True):
-                figures[f"valid_score_{s}"] = round(tencentgr_score(r, valid["item"].to_numpy())["score"], 5)
-            m = tencentgr_score(top, valid["item"].to_numpy())
-            figures |= {f"valid_{k}": round(float(v), 5) for k, v in m.items()}
+    n = {"valid": len(valid), "test": len(pu)}
+    ranks = {split: [read_ranking(ctx.input_dir(s), split, n[split])[0] for s in ec.sources] for split in n}
+    target = valid["item"].to_numpy()
+    scores = {
+        s: tencentgr_score(r[:, :TGR_K], target, k=TGR_K)["score"]
+        for s, r in zip(ec.sources, ranks["valid"], strict=True)
+    }
+    figures: dict[str, Any] = {"model": f"rrf_{ec.method}({'+'.join(ec.sources)})", "method": ec.method}
+    figures |= {f"valid_score_{s}": round(v, 5) for s, v in scores.items()}
+
+    out = {
+        s: {split: (ranks[split][i], np.zeros(ranks[split][i].shape)) for split in n}
+        for i, s in enumerate(ec.sources)
+    }
+    table = {split: rrf_table(ranks[split]) for split in n}
+    if ec.method == "fixed":
+        w = np.asarray(ec.weights, np.float64) / np.sum(ec.weights)
+        out[BLEND] = {split: rrf_fuse(*table[split], w, TGR_K) for split in n}
+    else:  # fit / rank: RRF is rank-based already; weights fitted by user-grouped CV on valid
+        fold_of = user_folds(valid["user"].to_numpy(), ec.folds, cfg.seed)
+        top, fold_w = cv_rrf(*table["valid"], target, fold_of, TGR_K)
+        w = fit_rrf_weights(*table["valid"], target, TGR_K)
+        out[BLEND] = {"valid": (top, np.zeros(top.shape)), "test": rrf_fuse(*table["test"], w, TGR_K)}
+        figures["weights_folds"] = [[round(float(v), 4) for v in fw] for fw in fold_w]
+    figures["weights"] = [round(float(v), 4) for v in w]
+    scores[BLEND] = tencentgr_score(out[BLEND]["valid"][0][:, :TGR_K], target, k=TGR_K)["score"]
+    figures[f"valid_score_{BLEND}"] = round(scores[BLEND], 5)
+    chosen = _choose(scores, ec.submit)
+    figures["submitted"] = chosen
+    parts = {split: (out[chosen][split][0][:, :TGR_K], out[chosen][split][1][:, :TGR_K]) for split in n}
+    m = tencentgr_score(parts["valid"][0], target, k=TGR_K)
+    figures |= {f"valid_{k}": round(float(v), 5) for k, v in m.items()}
     write_table(ctx.out / Predictions.FILE, ranking_table(parts))
     creative = (
         pq.read_table(prep / PreparedTGR.ITEMS, columns=["creative_id"]).column("creative_id").to_numpy()
@@ -106,9 +151,8 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     )
     path = write_tgr(ctx.out, creative[parts["test"][0]], pu["raw_user_id"].tolist(), pool)
     figures |= {"submission": path.name, "test_users": len(pu)}
-    log.info(
-        "submission written and validated: %s (%d users)",
-        ctx.paths.stage_dir("ensemble") / path.name,
-        len(pu),
-    )
+    log.info("valid score per candidate (%s weights %s): %s", ec.method, figures["weights"],
+             ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))  # fmt: skip
+    log.info("submitted %s (valid score %.4f): %s (%d users, validated)", chosen, scores[chosen],
+             ctx.paths.stage_dir("ensemble") / path.name, len(pu))  # fmt: skip
     return figures

@@ -1,0 +1,163 @@
+"""The leaderboard: one row per model stage run that really ran (a stage skipped by the cache adds none),
+appended to `outputs/<track>/<dataset>/leaderboard.csv` (paths.Paths.leaderboard) by the pipeline runner.
+
+A model stage is one whose figures hold a valid metric (`valid_auc` for mmctr, `valid_score` for
+tencentgr). Test metrics are computed here from the stage's predictions.parquet where the dataset builder
+kept local labels (movielens, synthetic); they are shown, never used for a choice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+from omegaconf import DictConfig, OmegaConf
+
+from recstack.artifacts import stable_hash
+from recstack.config import Config
+from recstack.data.predictions import read_predictions, read_ranking
+from recstack.errors import DataError
+from recstack.metrics import auc, tencentgr_score
+from recstack.paths import Paths, Predictions, PreparedTGR
+
+COLUMNS = ("time", "commit", "track", "dataset", "stage", "model", "metric", "valid", "test", "duration_s",
+           "samples_per_s", "fingerprint", "config_diff", "valid_figures")  # fmt: skip
+VALID_METRICS = ("valid_auc", "valid_score")  # higher is better for both
+
+
+def git_commit() -> str:
+    """Short commit of the checkout this code runs from, "" where git or the repository is absent."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5, check=False)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out |= _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return {prefix: obj}
+
+
+def config_diff(conf: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a stage's config subset whose values differ from the schema defaults."""
+    defaults = OmegaConf.structured(Config)
+    out = {}
+    for key, value in _flatten(conf).items():
+        node = OmegaConf.select(defaults, key, default="<none>")
+        default = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        if value != default:
+            out[key] = value
+    return out
+
+
+def test_metric(cfg: DictConfig, stage: str) -> float | None:
+    """The stage's test AUC (mmctr) or top-10 score (tencentgr) from the local hidden labels, if any."""
+    paths = Paths(cfg)
+    folder = paths.stage_dir(stage)
+    try:
+        if cfg.track == "mmctr":
+            truth_path = paths.raw_mmctr.test_truth
+            if not truth_path.is_file():
+                return None
+            truth = pd.read_parquet(truth_path, columns=["ID", "label"])
+            p = read_predictions(folder, "test", truth["ID"].to_numpy())
+            return round(auc(truth["label"].to_numpy(), p), 5)
+        truth_path = paths.raw_tencentgr.truth
+        if not truth_path.is_file():
+            return None
+        truth = pd.read_parquet(truth_path)  # user_id, creative_id, action in predict order
+        creative = pd.read_parquet(paths.stage_dir("prepare") / PreparedTGR.ITEMS, columns=["creative_id"])
+        items, _ = read_ranking(folder, "test", len(truth))
+        top = creative["creative_id"].to_numpy()[items[:, :10]]
+        return round(tencentgr_score(top, truth["creative_id"].to_numpy(), k=10)["score"], 5)
+    except (DataError, FileNotFoundError, KeyError, ValueError, IndexError):
+        return None  # no test predictions in that stage (or labels of another shape): nothing to show
+
+
+def _prediction_rows(cfg: DictConfig, stage: str) -> int | None:
+    path = Paths(cfg).stage_dir(stage) / Predictions.FILE
+    return pq.read_metadata(path).num_rows if path.is_file() else None
+
+
+def row(cfg: DictConfig, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The leaderboard row of a finished stage's manifest, or None when it is not a model stage."""
+    figures = manifest.get("figures", {})
+    metric = next((m for m in VALID_METRICS if isinstance(figures.get(m), (int, float))), None)
+    if metric is None:
+        return None
+    duration = float(manifest.get("duration_s", 0.0))
+    speed = figures.get("train_samples_per_s")  # training throughput where the stage measured it
+    if speed is None and duration > 0:  # else rows written (predicted) per second of the stage
+        rows = figures.get("rows") or _prediction_rows(cfg, manifest["stage"])
+        speed = rows / duration if rows else None
+    others = {k: v for k, v in figures.items() if k.startswith("valid_") and isinstance(v, (int, float))}
+    return {
+        "time": manifest.get("finished_at", datetime.now(UTC).isoformat(timespec="seconds")),
+        "commit": git_commit(),
+        "track": cfg.track,
+        "dataset": cfg.dataset,
+        "stage": manifest["stage"],
+        "model": str(figures.get("model", manifest["stage"])),
+        "metric": metric,
+        "valid": figures[metric],
+        "test": test_metric(cfg, manifest["stage"]),
+        "duration_s": round(duration, 2),
+        "samples_per_s": None if speed is None else round(float(speed), 1),
+        "fingerprint": stable_hash(manifest.get("config", {}))[:12],
+        "config_diff": json.dumps(config_diff(manifest.get("config", {})), sort_keys=True),
+        "valid_figures": json.dumps(others, sort_keys=True),
+    }
+
+
+def append(cfg: DictConfig, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Append the stage's row (if it is a model stage); the header is written with the first row."""
+    r = row(cfg, manifest)
+    if r is None:
+        return None
+    path = Paths(cfg).leaderboard
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.is_file() or path.stat().st_size == 0
+    with path.open(
+        "a", newline=""
+    ) as f:  # one short append: no half-row survives an interruption in practice
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new:
+            w.writeheader()
+        w.writerow({k: "" if v is None else v for k, v in r.items()})
+    return r
+
+
+def read(cfg: DictConfig) -> pd.DataFrame:
+    """The leaderboard, best valid metric first (ties: the most recent first)."""
+    path = Paths(cfg).leaderboard
+    if not path.is_file():
+        raise DataError(f"{path}: no leaderboard yet; it fills as model stages run (./run.sh)")
+    df = pd.read_csv(
+        path, dtype={"commit": str}, keep_default_na=False, na_values={"valid": [""], "test": [""]}
+    )
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df.sort_values(["valid", "time"], ascending=[False, False], kind="stable", ignore_index=True)
+
+
+def format_table(df: pd.DataFrame) -> str:
+    shown = df[["valid", "test", "metric", "stage", "model", "time", "commit", "duration_s", "samples_per_s",
+                "fingerprint", "config_diff"]].copy()  # fmt: skip
+    shown["test"] = shown["test"].map(lambda v: "" if pd.isna(v) else f"{v:.5f}")
+    shown["valid"] = shown["valid"].map(lambda v: f"{v:.5f}")
+    shown["model"] = shown["model"].map(lambda s: s if len(s) <= 40 else s[:37] + "...")
+    shown["config_diff"] = shown["config_diff"].map(lambda s: s if len(s) <= 60 else s[:57] + "...")
+    return shown.to_string(index=False, na_rep="")

@@ -1,0 +1,136 @@
+"""Cheap features for the level-2 models, computed from prepared tables only (never from the rows' labels).
+
+mmctr, per sample row: tag overlap of the target with the history, the target's likes / views levels,
+history length, repeats of the target in the history, and click counts of the target item and of the user
+from the *train* split (valid and test rows get the same train-only counts, so the stacker sees one
+distribution across the rows it learns from and the rows it predicts).
+
+tencentgr, per (query, candidate item): decayed and raw popularity, item age and recency from the training
+events before every held-out target, repeats of the item in the user's history, and cosine similarity of the
+item to the user's recent history in the embed space.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recstack.data.prepared import read_hist, read_items, read_samples
+from recstack.models.popularity import DAY, decayed_popularity
+
+CHUNK = 20_000  # rows per block of the (rows x history x tags x tags) comparison
+
+
+def _tag_overlap(
+    hist: np.ndarray, target: np.ndarray, tags: np.ndarray, recent: int
+) -> dict[str, np.ndarray]:
+    """Share of (recent) history items sharing a tag with the target, and how many of the target's tags
+    occur anywhere in the history. Tag 0 is padding."""
+    share, share_recent, covered = (np.zeros(len(hist)) for _ in range(3))
+    for a in range(0, len(hist), CHUNK):
+        h, t = hist[a : a + CHUNK], target[a : a + CHUNK]
+        th, tt = tags[h], tags[t]  # (B, L, T), (B, T)
+        eq = (th[:, :, :, None] == tt[:, None, None, :]) & (tt[:, None, None, :] != 0)  # (B, L, T, T)
+        item_hit = eq.any((2, 3)) & (h != 0)  # (B, L): history item shares a tag with the target
+        n = np.maximum((h != 0).sum(1), 1)
+        share[a : a + CHUNK] = item_hit.sum(1) / n
+        n_r = np.maximum((h[:, -recent:] != 0).sum(1), 1)
+        share_recent[a : a + CHUNK] = item_hit[:, -recent:].sum(1) / n_r
+        tag_hit = eq.any((1, 2))  # (B, T): target tag seen in the history
+        covered[a : a + CHUNK] = tag_hit.sum(1) / np.maximum((tt != 0).sum(1), 1)
+    return {"tag_share": share, "tag_share_recent": share_recent, "tag_covered": covered}
+
+
+def mmctr_features(prep: str | Path, split: str, recent: int = 10) -> pd.DataFrame:
+    """One row per sample of `split` (in the prepared row order), indexed by row_id."""
+    rows = read_samples(prep, split)
+    hist = read_hist(prep, split)
+    items = read_items(prep)
+    tags = np.stack(items["tags"].to_numpy()).astype(np.int64)
+    train = read_samples(prep, "train")
+    n_items = len(items)
+    item_rows = np.bincount(train["item_id"], minlength=n_items)
+    item_clicks = np.bincount(train["item_id"], weights=train["label"], minlength=n_items)
+    user_stats = train.groupby("user_id")["label"].agg(["size", "sum"])
+    target = rows["item_id"].to_numpy()
+    users = rows["user_id"]
+    feats = {
+        "likes_level": rows["likes_level"].to_numpy(np.float32),
+        "views_level": rows["views_level"].to_numpy(np.float32),
+        "hist_len": rows["hist_len"].to_numpy(np.float32),
+        "target_in_hist": (hist == target[:, None]).sum(1).astype(np.float32),
+        "item_train_rows": item_rows[target].astype(np.float32),
+        "item_train_clicks": item_clicks[target].astype(np.float32),
+        "user_train_rows": users.map(user_stats["size"]).fillna(0).to_numpy(np.float32),
+        "user_train_clicks": users.map(user_stats["sum"]).fillna(0).to_numpy(np.float32),
+    }
+    feats |= {k: v.astype(np.float32) for k, v in _tag_overlap(hist, target, tags, recent).items()}
+    return pd.DataFrame(feats, index=pd.Index(rows["row_id"].to_numpy(), name="row_id"))
+
+
+def user_relative(x: pd.DataFrame, users: np.ndarray, columns: list[str]) -> pd.DataFrame:
+    """Each column relative to the user's other rows of the same split: minus their mean, and the row's
+    rank among them (a share in (0, 1]), plus the user's row count. Uses no label: the split's rows are all
+    known when predicting. A user's rows compete for the same click (MovieLens builds 1 click + 3 negatives
+    per user and split), so a score's rank inside its user says more than its global level."""
+    out = {}
+    for c in columns:
+        g = x[c].groupby(users)
+        out[f"{c}_minus_user_mean"] = (x[c] - g.transform("mean").to_numpy()).to_numpy(np.float32)
+        out[f"{c}_user_rank"] = g.rank(pct=True).to_numpy(np.float32)
+    out["user_rows"] = pd.Series(users).map(pd.Series(users).value_counts()).to_numpy(np.float32)
+    return pd.DataFrame(out, index=x.index)
+
+
+# ---- tencentgr ----------------------------------------------------------------------------------------
+def item_stats(item: np.ndarray, action: np.ndarray, ts: np.ndarray, n_rows: int, half_life_days: float,
+               conversion_weight: float) -> pd.DataFrame:  # fmt: skip
+    """Per item row: decayed click popularity, clicks, events, days since first and last event (NaN: none)."""
+    now = ts.max() if len(ts) else 0
+    first = np.full(n_rows, np.iinfo(np.int64).max)
+    last = np.full(n_rows, np.iinfo(np.int64).min)
+    np.minimum.at(first, item, ts)
+    np.maximum.at(last, item, ts)
+    seen = np.bincount(item, minlength=n_rows) > 0
+    return pd.DataFrame(
+        {
+            "pop_decay": decayed_popularity(item, action, ts, n_rows, half_life_days, conversion_weight),
+            "pop_clicks": np.bincount(item, weights=(action >= 1).astype(np.float64), minlength=n_rows),
+            "pop_events": np.bincount(item, minlength=n_rows).astype(np.float64),
+            "item_age_days": np.where(seen, (now - first) / DAY, np.nan),
+            "item_idle_days": np.where(seen, (now - last) / DAY, np.nan),
+        }
+    ).astype(np.float32)
+
+
+def history_similarity(emb: np.ndarray, hist: list[np.ndarray], query: np.ndarray, item: np.ndarray,
+                       recent: int) -> dict[str, np.ndarray]:  # fmt: skip
+    """Cosine of each candidate `item` to its query's recent history (last `recent` items): to their mean,
+    the best match, and the last item. NaN where the user has no history."""
+    norm = np.linalg.norm(emb, axis=1, keepdims=True)
+    unit = (emb / np.maximum(norm, 1e-12)).astype(np.float32)
+    d = unit.shape[1]
+    n_q = len(hist)
+    last = np.zeros((n_q, d), np.float32)
+    has = np.zeros(n_q, bool)
+    pad = np.zeros((n_q, recent), np.int64)
+    mask = np.zeros((n_q, recent), bool)
+    for q, h in enumerate(hist):
+        h = h[-recent:]
+        if len(h):
+            has[q] = True
+            pad[q, : len(h)], mask[q, : len(h)] = h, True
+            last[q] = unit[h[-1]]
+    hv = unit[pad] * mask[..., None]  # (Q, R, D)
+    mean = hv.sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+    out = {k: np.full(len(item), np.nan, np.float32) for k in ("sim_mean", "sim_last", "sim_max")}
+    for a in range(0, len(item), CHUNK):  # bounds the (rows, R, D) gather
+        q, cand = query[a : a + CHUNK], unit[item[a : a + CHUNK]]  # (B,), (B, D)
+        ok = has[q]
+        out["sim_mean"][a : a + CHUNK] = np.where(ok, np.einsum("nd,nd->n", cand, mean[q]), np.nan)
+        out["sim_last"][a : a + CHUNK] = np.where(ok, np.einsum("nd,nd->n", cand, last[q]), np.nan)
+        sims = np.einsum("nd,nrd->nr", cand, hv[q])  # (B, R)
+        out["sim_max"][a : a + CHUNK] = np.where(ok, np.where(mask[q], sims, -np.inf).max(1), np.nan)
+    return out

@@ -1,0 +1,325 @@
+"""`stack`: level-2 LightGBM models on the level-1 outputs.
+
+mmctr: binary LightGBM on the valid/test predictions of `stack.sources` (all trained on train only, so
+those predictions are out-of-sample) plus cheap features (stack/features.py) and, when the track's
+`retrieve` stage wrote them, its retrieval features. The stacker is cross-validated on valid with folds
+grouped by user: the reported valid AUC is the out-of-fold AUC over valid, the test prediction the mean of
+the fold models. K-fold OOF level-1 predictions on train (`rank.folds`) would cost K trainings of every
+ranker: DIN alone is most of the default run's 10 minutes on 2 cores (bench/README.md), so CV on valid it is.
+
+tencentgr: LightGBM lambdarank over the retrieve stage's merged candidates, trained on the stacker's
+training queries (held-out last clicks of training users outside the valid users), trees chosen by CV over
+those queries; the valid users are scored once and never fitted. Its top `stack.rerank.topk` per user is a
+ranking the ensemble can use.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from recstack.artifacts import write_json, write_table
+from recstack.data.predictions import predictions_table, ranking_table, read_predictions
+from recstack.data.prepared import read_samples
+from recstack.data.tgr_prepared import (
+    before_cuts,
+    group_bounds,
+    histories,
+    pool_items,
+    read_events,
+    read_table,
+)
+from recstack.ensemble.blend import logit
+from recstack.errors import DataError
+from recstack.metrics import auc, tencentgr_score
+from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retrieved, Stacked
+from recstack.stack.features import history_similarity, item_stats, mmctr_features, user_relative
+from recstack.stack.lgbm import cv_binary, fit_lambdarank, lgbm_binary
+from recstack.stages.context import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def _retrieval_features(ctx: StageContext) -> pd.DataFrame | None:
+    folder = ctx.input_dir("retrieve")
+    path = folder / Retrieved.FEATURES
+    if not (folder / MANIFEST).is_file() or not path.is_file():
+        log.info("no retrieval features (%s absent): stacking without them", path)
+        return None
+    df = pq.read_table(path).to_pandas()
+    missing = {"split", "row_id"} - set(df.columns)
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(sorted(missing))}; expected split, row_id, features"
+        )
+    keys = df[["split", "row_id"]]
+    if keys.duplicated().any():
+        r = int(np.flatnonzero(keys.duplicated())[0])
+        raise DataError(f"{path}: row {r} repeats (split, row_id) {tuple(keys.iloc[r])}")
+    log.info(
+        "retrieval features from %s: %s",
+        path,
+        ", ".join(c for c in df.columns if c not in ("split", "row_id")),
+    )
+    return df
+
+
+def _mmctr_matrix(
+    ctx: StageContext, split: str, rows: pd.DataFrame, retrieval: pd.DataFrame | None
+) -> pd.DataFrame:
+    sc, ids = ctx.cfg.stack, rows["row_id"].to_numpy()
+    x = pd.DataFrame({f"p_{s}": logit(read_predictions(ctx.input_dir(s), split, ids)) for s in sc.sources},
+                     index=pd.Index(ids, name="row_id"))  # fmt: skip
+    if sc.user_relative:
+        x = x.join(user_relative(x, rows["user_id"].to_numpy(), list(x.columns)))
+    if sc.features:
+        x = x.join(mmctr_features(ctx.input_dir("prepare"), split))
+    if retrieval is not None:
+        part = retrieval[retrieval["split"] == split].drop(columns="split").set_index("row_id")
+        part = part.reindex(ids)
+        if part.isna().all(axis=1).any():
+            r = int(ids[np.flatnonzero(part.isna().all(axis=1).to_numpy())[0]])
+            raise DataError(
+                f"{ctx.input_dir('retrieve') / Retrieved.FEATURES}: split {split} has no row_id {r}"
+            )
+        x = x.join(part.astype(np.float32))
+    return x
+
+
+def run_mmctr(ctx: StageContext) -> dict[str, Any]:
+    cfg, sc, prep = ctx.cfg, ctx.cfg.stack, ctx.input_dir("prepare")
+    if not sc.sources:
+        raise DataError(
+            "stack.sources is empty: name the level-1 stages to stack (e.g. [baseline, rank_din])"
+        )
+    valid, test = read_samples(prep, "valid"), read_samples(prep, "test")
+    retrieval = _retrieval_features(ctx)
+    x_valid = _mmctr_matrix(ctx, "valid", valid, retrieval)
+    x_test = _mmctr_matrix(ctx, "test", test, retrieval)
+    y = valid["label"].to_numpy()
+    log.info("stacker: %d valid rows (%d users), %d test rows, %d features: %s", len(valid),
+             valid["user_id"].nunique(), len(test), x_valid.shape[1], ", ".join(x_valid.columns))  # fmt: skip
+    cv = cv_binary(x_valid, y, valid["user_id"].to_numpy(), x_test, lgbm_binary(sc.lgbm, cfg.seed),
+                   sc.folds, sc.inner_valid, cfg.seed)  # fmt: skip
+    singles = {s: round(auc(y, x_valid[f"p_{s}"].to_numpy()), 5) for s in sc.sources}
+    best = max(singles, key=singles.get)
+    figures: dict[str, Any] = {
+        "model": "lgbm_binary",
+        "valid_auc": round(cv.oof_auc, 5),  # out-of-fold over valid: the CV score
+        "valid_auc_fold_mean": round(float(np.mean([f["auc"] for f in cv.folds if "auc" in f])), 5),
+        **{f"valid_auc_{s}": v for s, v in singles.items()},
+        "best_single": best,
+        "gain_over_best_single": round(cv.oof_auc - singles[best], 5),
+        "protocol": f"{sc.folds}-fold CV on valid grouped by user; early stopping on held-out users inside each fold",
+        "features": list(x_valid.columns),
+        "retrieval_features": retrieval is not None,
+        "trees": [f.get("trees") for f in cv.folds],
+        "rows": len(valid) + len(test),
+        "gain": cv.gain,
+    }
+    write_table(ctx.out / Predictions.FILE, predictions_table({"valid": (valid["row_id"].to_numpy(), cv.oof),
+                                                               "test": (test["row_id"].to_numpy(), cv.test)}))  # fmt: skip
+    write_json(ctx.out / Stacked.IMPORTANCE, {"gain": cv.gain, "folds": cv.folds})
+    log.info("stack valid AUC %.4f (out-of-fold, %d folds by user); best single %s %.4f (%+.4f)",
+             cv.oof_auc, sc.folds, best, singles[best], cv.oof_auc - singles[best])  # fmt: skip
+    log.info("feature importance (gain): %s", ", ".join(f"{k}={v:.1f}" for k, v in cv.gain.items()))
+    return figures
+
+
+# ---- tencentgr ----------------------------------------------------------------------------------------
+CAND_KEYS = ("split", "user_row", "user", "item", "n_sources", "label")
+
+
+def candidate_sources(columns: list[str]) -> list[str]:
+    """Sources named by the candidates' `<s>_score` / `<s>_rank` column pairs, in column order."""
+    return [
+        c[: -len("_score")]
+        for c in columns
+        if c.endswith("_score") and f"{c[: -len('_score')]}_rank" in columns
+    ]
+
+
+def read_candidates(path) -> tuple[pd.DataFrame, list[str]]:
+    """The retrieve stage's candidates, checked against its contract (paths.Retrieved.CANDIDATES)."""
+    if not path.is_file():
+        raise DataError(f"{path}: not found; the tencentgr stack reranks the retrieve stage's candidates")
+    df = pq.read_table(path).to_pandas()
+    missing = [c for c in CAND_KEYS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(CAND_KEYS)} "
+                        "and <source>_score / <source>_rank per source")  # fmt: skip
+    sources = candidate_sources(list(df.columns))
+    if not sources:
+        raise DataError(f"{path}: no <source>_score / <source>_rank column pair")
+    bad = sorted(set(df["split"].unique()) - {"train", "valid", "test"})
+    if bad:
+        raise DataError(f"{path}: column 'split' has {bad[0]!r}; expected train, valid or test")
+    dup = df.duplicated(["split", "user_row", "item"])
+    if dup.any():
+        r = int(np.flatnonzero(dup.to_numpy())[0])
+        raise DataError(
+            f"{path}: row {r} repeats (split, user_row, item) {tuple(df.iloc[r][['split', 'user_row', 'item']])}"
+        )
+    return df, sources
+
+
+def _history_of(ev: dict[str, np.ndarray], queries: pd.DataFrame) -> list[np.ndarray]:
+    """Each query user's items before its held-out target (event_index)."""
+    users, start, _ = group_bounds(ev["user"])
+    g = np.searchsorted(users, queries["user"].to_numpy())
+    cut = queries["event_index"].to_numpy()
+    return [ev["item"][s:c] for s, c in zip(start[g].tolist(), cut.tolist(), strict=True)]
+
+
+def _rows_features(part: pd.DataFrame, sources: list[str], stats: pd.DataFrame, hist: list[np.ndarray],
+                   n_hist: np.ndarray, emb: np.ndarray | None, recent: int) -> pd.DataFrame:  # fmt: skip
+    q = part["user_row"].to_numpy()
+    item = part["item"].to_numpy()
+    x = {}
+    for s in sources:
+        x[f"{s}_score"] = part[f"{s}_score"].to_numpy(np.float32)
+        r = part[f"{s}_rank"].to_numpy()
+        x[f"{s}_rank"] = np.where(r >= 0, r, np.nan).astype(np.float32)  # -1: not proposed -> missing
+    x["n_sources"] = part["n_sources"].to_numpy(np.float32)
+    x |= {c: stats[c].to_numpy()[item] for c in stats.columns}
+    x["n_hist"] = n_hist[q].astype(np.float32)
+    seen = pd.DataFrame({"q": np.repeat(np.arange(len(hist)), [len(h) for h in hist]),
+                         "item": np.concatenate(hist) if hist else np.zeros(0, np.int64)})  # fmt: skip
+    counts = seen.groupby(["q", "item"]).size()
+    x["seen_count"] = (
+        counts.reindex(pd.MultiIndex.from_arrays([q, item])).fillna(0).to_numpy(np.float32)
+        if len(counts) else np.zeros(len(q), np.float32)
+    )  # fmt: skip
+    if emb is not None:
+        x |= history_similarity(emb, hist, q, item, recent)
+    return pd.DataFrame(x)
+
+
+def _topk_matrix(user_row: np.ndarray, item: np.ndarray, score: np.ndarray, n_users: int, k: int,
+                 fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(U, k) items by descending score per user; users short of k get the next `fill` items they lack."""
+    df = pd.DataFrame({"u": user_row, "item": item, "s": score}).sort_values(["u", "s"], ascending=[True, False],
+                                                                             kind="stable")  # fmt: skip
+    df = df[df.groupby("u").cumcount() < k]
+    items = np.full((n_users, k), -1, np.int64)
+    scores = np.full((n_users, k), -np.inf)
+    pos = df.groupby("u").cumcount().to_numpy()
+    items[df["u"].to_numpy(), pos] = df["item"].to_numpy()
+    scores[df["u"].to_numpy(), pos] = df["s"].to_numpy()
+    for u in np.flatnonzero((items < 0).any(1)):
+        have = items[u][items[u] >= 0]
+        extra = fill[~np.isin(fill, have)][: k - len(have)]
+        items[u, len(have) : len(have) + len(extra)] = extra
+    lo = np.nanmin(np.where(np.isfinite(scores), scores, np.nan)) if np.isfinite(scores).any() else 0.0
+    scores = np.where(np.isfinite(scores), scores, lo - 1.0)  # padded items rank below every scored one
+    return items, scores
+
+
+def source_topk(part: pd.DataFrame, source: str, n_users: int, k: int) -> np.ndarray:
+    """(U, k) items in `source`'s own order (-1 where it proposed fewer)."""
+    r = part[f"{source}_rank"].to_numpy()
+    has = r >= 0
+    items, _ = _topk_matrix(part["user_row"].to_numpy()[has], part["item"].to_numpy()[has], -r[has].astype(np.float64),
+                            n_users, k, np.zeros(0, np.int64))  # fmt: skip
+    return items
+
+
+def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
+    cfg, rc, prep, ret = ctx.cfg, ctx.cfg.stack.rerank, ctx.input_dir("prepare"), ctx.input_dir("retrieve")
+    cand, sources = read_candidates(ret / Retrieved.CANDIDATES)
+    queries = {
+        "train": read_table(ret, Retrieved.QUERIES),
+        "valid": read_table(prep, PreparedTGR.VALID),
+        "test": read_table(prep, PreparedTGR.PREDICT_USERS),
+    }
+    ev = read_events(prep)
+    n_rows = pq.read_metadata(prep / PreparedTGR.ITEMS).num_rows
+    # item statistics from training events before every held-out target (valid and stacker queries)
+    cut = np.concatenate(
+        [queries["train"]["event_index"].to_numpy(), queries["valid"]["event_index"].to_numpy()]
+    )
+    keep = before_cuts(ev["user"], cut)
+    stats = item_stats(ev["item"][keep], ev["action"][keep], ev["ts"][keep], n_rows, rc.half_life_days,
+                       rc.conversion_weight)  # fmt: skip
+    pe = read_events(prep, predict=True, columns=["user", "item"])
+    hists = {
+        "train": _history_of(ev, queries["train"]),
+        "valid": _history_of(ev, queries["valid"]),
+        "test": histories(pe["user"], pe["item"], queries["test"]["user"].to_numpy()),
+    }
+    emb_path = ctx.input_dir("embed") / Embedded.ITEMS
+    emb = np.load(emb_path) if emb_path.is_file() else None
+    if emb is None:
+        log.info("no item embeddings (%s absent): no history-similarity features", emb_path)
+    elif emb.shape[0] != n_rows:
+        raise DataError(f"{emb_path}: {emb.shape[0]} rows; expected {n_rows} (one per item re-id)")
+    pool = pool_items(prep)
+    fill = pool[np.argsort(-stats["pop_decay"].to_numpy()[pool], kind="stable")]  # pads short lists
+    k = min(rc.topk, len(pool))
+
+    parts, x = {}, {}
+    for split, qs in queries.items():
+        part = (
+            cand[cand["split"] == split]
+            .sort_values(["user_row", "item"], kind="stable")
+            .reset_index(drop=True)
+        )
+        if len(part) and (part["user_row"].max() >= len(qs) or part["user_row"].min() < 0):
+            raise DataError(f"{ret / Retrieved.CANDIDATES}: split {split} has user_row {part['user_row'].max()}; "
+                            f"the split has {len(qs)} queries")  # fmt: skip
+        n_hist = np.array([len(h) for h in hists[split]], np.int64)
+        parts[split], x[split] = (
+            part,
+            _rows_features(part, sources, stats, hists[split], n_hist, emb, rc.history),
+        )
+    train = parts["train"]
+    if not len(train):
+        raise DataError(f"{ret / Retrieved.CANDIDATES}: no split 'train' rows: the reranker trains on the "
+                        "stacker's queries (data.stack_users > 0)")  # fmt: skip
+    pos_weight = train.groupby("user_row")["label"].transform("max").to_numpy()
+    has_target = pos_weight > 0  # queries whose target is not among the candidates teach a ranker nothing
+    label = (train["label"].to_numpy() > 0).astype(np.int32)
+    weight = pos_weight  # the contract's label is the target's metric weight: click 1, conversion 2.5
+    model = fit_lambdarank(x["train"][has_target].reset_index(drop=True), label[has_target],
+                           train["user_row"].to_numpy()[has_target], weight[has_target], rc.lgbm, rc.folds,
+                           cfg.seed)  # fmt: skip
+
+    out, figures = {}, {"model": "lgbm_lambdarank", "sources": sources}
+    for split in ("valid", "test"):
+        part = parts[split]
+        score = model.predict(x[split]) if len(part) else np.zeros(0)
+        out[split] = _topk_matrix(part["user_row"].to_numpy(), part["item"].to_numpy(), score,
+                                  len(queries[split]), k, fill)  # fmt: skip
+    target = queries["valid"]["item"].to_numpy()
+    m = tencentgr_score(out["valid"][0], target, k=10)
+    figures["valid_score"] = round(m["score"], 5)
+    figures["valid_hr@10"], figures["valid_ndcg@10"] = round(m["hr@10"], 5), round(m["ndcg@10"], 5)
+    for s in sources:
+        top = source_topk(parts["valid"], s, len(queries["valid"]), 10)
+        figures[f"valid_score_{s}"] = round(tencentgr_score(top, target, k=10)["score"], 5)
+    best = max(sources, key=lambda s: figures[f"valid_score_{s}"])
+    figures["best_source"] = best
+    figures["lift_over_best_source"] = (
+        round(figures["valid_score"] / figures[f"valid_score_{best}"] - 1, 4) if figures[f"valid_score_{best}"] else None
+    )  # fmt: skip
+    recall = parts["valid"].groupby("user_row")["label"].max().reindex(range(len(target)), fill_value=0) > 0
+    figures |= {
+        "valid_candidate_recall": round(float(recall.mean()), 5),
+        "train_queries": int(train["user_row"].nunique()),
+        "train_queries_with_target": int(len(np.unique(train["user_row"].to_numpy()[has_target]))),
+        "trees": model.trees,
+        "cv_ndcg@10": [f["ndcg@10"] for f in model.cv],
+        "features": list(x["train"].columns),
+        "rows": int(sum(len(p) for p in parts.values())),
+        "gain": model.gain(),
+    }
+    write_table(ctx.out / Predictions.FILE, ranking_table(out))
+    write_json(ctx.out / Stacked.IMPORTANCE, {"gain": figures["gain"], "cv": model.cv})
+    log.info("reranker valid score %.4f (HR@10 %.4f, NDCG@10 %.4f); best source %s %.4f; %d trees",
+             m["score"], m["hr@10"], m["ndcg@10"], best, figures[f"valid_score_{best}"], model.trees)  # fmt: skip
+    log.info("feature importance (gain): %s", ", ".join(f"{k}={v:.1f}" for k, v in figures["gain"].items()))
+    return figures

@@ -1,0 +1,133 @@
+"""The tencentgr lambdarank reranker over a retrieve stage's candidates (a stand-in retrieve stage writes
+them exactly per the paths.Retrieved contract), the ensemble's choice among rankings, and bad input."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from recstack.artifacts import sha256_file, write_table
+from recstack.data.tgr_prepared import pool_items, read_events, read_table, stack_queries
+from recstack.errors import DataError
+from recstack.paths import Paths, PreparedTGR, Retrieved
+from recstack.pipeline import PIPELINES, Stage, run_until
+from recstack.stages.stack import read_candidates
+
+from test_movielens import fake_wheel
+
+PER_SOURCE = 15
+
+
+def fake_retrieve(ctx, drop_columns=()):
+    """Two sources, each proposing PER_SOURCE items with the held-out target at a random rank among
+    its own decoys; only the target is proposed by both (n_sources = 2). No single source knows where the
+    target is; a reranker that learns `n_sources` does."""
+    prep = ctx.input_dir("prepare")
+    rng = np.random.default_rng(0)
+    ev = read_events(prep)
+    valid = read_table(prep, PreparedTGR.VALID)
+    train = stack_queries(ev, valid, ctx.cfg.data.stack_users, ctx.cfg.seed)
+    write_table(ctx.out / Retrieved.QUERIES, pa.Table.from_pandas(train, preserve_index=False))
+    test = read_table(prep, PreparedTGR.PREDICT_USERS)
+    pool = pool_items(prep)
+    parts = []
+    for split, qs in (("train", train), ("valid", valid), ("test", test)):
+        for row, user in enumerate(qs["user"].tolist()):
+            target = int(qs["item"].iloc[row]) if split != "test" else int(rng.choice(pool))
+            others = rng.permutation(pool[pool != target])[: 2 * (PER_SOURCE - 1)]
+            lists = {
+                "a": np.r_[others[: PER_SOURCE - 1], target],
+                "b": np.r_[others[PER_SOURCE - 1 :], target],
+            }
+            items = np.unique(np.concatenate(list(lists.values())))
+            df = pd.DataFrame({"split": split, "user_row": row, "user": user, "item": items})
+            for s, lst in lists.items():
+                ranked = rng.permutation(lst)
+                rank = pd.Series(np.arange(len(ranked)), index=ranked).reindex(items)
+                df[f"{s}_rank"] = rank.fillna(-1).to_numpy(np.int32)
+                df[f"{s}_score"] = np.where(rank.notna(), 1.0 / (1.0 + rank.fillna(0)), np.nan).astype(
+                    np.float32
+                )
+            df["n_sources"] = ((df["a_rank"] >= 0).astype(int) + (df["b_rank"] >= 0)).astype(np.int8)
+            if split == "test":
+                df["label"] = np.float32(np.nan)
+            else:
+                w = 2.5 if int(qs["action"].iloc[row]) == 2 else 1.0
+                df["label"] = np.where(df["item"] == target, w, 0.0).astype(np.float32)
+            parts.append(df)
+    cand = pd.concat(parts, ignore_index=True).drop(columns=list(drop_columns))
+    write_table(ctx.out / Retrieved.CANDIDATES, pa.Table.from_pandas(cand, preserve_index=False))
+    return {}
+
+
+def _with_retrieve(monkeypatch, run=fake_retrieve):
+    ordered = {}
+    for name, st in PIPELINES["tencentgr"].items():
+        if name == "stack":
+            ordered["retrieve"] = Stage("retrieve", run, ("prepare",), ("seed", "data.stack_users"), "fake")
+        ordered[name] = st
+    monkeypatch.setitem(PIPELINES, "tencentgr", ordered)
+
+
+@pytest.fixture
+def tgr_cfg(tmp_path, tmp_cfg):
+    cache = tmp_path / "input" / "_cache"
+    cache.mkdir(parents=True)
+    wheel = fake_wheel(cache / "recbole-1.2.1-py3-none-any.whl", users=40, items=80, per_user=14)
+    return tmp_cfg("tencentgr_movielens.yaml", f"data.movielens.wheel_sha256={sha256_file(wheel)}",
+                   "data.valid_users=12", "data.stack_users=20", "stack.rerank.lgbm.min_child_samples=5")  # fmt: skip
+
+
+def test_reranker_beats_every_single_source_and_feeds_the_ensemble(tgr_cfg, monkeypatch, tmp_cfg):
+    _with_retrieve(monkeypatch)
+    manifests = run_until(tgr_cfg, "stack")
+    assert list(manifests)[-3:] == ["embed", "retrieve", "stack"]
+    figs = manifests["stack"]["figures"]
+    assert figs["sources"] == ["a", "b"] and figs["train_queries"] == 20
+    assert max(figs["valid_score_a"], figs["valid_score_b"]) < 0.7
+    assert figs["valid_score"] > 0.95 and figs["lift_over_best_source"] > 0.1
+    assert next(iter(figs["gain"])) == "n_sources"  # what no single source knows
+    assert {"pop_decay", "item_idle_days", "seen_count", "sim_mean", "a_rank"} <= set(figs["features"])
+    preds = pd.read_parquet(Paths(tgr_cfg).stage_dir("stack") / "predictions.parquet")
+    valid = preds[preds["split"] == "valid"]
+    per_user = valid.groupby("user_row")["item"]
+    assert (
+        per_user.size().eq(80).all() and per_user.nunique().eq(80).all()
+    )  # the whole 80-item pool, no repeat
+    # the ensemble fuses the baseline and the reranker, and submits the best validated ranking
+    cfg = tmp_cfg("tencentgr_movielens.yaml", *[f"{k}={v}" for k, v in (
+        ("data.movielens.wheel_sha256", tgr_cfg.data.movielens.wheel_sha256), ("data.valid_users", 12),
+        ("data.stack_users", 20), ("stack.rerank.lgbm.min_child_samples", 5))], "ensemble.sources=[baseline,stack]")  # fmt: skip
+    ens = run_until(cfg, "ensemble")["ensemble"]["figures"]
+    assert ens["submitted"] == "stack" and ens["valid_score"] == figs["valid_score"]
+    assert sum(ens["weights"]) == pytest.approx(1.0) and ens["valid_score_blend"] <= ens["valid_score"]
+
+
+def test_candidates_missing_a_column_are_an_error_naming_it(tgr_cfg, monkeypatch):
+    _with_retrieve(monkeypatch, lambda ctx: fake_retrieve(ctx, drop_columns=("n_sources",)))
+    with pytest.raises(DataError, match=r"candidates.parquet: missing column\(s\) n_sources"):
+        run_until(tgr_cfg, "stack")
+
+
+def test_read_candidates_checks_the_contract(tmp_path):
+    path = tmp_path / "candidates.parquet"
+    base = {"split": ["valid"] * 2, "user_row": [0, 0], "user": [1, 1], "item": [3, 3], "n_sources": [1, 1],
+            "label": [0.0, 0.0], "a_score": [1.0, 0.5], "a_rank": [0, 1]}  # fmt: skip
+    pd.DataFrame(base).to_parquet(path)
+    with pytest.raises(DataError, match=r"repeats \(split, user_row, item\)"):
+        read_candidates(path)
+    pd.DataFrame({**base, "item": [3, 4], "split": ["valid", "eval"]}).to_parquet(path)
+    with pytest.raises(DataError, match="column 'split' has 'eval'"):
+        read_candidates(path)
+    pd.DataFrame({k: v for k, v in base.items() if k != "a_rank"} | {"item": [3, 4]}).to_parquet(path)
+    with pytest.raises(DataError, match="no <source>_score / <source>_rank column pair"):
+        read_candidates(path)
+    with pytest.raises(DataError, match="not found"):
+        read_candidates(tmp_path / "none.parquet")
+
+
+def test_without_a_retrieve_stage_the_whole_pipeline_skips_the_reranker(tgr_cfg, caplog):
+    caplog.set_level("WARNING")
+    manifests = run_until(tgr_cfg)
+    assert "stack" not in manifests and "ensemble" in manifests
+    assert "[stack] not run: it needs stage(s) retrieve" in caplog.text
