@@ -102,8 +102,10 @@ def stack_cfg(tmp_cfg):
     return tmp_cfg("mmctr_synthetic.yaml", *SMALL_SYNTH, "stack.sources=[baseline]", "stack.folds=3")
 
 
-def test_stage_writes_oof_valid_and_mean_test_predictions_with_importances(stack_cfg, caplog):
+def test_stage_writes_oof_valid_and_mean_test_predictions_with_importances(stack_cfg, caplog, monkeypatch):
     caplog.set_level("INFO")
+    without = {k: v for k, v in PIPELINES["mmctr"].items() if k != "retrieve"}
+    monkeypatch.setitem(PIPELINES, "mmctr", without)
     figs = run_until(stack_cfg, "stack")["stack"]["figures"]
     assert "no retrieval features" in caplog.text  # the track has no retrieve stage: skipped, logged
     folder = Paths(stack_cfg).stage_dir("stack")
@@ -119,7 +121,7 @@ def test_stage_writes_oof_valid_and_mean_test_predictions_with_importances(stack
 
 
 def test_stage_joins_the_retrieve_stage_features(stack_cfg, monkeypatch):
-    stages = dict(PIPELINES["mmctr"])
+    stages = {k: v for k, v in PIPELINES["mmctr"].items() if k != "retrieve"}
     ordered = {}
     for name, st in stages.items():
         if name == "stack":

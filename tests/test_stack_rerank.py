@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from omegaconf import OmegaConf
 
 from recstack.artifacts import sha256_file, write_table
 from recstack.data.tgr_prepared import pool_items, read_events, read_table, stack_queries
@@ -126,8 +127,11 @@ def test_read_candidates_checks_the_contract(tmp_path):
         read_candidates(tmp_path / "none.parquet")
 
 
-def test_without_a_retrieve_stage_the_whole_pipeline_skips_the_reranker(tgr_cfg, caplog):
+def test_without_a_retrieve_stage_the_whole_pipeline_skips_the_reranker(tgr_cfg, caplog, monkeypatch):
     caplog.set_level("WARNING")
-    manifests = run_until(tgr_cfg)
+    without = {k: v for k, v in PIPELINES["tencentgr"].items() if k != "retrieve"}
+    monkeypatch.setitem(PIPELINES, "tencentgr", without)
+    cfg = OmegaConf.merge(tgr_cfg, {"ensemble": {"sources": ["baseline"]}})
+    manifests = run_until(cfg, None)
     assert "stack" not in manifests and "ensemble" in manifests
     assert "[stack] not run: it needs stage(s) retrieve" in caplog.text
