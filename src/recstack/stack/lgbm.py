@@ -19,6 +19,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from recstack.errors import DataError
 from recstack.metrics import auc
 from recstack.train.oof import user_folds
 
@@ -161,7 +162,10 @@ def fit_lambdarank(x: pd.DataFrame, label: np.ndarray, query: np.ndarray, weight
     The number of trees is the mean best iteration of a query-grouped CV over these rows; then one model is
     refitted on all of them."""
     if len(x) == 0 or label.sum() == 0:
-        raise ValueError("no training query has its target among the candidates: nothing to learn from")
+        raise DataError(
+            "stack (tencentgr): no training query has its target among the candidates, nothing to learn from "
+            "(raise data.stack_users or the retrieve sources' topk)"
+        )
     uq, q_index = np.unique(query, return_inverse=True)
     params = _params(lc, seed)
     cv = []
