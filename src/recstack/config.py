@@ -48,7 +48,8 @@ class SyntheticConfig:
     img_dim: int = 1024  # like img_emb_CLIPRN50
     images: bool = True  # write JPEG covers into item_images/
     image_size: int = 48
-    # real MicroLens titles and tags give synthetic items real text; generated words when absent
+    # real MicroLens titles and tags give synthetic items real text; generated words when absent.
+    # A relative path is taken from the repository root (paths.from_repo), whatever the working directory
     fixtures_dir: str = "../shared/fixtures/microlens_100k"
     seed: int = 7
 

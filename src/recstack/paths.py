@@ -15,6 +15,16 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 MANIFEST = "manifest.json"
+# the repository (src/recstack/paths.py -> two folders up): config paths that point at files shipped beside
+# the project (../shared/fixtures) are taken from here, not from wherever the command was started
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def from_repo(path: str | Path) -> Path:
+    """`path` as given if absolute, else relative to the repository root (not the working directory)."""
+    path = Path(path)
+    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
 
 # mmctr raw layout (WWW 2025 MMCTR / MicroLens-1M, as released)
 MMCTR_SUBDIR = "MicroLens_1M_x1"
@@ -119,6 +129,11 @@ class Paths:
     @property
     def raw_tencentgr(self) -> RawTencentGR:
         return RawTencentGR(self.raw_dir)
+
+    @property
+    def synthetic_fixtures(self) -> Path:
+        """Real MicroLens titles and tags for synthetic items (data.synthetic.fixtures_dir)."""
+        return from_repo(self.cfg.data.synthetic.fixtures_dir)
 
     @property
     def cache_dir(self) -> Path:
