@@ -101,7 +101,10 @@ class RawTencentGR:
 
     @property
     def is_parquet_layout(self) -> bool:
-        return (self.root / "seq").is_dir()
+        """seq/ here, or in a subfolder (the release's training and evaluation folders side by side)."""
+        if (self.root / "seq").is_dir():
+            return True
+        return self.root.is_dir() and any((d / "seq").is_dir() for d in self.root.iterdir() if d.is_dir())
 
     @property
     def item_text(self) -> Path:
@@ -121,6 +124,11 @@ class Paths:
     @property
     def raw_dir(self) -> Path:
         return Path(self.cfg.data.raw_dir or Path(self.cfg.input_root) / self.cfg.dataset)
+
+    @property
+    def eval_dir(self) -> Path | None:
+        """The TencentGR parquet release's evaluation folder when given apart from raw_dir (data.eval_dir)."""
+        return Path(self.cfg.data.eval_dir) if self.cfg.data.eval_dir else None
 
     @property
     def raw_mmctr(self) -> RawMmctr:
