@@ -33,6 +33,25 @@ def test_auc_errors():
         auc([0, 1], [0.1, np.nan])
 
 
+@pytest.mark.parametrize("bad", [np.nan, 2.0, -1.0, 0.5])
+@pytest.mark.parametrize("metric", ["auc", "logloss", "gauc"])
+def test_labels_must_be_0_or_1(bad, metric):
+    """A NaN label once counted as a positive (astype(bool)); any label but 0/1 is refused, row named."""
+    y = np.array([0.0, 1.0, bad, 0.0, 1.0])
+    s = np.array([0.1, 0.9, 0.8, 0.2, 0.7])
+    call = {"auc": lambda: auc(y, s), "logloss": lambda: logloss(y, s), "gauc": lambda: gauc([1] * 5, y, s)}
+    with pytest.raises(ValueError, match=r"y_true must be 0 or 1; row 2 is"):
+        call[metric]()
+
+
+def test_labels_of_any_0_1_dtype():
+    s = [0.1, 0.4, 0.35, 0.8]
+    for y in ([0, 0, 1, 1], [False, False, True, True], np.array([0, 0, 1, 1], np.float32)):
+        assert auc(y, s) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="numeric 0/1"):
+        auc(["0", "0", "1", "1"], s)
+
+
 def test_logloss_matches_sklearn():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 1000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import shutil
 from pathlib import Path
 
@@ -162,7 +163,8 @@ def test_user_ids_from_the_column_not_row_order(layouts, tmp_path: Path) -> None
     # users out of order, events out of time order within a user, one item outside the indexer, an empty row
     _rewrite(src / "seq", _seq([3, 1, 4, 2], [[(5, 0, 30), (6, 1, 10), (99, 0, 20)], [(1, 0, 7), (2, 1, 7)], [], [(3, 2, 1)]]))  # fmt: skip
     _rewrite(src / "predict_seq", _seq([4, 1, 77], [[(1, 0, 5)], [], [(2, 0, 6)]]))
-    figures = read_parquet_layout(src, tmp_path / "out", mm_feats=())
+    # 1 unknown item in 6 events: tiny data, so the unknown-item share is allowed explicitly
+    figures = read_parquet_layout(src, tmp_path / "out", mm_feats=(), max_unknown_item_share=0.2)
     ev = pq.read_table(tmp_path / "out" / PreparedTGR.EVENTS).to_pydict()
     assert ev["user"] == [3, 3, 3, 1, 1, 2]
     assert ev["item"] == [6, 0, 5, 1, 2, 3]  # time-ordered within a user, stable for equal times
@@ -250,3 +252,84 @@ def test_non_digit_candidate_id(layouts, tmp_path: Path) -> None:
         tmp_path / "out",
         r"candidate/part-00000\.parquet row 1: column 'creative_id' holds 'abc'",
     )
+
+
+# ---- the release as published: a training folder and an evaluation folder ------------------------------
+@pytest.mark.parametrize("how", ["detected", "eval_dir", "split"])
+def test_two_folder_release_matches_platform_reader(layouts, tmp_path: Path, monkeypatch, how: str) -> None:
+    """train/ (seq, item_feat, user_feat, mm_emb, indexer.pkl) + eval/ (seq = the predict users, candidate,
+    its own item_feat, user_feat, mm_emb, indexer.pkl): the same prepared tables as the platform layout."""
+    raw, _, ref = layouts
+    rel = tmp_path / "release"
+    write_parquet_layout(
+        raw, rel, emb_dims=EMB_DIMS, two_folders=True, rows_per_file=2 if how == "split" else None
+    )
+    assert sorted(p.name for p in (rel / "eval").iterdir()) == [
+        "candidate", "indexer.pkl", "item_feat", "mm_emb", "seq", "user_feat"
+    ]  # fmt: skip
+    assert not (rel / "train" / "candidate").exists() and not (rel / "eval" / "predict_seq").exists()
+    if how == "split":
+        monkeypatch.setattr(tp, "BATCH_ROWS", 1)
+    kw = {"eval_dir": rel / "eval"} if how == "eval_dir" else {}
+    root = rel / "train" if how == "eval_dir" else rel
+    figures = read_parquet_layout(root, tmp_path / "out", mm_feats=MM, emb_dims=EMB_DIMS, **kw)
+    _same_outputs(tmp_path / "ref", tmp_path / "out")
+    assert figures == ref
+
+
+def test_eval_folder_fills_pool_only_embeddings(layouts, tmp_path: Path) -> None:
+    """A vector only the evaluation folder's mm_emb/ has (a pool-only item) is read; training rows win."""
+    raw, _, ref = layouts
+    rel = tmp_path / "release"
+    write_parquet_layout(raw, rel, emb_dims=EMB_DIMS, two_folders=True)
+    folder = rel / "train" / "mm_emb" / "emb_81_32_parquet"
+    table = pq.read_table(folder / "part-00000.parquet")
+    keep = [c != "9999" for c in table.column("anonymous_cid").to_pylist()]  # 9999: only in the pool
+    _rewrite(folder, table.filter(pa.array(keep)))
+    read_parquet_layout(rel, tmp_path / "out", mm_feats=MM, emb_dims=EMB_DIMS)
+    _same_outputs(tmp_path / "ref", tmp_path / "out")
+
+
+def test_two_indexers_must_agree(layouts, tmp_path: Path) -> None:
+    raw, _, _ = layouts
+    rel = tmp_path / "release"
+    write_parquet_layout(raw, rel, emb_dims=EMB_DIMS, two_folders=True)
+    idx = pickle.loads((rel / "eval" / "indexer.pkl").read_bytes())
+    idx["i"][1007], idx["i"][1014] = idx["i"][1014], idx["i"][1007]
+    (rel / "eval" / "indexer.pkl").write_bytes(pickle.dumps(idx))
+    _expect(rel, tmp_path / "out", r"eval/indexer\.pkl 'i': creative id 1007 has re-id 2, but .*train/indexer\.pkl "
+            r"gives it 1; the training and evaluation folders' indexers must agree")  # fmt: skip
+    assert not (tmp_path / "out" / PreparedTGR.EVENTS).exists()
+
+
+def test_eval_indexer_may_add_users_but_not_reuse_a_reid(layouts, tmp_path: Path) -> None:
+    raw, _, _ = layouts
+    rel = tmp_path / "release"
+    write_parquet_layout(raw, rel, emb_dims=EMB_DIMS, two_folders=True)
+    idx = pickle.loads((rel / "eval" / "indexer.pkl").read_bytes())
+    idx["u"]["uf"] = 6  # a user only the evaluation side knows: fine
+    (rel / "eval" / "indexer.pkl").write_bytes(pickle.dumps(idx))
+    _rewrite(rel / "eval" / "seq", _seq([6, 2], [[(1, 0, 5)], [(2, 1, 6)]]))
+    figures = read_parquet_layout(rel, tmp_path / "out", mm_feats=())
+    pu = pq.read_table(tmp_path / "out" / PreparedTGR.PREDICT_USERS).to_pydict()
+    assert (
+        pu == {"user": [6, 2], "raw_user_id": ["uf", "ub"], "known": [True, True]} and figures["users"] == 6
+    )
+    del idx["u"]["uc"]  # the evaluation side need not list every training user ...
+    idx["u"]["ug"] = 3  # ... but a new raw id on a re-id the training side gave another user is an error
+    (rel / "eval" / "indexer.pkl").write_bytes(pickle.dumps(idx))
+    _expect(
+        rel,
+        tmp_path / "out2",
+        r"eval/indexer\.pkl 'u': user \(with train/indexer\.pkl\) ids 'uc', 'ug' all map to re-id 3",
+    )
+
+
+def test_release_folders_not_found(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / "rel" / name / "seq").mkdir(parents=True)
+    _expect(
+        tmp_path / "rel", tmp_path / "out", r"rel: no parquet release here: .*found a/ \(seq/\), b/ \(seq/\)"
+    )
+    with pytest.raises(DataError, match=r"b/candidate: folder not found; data\.eval_dir must be"):
+        tp.release_folders(tmp_path / "rel" / "a", tmp_path / "rel" / "b")

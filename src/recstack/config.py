@@ -51,7 +51,8 @@ class SyntheticConfig:
     img_dim: int = 1024  # like img_emb_CLIPRN50
     images: bool = True  # write JPEG covers into item_images/
     image_size: int = 48
-    # real MicroLens titles and tags give synthetic items real text; generated words when absent
+    # real MicroLens titles and tags give synthetic items real text; generated words when absent.
+    # A relative path is taken from the repository root (paths.from_repo), whatever the working directory
     fixtures_dir: str = "../shared/fixtures/microlens_100k"
     seed: int = 7
 
@@ -83,6 +84,14 @@ class DataConfig:
     max_hist: int = 64  # models use the last 64 history items (MMCTR baseline)
     # tencentgr readers
     layout: str = "auto"  # auto | platform (jsonl + pickles) | parquet (public release); auto looks for seq/
+    # the parquet release's evaluation folder (seq/ of the users to answer for, candidate/, its own indexer),
+    # next to raw_dir as the training folder; "" = raw_dir holds both (predict_seq/ + candidate/ beside seq/,
+    # or a training and an evaluation subfolder, found by their contents)
+    eval_dir: str = ""
+    # events naming items outside indexer.pkl become item 0; above this share (per sequence file) the
+    # indexer is taken not to belong to the data: an error. 5%: the real demo set has none; a MovieLens
+    # indexer covering 800 of 1,682 items turned 18% of events into item 0
+    max_unknown_item_share: float = 0.05
     strict: bool = True  # a line that does not parse (e.g. truncated) is an error; false: skipped and counted
     mm_feats: list[str] = field(default_factory=lambda: ["81"])  # multimodal embedding ids to read (81..86)
     emb_dims: dict[str, int] = field(default_factory=dict)  # override a feature's width (tests, new releases)
@@ -393,6 +402,10 @@ def _check(cfg: DictConfig, source: str) -> None:
         bad("data.source", cfg.data.source, SOURCES)
     if cfg.data.layout not in LAYOUTS:
         bad("data.layout", cfg.data.layout, LAYOUTS)
+    if not 0 <= cfg.data.max_unknown_item_share <= 1:
+        raise ConfigError(
+            f"{source}: 'data.max_unknown_item_share' is {cfg.data.max_unknown_item_share}; expected a share in [0, 1]"
+        )
     if cfg.device not in DEVICES:
         bad("device", cfg.device, DEVICES)
     if cfg.embed.text.pooling not in POOLINGS:

@@ -19,7 +19,15 @@ def _check_binary(
         raise ValueError("empty input")
     if np.isnan(s).any():
         raise ValueError(f"{name} contains NaN")
-    return y.astype(bool), s
+    # labels must be exactly 0 or 1: astype(bool) would count a NaN (or a 2, or a -1) as a positive
+    yf = y.astype(np.float64) if y.dtype.kind in "biuf" else None
+    if yf is None:
+        raise ValueError(f"y_true must be numeric 0/1 labels, got dtype {y.dtype}")
+    bad = (yf != 0) & (yf != 1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"y_true must be 0 or 1; row {row} is {y[row]!r} ({int(bad.sum())} such rows)")
+    return yf == 1, s
 
 
 def _new_run(sorted_keys: np.ndarray) -> np.ndarray:

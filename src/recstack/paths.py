@@ -17,6 +17,16 @@ from omegaconf import DictConfig
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # in the run folder: held by the run writing it (pipeline.run_lock)
+# the repository (src/recstack/paths.py -> two folders up): config paths that point at files shipped beside
+# the project (../shared/fixtures) are taken from here, not from wherever the command was started
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def from_repo(path: str | Path) -> Path:
+    """`path` as given if absolute, else relative to the repository root (not the working directory)."""
+    path = Path(path)
+    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
 
 # mmctr raw layout (WWW 2025 MMCTR / MicroLens-1M, as released)
 MMCTR_SUBDIR = "MicroLens_1M_x1"
@@ -93,7 +103,10 @@ class RawTencentGR:
 
     @property
     def is_parquet_layout(self) -> bool:
-        return (self.root / "seq").is_dir()
+        """seq/ here, or in a subfolder (the release's training and evaluation folders side by side)."""
+        if (self.root / "seq").is_dir():
+            return True
+        return self.root.is_dir() and any((d / "seq").is_dir() for d in self.root.iterdir() if d.is_dir())
 
     @property
     def item_text(self) -> Path:
@@ -115,12 +128,22 @@ class Paths:
         return Path(self.cfg.data.raw_dir or Path(self.cfg.input_root) / self.cfg.dataset)
 
     @property
+    def eval_dir(self) -> Path | None:
+        """The TencentGR parquet release's evaluation folder when given apart from raw_dir (data.eval_dir)."""
+        return Path(self.cfg.data.eval_dir) if self.cfg.data.eval_dir else None
+
+    @property
     def raw_mmctr(self) -> RawMmctr:
         return RawMmctr(self.raw_dir)
 
     @property
     def raw_tencentgr(self) -> RawTencentGR:
         return RawTencentGR(self.raw_dir)
+
+    @property
+    def synthetic_fixtures(self) -> Path:
+        """Real MicroLens titles and tags for synthetic items (data.synthetic.fixtures_dir)."""
+        return from_repo(self.cfg.data.synthetic.fixtures_dir)
 
     @property
     def cache_dir(self) -> Path:

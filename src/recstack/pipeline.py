@@ -92,7 +92,8 @@ PIPELINES: dict[str, dict[str, Stage]] = {
         ),
         "prepare": Stage(
             "prepare", prepare.run_tencentgr, ("build",),
-            (*_SHARED, "data.layout", "data.strict", "data.mm_feats", "data.emb_dims", "data.valid_users"),
+            (*_SHARED, "data.layout", "data.strict", "data.mm_feats", "data.emb_dims", "data.valid_users",
+             "data.eval_dir", "data.max_unknown_item_share"),
             "stream the platform / parquet layout into canonical events, users, items, embeddings, candidates",
             reads_raw=True,
         ),
@@ -324,6 +325,8 @@ def _run_stage(cfg: DictConfig, name: str, force: bool) -> dict[str, Any]:
         inputs[up] = manifest.get("content") or manifest["key"]
     if stage.reads_raw:
         inputs["raw"] = file_fingerprint(paths.raw_dir)
+        if paths.eval_dir is not None:  # the parquet release's evaluation folder, given apart
+            inputs["eval"] = file_fingerprint(paths.eval_dir)
     conf = subset(cfg, stage.config_keys)
     key = stable_hash({"stage": name, "config": conf, "inputs": inputs, "code": _code_fingerprint(stage)})
     out_dir = paths.stage_dir(name)

@@ -56,11 +56,46 @@ def number_column(table: pa.Table, name: str, path: Path) -> np.ndarray:
     return col.to_numpy().astype(np.float64, copy=False)
 
 
+def check_utf8(col: pa.ChunkedArray | pa.Array, path: Path, name: str, row0: int = 0) -> None:
+    """Parquet stores whatever bytes a writer gave a string column; Arrow only checks them on conversion (a
+    33-line UnicodeDecodeError / ArrowException). Checked here, once, naming the first bad row."""
+    start = row0
+    for chunk in col.chunks if isinstance(col, pa.ChunkedArray) else [col]:
+        try:
+            chunk.validate(full=True)
+        except pa.ArrowInvalid:
+            raw = chunk.view(pa.large_binary() if pa.types.is_large_string(chunk.type) else pa.binary())
+            for k, b in enumerate(raw.to_pylist()):  # only on failure: find the row
+                try:
+                    if b is not None:
+                        b.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(
+                        f"{path}: column '{name}' row {start + k} is not valid UTF-8 text ({e.reason} at byte "
+                        f"{e.start}: {b[max(0, e.start - 10) : e.start + 10]!r}); re-encode the file as UTF-8"
+                    ) from None
+            raise
+        start += len(chunk)
+
+
 def string_column(table: pa.Table, name: str, path: Path) -> np.ndarray:
     col = table.column(name)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         raise DataError(f"{path}: column '{name}' must be string, got {col.type}")
+    check_utf8(col, path, name)
     return np.asarray(col.fill_null("").to_pylist(), dtype=object)
+
+
+def check_non_negative(values: np.ndarray, path: Path, name: str, what: str) -> None:
+    """Ids and levels index embedding tables: a negative one would pass prepare and fail inside torch."""
+    bad = values < 0
+    if bad.any():
+        flat = np.flatnonzero(bad.reshape(len(values), -1).any(1))
+        row = int(flat[0])
+        v = values[row].min() if values.ndim > 1 else values[row]
+        raise DataError(
+            f"{path}: column '{name}' row {row} is {int(v)}; expected {what} ({len(flat)} row(s) negative)"
+        )
 
 
 def _list_parts(table: pa.Table, name: str, path: Path, value_check, expected: str):

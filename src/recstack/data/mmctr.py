@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from recstack.artifacts import write_table
 from recstack.data.arrow import (
+    check_non_negative,
     float_matrix,
     int_column,
     list_matrix,
@@ -96,6 +97,7 @@ def read_item_info(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarra
                 f"{path}: column 'item_id' row {bad[0]} is {ids[bad[0]]}; expected row == item_id"
             )
     tags = list_matrix(table, "item_tags", path, ragged=True)
+    check_non_negative(tags, path, "item_tags", "tag ids >= 0 (0 = padding)")
     emb = mask = None
     if "item_emb_d128" in table.column_names:
         emb, mask = float_matrix(table, "item_emb_d128", path, dim=128, key=np.arange(n))
@@ -120,8 +122,10 @@ def read_item_feature(path: Path, n_items: int) -> dict[str, object]:
     for name in ("likes_level", "views_level"):
         if name in table.column_names:
             out[name] = int_column(table, name, path)
+            check_non_negative(out[name], path, name, "a level >= 0 (0-9 in MicroLens)")
     if "item_tags" in table.column_names and pa.types.is_list(table.column("item_tags").type):
         out["tags"] = list_matrix(table, "item_tags", path, ragged=True)
+        check_non_negative(out["tags"], path, "item_tags", "tag ids >= 0 (0 = padding)")
     for name in ("txt_emb_BERT", "img_emb_CLIPRN50"):
         if name in table.column_names:
             out[name] = float_matrix(table, name, path, key=ids)
@@ -153,6 +157,8 @@ def read_split(path: Path, split: str, n_items: int, max_hist: int | None = None
         views_level=int_column(table, "views_level", path),
         item_id=target,
     )
+    for name in ("likes_level", "views_level"):  # context features: embedding rows in the rankers
+        check_non_negative(getattr(s, name), path, name, "a level >= 0 (0-9 in MicroLens)")
     if split == "test":
         s.ids = int_column(table, "ID", path)
         uniq, counts = np.unique(s.ids, return_counts=True)

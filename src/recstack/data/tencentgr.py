@@ -84,6 +84,17 @@ def creative_ids_from_indexer(imap: dict, n_items: int, path: Path) -> np.ndarra
     return creative
 
 
+def check_unknown_share(unknown: int, events: int, source: str, n_items: int, limit: float) -> None:
+    """Items outside the indexer become item 0 (cold); a few are normal, many mean a wrong indexer (one
+    covering 800 of 1,682 MovieLens items turned 18% of events into item 0, silently)."""
+    if events and unknown / events > limit:
+        raise DataError(
+            f"{source}: {unknown:,} of {events:,} events ({unknown / events:.1%}) name items outside indexer.pkl "
+            f"'i' (re-ids 1..{n_items}), more than data.max_unknown_item_share={limit:g}: the indexer does not "
+            "belong to these sequences (raise data.max_unknown_item_share to read them as unknown item 0)"
+        )
+
+
 def indexer_of(raw: TgrRaw) -> dict:
     """The indexer.pkl a platform / parquet release of `raw` carries (raw id -> re-id maps)."""
     return {

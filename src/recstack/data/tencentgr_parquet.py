@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from recstack.artifacts import atomic_path, write_table
+from recstack.data.arrow import check_utf8
 from recstack.data.tencentgr import (
     ACTIONS,
     ITEM_SPARSE,
@@ -40,6 +41,7 @@ from recstack.data.tencentgr import (
     EventSink,
     TgrEvents,
     TgrRaw,
+    check_unknown_share,
     creative_ids_from_indexer,
     indexer_of,
     write_candidates,
@@ -47,7 +49,13 @@ from recstack.data.tencentgr import (
     write_predict_users,
     write_users,
 )
-from recstack.data.tencentgr_platform import load_indexer, read_candidates, read_seq
+from recstack.data.tencentgr_platform import (
+    check_reids,
+    check_unique_users,
+    load_indexer,
+    read_candidates,
+    read_seq,
+)
 from recstack.errors import DataError
 from recstack.paths import PreparedTGR, RawTencentGR
 
@@ -179,10 +187,19 @@ def _check_seq_schema(pf: pq.ParquetFile, path: Path) -> None:
 
 
 def _seq_batch(
-    batch: pa.RecordBatch, path: Path, row0: int, n_items: int, counts: Counter
+    batch: pa.RecordBatch, path: Path, row0: int, n_items: int, counts: Counter, n_users: int | None = None
 ) -> tuple[np.ndarray, TgrEvents]:
-    """A batch of seq rows -> (user id of each row, its events grouped by row, time-ordered within a row)."""
+    """A batch of seq rows -> (user id of each row, its events grouped by row, time-ordered within a row).
+    `n_users`: every user must be an indexer user (training sequences; predict users may be new)."""
     users = _ints(batch.column(0), path, "user_id", row0)
+    if n_users is not None:
+        bad = (users < 1) | (users > n_users)
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{path} row {row0 + r}: column 'user_id' is {users[r]}, not a user of indexer.pkl 'u' (re-ids "
+                f"1..{n_users}; {int(bad.sum())} such row(s) in this batch): the indexer does not belong to seq/"
+            )
     seq = batch.column(1)
     lengths = _list_lengths(seq)
     flat = pc.list_flatten(seq)
@@ -218,8 +235,11 @@ def _seq_batch(
     return users, TgrEvents(user, item, action, ts)
 
 
-def read_seq_parquet(folder: Path, sink: EventSink, n_items: int, counts: Counter) -> np.ndarray:
-    """Every seq/ (or predict_seq/) part into `sink`; returns the user id of each row, in file order."""
+def read_seq_parquet(
+    folder: Path, sink: EventSink, n_items: int, counts: Counter, n_users: int | None = None
+) -> np.ndarray:
+    """Every seq/ (or predict_seq/) part into `sink`; returns the user id of each row, in file order.
+    `n_users`: training sequences, whose users must all be in the indexer. A user on two rows is an error."""
     what = f"{folder.name}/*.parquet with columns user_id, seq {SEQ_TYPE}"
     files = [(p, _open(p, ("user_id", "seq"), what)) for p in parquet_parts(folder, what)]
     for p, pf in files:
@@ -240,7 +260,7 @@ def read_seq_parquet(folder: Path, sink: EventSink, n_items: int, counts: Counte
     with tqdm(total=total, desc=f"{folder.name}/", unit=" users", mininterval=2) as bar:
         for p, pf in files:
             for row0, batch in _batches(pf, ["user_id", "seq"], bar):
-                u, ev = _seq_batch(batch, p, row0, n_items, counts)
+                u, ev = _seq_batch(batch, p, row0, n_items, counts, n_users)
                 users.append(u)
                 pending.append(ev)
                 n_pending += len(ev)
@@ -249,16 +269,28 @@ def read_seq_parquet(folder: Path, sink: EventSink, n_items: int, counts: Counte
     flush()
     if total == 0:
         raise DataError(f"{folder}: no rows in {len(files)} parquet file(s) (empty; expected {what})")
-    return np.concatenate(users)
+    out = np.concatenate(users)
+    ends = np.cumsum([pf.metadata.num_rows for _p, pf in files])
+
+    def where(k: int) -> str:
+        f = int(np.searchsorted(ends, k, side="right"))
+        return f"{files[f][0].name} row {k - (int(ends[f - 1]) if f else 0)}"
+
+    check_unique_users(out, where, str(folder))
+    return out
 
 
 # ---- users and items ----------------------------------------------------------------------------------
 def read_user_feat(
-    folder: Path, n_users: int, counts: Counter
+    folder: Path, n_users: int, counts: Counter, into: tuple[dict, dict] | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+    """Profiles by user re-id; `into`: (sparse, arrays) to update (the users this folder lists)."""
     what = "user_feat/*.parquet with user_id and nullable 103/104/105/109 int64, 106/107/108/110 list<int64>"
-    sparse = {k: np.zeros(n_users + 1, np.int64) for k in USER_SPARSE}
-    arrays: dict[str, list] = {k: [[] for _ in range(n_users + 1)] for k in USER_ARRAY}
+    if into is None:
+        sparse = {k: np.zeros(n_users + 1, np.int64) for k in USER_SPARSE}
+        arrays: dict[str, list] = {k: [[] for _ in range(n_users + 1)] for k in USER_ARRAY}
+    else:
+        sparse, arrays = into
     for path in parquet_parts(folder, what):
         pf = _open(path, ("user_id",), what)
         _check_type(pf, path, "user_id", _is_int, "integer (the user re-id)")
@@ -374,8 +406,14 @@ def read_candidate_parquet(folder: Path, counts: Counter):
 
 
 def read_mm_parquet(
-    mm_root: Path, feat: str, lookup: _CidIndex, sink: EmbeddingSink, counts: Counter
+    mm_root: Path,
+    feat: str,
+    lookup: _CidIndex,
+    sink: EmbeddingSink,
+    counts: Counter,
+    only_missing: bool = False,
 ) -> None:
+    """emb_<feat>_<dim>_parquet/ into `sink`; `only_missing`: only rows the sink has no vector for yet."""
     dim = sink.dim
     folder = mm_root / f"emb_{feat}_{dim}_parquet"
     if not folder.is_dir():
@@ -414,6 +452,8 @@ def read_mm_parquet(
             vec = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
             rows = lookup(cid[has])
             known = rows > 0
+            if only_missing:
+                known &= ~sink.mask[rows]
             unknown += int((~known).sum())
             nulls += int((~has).sum())
             if known.any():
@@ -423,18 +463,103 @@ def read_mm_parquet(
         counts[f"mm_{feat}_null_emb"] += nulls
 
 
+# ---- the release's folders ----------------------------------------------------------------------------
+def release_folders(root: Path, eval_dir: str | Path | None = None) -> tuple[Path, Path | None]:
+    """(training folder, evaluation folder or None) of a parquet release.
+
+    Three forms: one folder with seq/ and its own predict_seq/ + candidate/ (eval_dir None); the release as
+    published, a training folder (seq/, item_feat/, user_feat/, mm_emb/, indexer.pkl) and an evaluation folder
+    (seq/ = the users to answer for, candidate/, its own feature folders and indexer.pkl), given as
+    data.raw_dir + data.eval_dir or found as the two subfolders of data.raw_dir (the one without candidate/
+    trains, the one with it evaluates: the official baseline's TRAIN_DATA_PATH and EVAL_DATA_PATH).
+    """
+    if eval_dir:
+        ev = Path(eval_dir)
+        for name in ("seq", "candidate"):
+            if not (ev / name).is_dir():
+                raise DataError(
+                    f"{ev / name}: folder not found; data.eval_dir must be the release's evaluation folder "
+                    "(seq/ with the histories of the users to answer for, candidate/, indexer.pkl)"
+                )
+        return root, ev
+    if (root / "seq").is_dir():
+        return root, None
+    subs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "seq").is_dir()) if root.is_dir() else []
+    train = [d for d in subs if not (d / "candidate").is_dir()]
+    evals = [d for d in subs if (d / "candidate").is_dir()]
+    if len(train) == 1 and len(evals) == 1:
+        return train[0], evals[0]
+    found = ", ".join(f"{d.name}/ ({'seq/ + candidate/' if d in evals else 'seq/'})" for d in subs) or "none"
+    raise DataError(
+        f"{root}: no parquet release here: expected seq/ (one folder), or one training folder (seq/, no "
+        f"candidate/) and one evaluation folder (seq/ + candidate/) inside it, or data.eval_dir; found {found}"
+    )
+
+
+def merge_indexers(train: dict, train_path: Path, ev: dict, eval_path: Path) -> dict:
+    """The two folders' indexers as one: every raw id they share must have the same re-id (a clear error
+    otherwise), ids only the evaluation side knows (new users) are added and must not reuse a re-id."""
+    out = dict(train)
+    for key, what in (("u", "user"), ("i", "creative")):
+        merged = dict(train[key])
+        for k, v in ev[key].items():
+            w = merged.setdefault(k, v)
+            if w != v:
+                raise DataError(
+                    f"{eval_path} '{key}': {what} id {k!r} has re-id {v}, but {train_path} gives it {w}; the "
+                    "training and evaluation folders' indexers must agree (same raw id -> same re-id)"
+                )
+        if len(merged) > len(train[key]):
+            check_reids(merged, eval_path, key, f"{what} (with {train_path.parent.name}/indexer.pkl)")
+        out[key] = merged
+    return out
+
+
+def read_item_text(path: Path, creative: np.ndarray, counts: Counter) -> np.ndarray:
+    """item_text.parquet (creative_id, text: a recstack extension) -> text per item row ("" = none)."""
+    what = "columns creative_id (integer or digit string), text (UTF-8 string)"
+    pf = _open(path, ("creative_id", "text"), what)
+    _check_type(pf, path, "creative_id", lambda t: _is_str(t) or _is_int(t), "an integer or a digit string")
+    _check_type(pf, path, "text", _is_str, "a string")
+    lookup = _CidIndex(creative)
+    text = np.full(len(creative), "", dtype=object)
+    item_rows: list[np.ndarray] = []
+    for row0, batch in _batches(pf, ["creative_id", "text"]):
+        cid = _cids(batch.column(0), path, "creative_id", row0)
+        check_utf8(batch.column(1), path, "text", row0)
+        rows = lookup(cid)
+        seen = rows > 0
+        text[rows[seen]] = np.asarray(batch.column(1).fill_null("").to_pylist(), dtype=object)[seen]
+        item_rows.append(rows)
+    rows = np.concatenate(item_rows) if item_rows else np.zeros(0, np.int64)
+    counts["item_text_unknown_creative"] += int((rows == 0).sum())
+    uniq, n = np.unique(rows[rows > 0], return_counts=True)
+    if (n > 1).any():
+        dup = np.flatnonzero(rows == uniq[n > 1][0])[:2].tolist()
+        raise DataError(
+            f"{path}: column 'creative_id' repeats {int(creative[rows[dup[0]]])} (rows {dup}); one text per item"
+        )
+    return text
+
+
 # ---- reading the parquet layout into the canonical tables ---------------------------------------------
 def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_feats: tuple[str, ...] = ("81",),
-                        emb_dims: dict[str, int] | None = None) -> dict[str, object]:  # fmt: skip
+                        emb_dims: dict[str, int] | None = None, max_unknown_item_share: float = 0.05,
+                        eval_dir: str | Path | None = None) -> dict[str, object]:  # fmt: skip
     """Read the parquet release under `root` into the canonical tables in `out` (as `read_platform` does).
 
-    The eval side is `predict_seq/` + `candidate/`; where a folder is absent, the platform layout's
-    `predict_seq.jsonl` / `predict_set.jsonl` next to it are read instead. `strict` applies to those
-    JSON-lines files (cut-off lines); parquet input has no partial records to skip.
+    The eval side is the evaluation folder (see `release_folders`) or, in one folder, `predict_seq/` +
+    `candidate/`; where those are absent, the platform layout's `predict_seq.jsonl` / `predict_set.jsonl`
+    next to seq/ are read instead. `strict` applies to those JSON-lines files (cut-off lines); parquet input
+    has no partial records to skip.
     """
-    raw = RawTencentGR(Path(root))
+    train_root, eval_root = release_folders(Path(root), eval_dir)
+    raw = RawTencentGR(train_root)
+    ev = RawTencentGR(eval_root) if eval_root is not None else None
     counts: Counter = Counter()
     idx = load_indexer(raw.indexer)
+    if ev is not None and ev.indexer.is_file():
+        idx = merge_indexers(idx, raw.indexer, load_indexer(ev.indexer), ev.indexer)
     n_users, n_items = max(idx["u"].values(), default=0), max(idx["i"].values(), default=0)
     user_raw = np.full(n_users + 1, "", dtype=object)
     for k, v in idx["u"].items():
@@ -442,7 +567,7 @@ def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_fea
     creative = creative_ids_from_indexer(idx["i"], n_items, raw.indexer)
 
     # candidates first: items only in the pool get rows after the indexer's items
-    cand_dir = raw.parquet_dir("candidate")
+    cand_dir = ev.parquet_dir("candidate") if ev is not None else raw.parquet_dir("candidate")
     if cand_dir.is_dir():
         c_cid, c_rid, c_feat, c_reid = read_candidate_parquet(cand_dir, counts)
     elif raw.predict_set.is_file():
@@ -470,14 +595,17 @@ def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_fea
     counts["candidates_cold"] = int(cold.sum())
     n_rows = len(creative)
 
+    seq_dir = raw.parquet_dir("seq")
     sink = EventSink(out / PreparedTGR.EVENTS)
     try:
-        train_users = read_seq_parquet(raw.parquet_dir("seq"), sink, n_items, counts)
+        train_users = read_seq_parquet(seq_dir, sink, n_items, counts, n_users=n_users)
     except BaseException:
         sink.abort()
         raise
     counts["events"] = sink.close()
-    pred_dir = raw.parquet_dir("predict_seq")
+    unknown = counts["events_unknown_item"]
+    check_unknown_share(unknown, counts["events"], str(seq_dir), n_items, max_unknown_item_share)
+    pred_dir = ev.parquet_dir("seq") if ev is not None else raw.parquet_dir("predict_seq")
     profiles: dict[int, dict] = {}
     psink = EventSink(out / PreparedTGR.PREDICT_EVENTS)
     try:
@@ -496,8 +624,12 @@ def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_fea
         psink.abort()
         raise
     counts["predict_events"] = psink.close()
+    unknown = counts["events_unknown_item"] - unknown
+    check_unknown_share(unknown, counts["predict_events"], str(pred_dir), n_items, max_unknown_item_share)
 
     sparse, arrays = read_user_feat(raw.parquet_dir("user_feat"), n_users, counts)
+    if ev is not None and ev.parquet_dir("user_feat").is_dir():  # the evaluation folder's own profiles
+        read_user_feat(ev.parquet_dir("user_feat"), n_users, counts, into=(sparse, arrays))
     for u, uf in profiles.items():  # profiles of predict_seq.jsonl (fallback), as the platform reader
         if not 1 <= u <= n_users:
             counts["profiles_unknown_user"] += 1
@@ -515,6 +647,10 @@ def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_fea
     write_predict_users(out, p_users, raw_ids, known)
 
     item_feats = read_item_feat(raw.parquet_dir("item_feat"), n_rows, n_items, counts)
+    if ev is not None and ev.parquet_dir("item_feat").is_dir():  # fills what the training folder lacks
+        for key, col in read_item_feat(ev.parquet_dir("item_feat"), n_rows, n_items, Counter()).items():
+            f = item_feats[key]
+            f[:] = np.where(f == 0, col, f)
     for key, col in c_feat.items():  # the pool's own features fill what item_feat lacks
         if key in ITEM_SPARSE:
             f = item_feats.setdefault(key, np.zeros(n_rows, np.int64))
@@ -527,6 +663,11 @@ def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_fea
         esink = EmbeddingSink(out, feat, n_rows, dims[feat])
         try:
             read_mm_parquet(raw.parquet_dir("mm_emb"), feat, lookup, esink, counts)
+            ev_mm = ev.parquet_dir("mm_emb") if ev is not None else None
+            if ev_mm is not None and (ev_mm / f"emb_{feat}_{dims[feat]}_parquet").is_dir():
+                # the evaluation folder's copy: only rows the training folder left empty (pool-only items);
+                # a second pass over a copy costs a re-read of its files, nothing else
+                read_mm_parquet(ev_mm, feat, lookup, esink, Counter(), only_missing=True)
         except BaseException:
             esink.abort()
             raise
@@ -576,19 +717,25 @@ def _write_parts(folder: Path, table: pa.Table, rows_per_file: int | None) -> No
 
 
 def write_parquet_layout(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int] | None = None,
-                         rows_per_file: int | None = None) -> None:  # fmt: skip
+                         rows_per_file: int | None = None, two_folders: bool = False) -> None:  # fmt: skip
     """Serialise `raw` in the parquet release's layout; every file atomically. `rows_per_file` splits each
-    folder into several parts (tests of multi-file reading)."""
+    folder into several parts (tests of multi-file reading).
+
+    `two_folders`: as published, `root/train/` (seq/, item_feat/, user_feat/, mm_emb/, indexer.pkl) and
+    `root/eval/` (seq/ = the predict users' histories, candidate/, its own item_feat/, mm_emb/ and indexer.pkl,
+    and user_feat/ of the users it answers for); else one folder with predict_seq/ and candidate/ beside seq/.
+    """
     root = Path(root)
-    paths = RawTencentGR(root)
-    root.mkdir(parents=True, exist_ok=True)
-    indexer = indexer_of(raw)
-    with atomic_path(paths.indexer) as tmp:
-        tmp.write_bytes(pickle.dumps(indexer))
-    _write_parts(paths.parquet_dir("seq"), _seq_table(raw.events, np.unique(raw.events.user)), rows_per_file)
-    _write_parts(
-        paths.parquet_dir("predict_seq"), _seq_table(raw.predict_events, raw.predict_users), rows_per_file
-    )
+    train = RawTencentGR(root / "train" if two_folders else root)
+    ev = RawTencentGR(root / "eval") if two_folders else train
+    indexer = pickle.dumps(indexer_of(raw))
+    for side in {train.root, ev.root}:
+        side.mkdir(parents=True, exist_ok=True)
+        with atomic_path(RawTencentGR(side).indexer) as tmp:
+            tmp.write_bytes(indexer)
+    _write_parts(train.parquet_dir("seq"), _seq_table(raw.events, np.unique(raw.events.user)), rows_per_file)
+    pred = _seq_table(raw.predict_events, raw.predict_users)
+    _write_parts(ev.parquet_dir("seq" if two_folders else "predict_seq"), pred, rows_per_file)
 
     n_u, n_i = raw.n_users, raw.n_items
     ucols: dict[str, pa.Array] = {"user_id": pa.array(np.arange(1, n_u + 1, dtype=np.int64))}
@@ -597,11 +744,16 @@ def write_parquet_layout(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int]
     for k in USER_ARRAY:
         lists = raw.user_array.get(k) or [[] for _ in range(n_u + 1)]
         ucols[k] = pa.array([v or None for v in lists[1:]], pa.list_(pa.int64()))
-    _write_parts(paths.parquet_dir("user_feat"), pa.table(ucols), rows_per_file)
+    users = pa.table(ucols)
+    _write_parts(train.parquet_dir("user_feat"), users, rows_per_file)
+    if two_folders:  # the evaluation folder profiles the users it answers for (those the indexer knows)
+        answer = np.unique(raw.predict_users[(raw.predict_users >= 1) & (raw.predict_users <= n_u)])
+        _write_parts(ev.parquet_dir("user_feat"), users.take(pa.array(answer - 1)), rows_per_file)
 
     icols = {"item_id": pa.array(np.arange(1, n_i + 1, dtype=np.int64))}
     icols |= {k: _nullable(raw.item_sparse[k][1:]) for k in ITEM_SPARSE if k in raw.item_sparse}
-    _write_parts(paths.parquet_dir("item_feat"), pa.table(icols), rows_per_file)
+    for side in {train.root, ev.root}:
+        _write_parts(RawTencentGR(side).parquet_dir("item_feat"), pa.table(icols), rows_per_file)
 
     reid_of = {int(c): i for i, c in enumerate(raw.creative_id.tolist()) if i}
     cc = raw.cand_creative_id.tolist()
@@ -617,7 +769,7 @@ def write_parquet_layout(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int]
             names=["feature_value", "is_str"],
             mask=pa.array(v == 0),
         )
-    _write_parts(paths.parquet_dir("candidate"), pa.table(ccols), rows_per_file)
+    _write_parts(ev.parquet_dir("candidate"), pa.table(ccols), rows_per_file)
 
     dims = {**MM_DIMS, **(emb_dims or {})}
     for feat, (cids, mat) in raw.mm.items():
@@ -630,4 +782,6 @@ def write_parquet_layout(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int]
             "anonymous_cid": pa.array([str(c) for c in np.asarray(cids).tolist()], pa.string()),
             "emb": pa.ListArray.from_arrays(offsets, flat),
         })  # fmt: skip
-        _write_parts(paths.parquet_dir("mm_emb") / f"emb_{feat}_{dim}_parquet", table, rows_per_file)
+        for side in {train.root, ev.root}:
+            folder = RawTencentGR(side).parquet_dir("mm_emb") / f"emb_{feat}_{dim}_parquet"
+            _write_parts(folder, table, rows_per_file)

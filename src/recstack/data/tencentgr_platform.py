@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from recstack.data.tencentgr import (
     EventSink,
     TgrEvents,
     TgrRaw,
+    check_unknown_share,
     creative_ids_from_indexer,
     indexer_of,
     write_candidates,
@@ -86,16 +87,46 @@ def load_indexer(path: Path) -> dict:
     idx = safe_pickle.load(path)
     if not isinstance(idx, dict) or not {"u", "i", "f"} <= set(idx):
         raise DataError(f"{path}: expected a dict with keys 'u', 'i', 'f' (raw id -> re-id maps)")
+    for key, what in (("u", "user"), ("i", "creative")):
+        check_reids(idx[key], path, key, what)
     return idx
+
+
+def check_reids(m: object, path: Path, key: str, what: str) -> None:
+    """A map raw id -> re-id must give every raw id its own integer re-id >= 1 (4.78M entries: vectorised)."""
+    if not isinstance(m, dict):
+        raise DataError(f"{path} '{key}': expected a dict raw {what} id -> re-id, got {type(m).__name__}")
+    if not m:
+        return
+    if any(type(v) is not int for v in m.values()):
+        k = next(k for k, v in m.items() if type(v) is not int)
+        raise DataError(f"{path} '{key}': {what} id {k!r} maps to {m[k]!r}; expected an integer re-id")
+    reid = np.fromiter(m.values(), np.int64, len(m))
+    if reid.min() < 1:
+        k = next(k for k, v in m.items() if v < 1)
+        raise DataError(f"{path} '{key}': {what} id {k!r} maps to {m[k]}; re-ids start at 1 (0 = none)")
+    uniq, counts = np.unique(reid, return_counts=True)
+    if (counts > 1).any():
+        dup = int(uniq[counts > 1][0])
+        keys = [k for k, v in m.items() if v == dup][:3]
+        raise DataError(
+            f"{path} '{key}': {what} ids {', '.join(map(repr, keys))} all map to re-id {dup} "
+            f"({int((counts > 1).sum())} re-id(s) shared); each raw id needs its own re-id"
+        )
 
 
 class SeqParser:
     """Turns seq.jsonl / predict_seq.jsonl lines into event batches and user profiles."""
 
-    def __init__(self, path: Path, n_users: int, n_items: int, counts: dict[str, int]):
+    def __init__(
+        self, path: Path, n_users: int, n_items: int, counts: dict[str, int], known_users: bool = False
+    ):
         self.path, self.n_users, self.n_items, self.counts = path, n_users, n_items, counts
+        # training sequences: every user must be in the indexer (predict users may be new: cold-start)
+        self.known_users = known_users
         self.profiles: dict[int, dict] = {}
         self.line_users: list[int] = []  # the user of each line, in file order
+        self.line_nos: list[int] = []  # its line number
         self._buf: list[list[int]] = [[], [], [], [], []]  # user, item, action, ts, line
 
     def line(self, no: int, recs: object) -> None:
@@ -114,6 +145,11 @@ class SeqParser:
                 )
             u, i, uf, _itf, a, t = rec
             user = _check_int(u, f"{where} record {k} user_id")
+            if self.known_users and not 1 <= user <= self.n_users:
+                raise DataError(
+                    f"{where} record {k}: user_id {user} is not a user of indexer.pkl 'u' (re-ids 1..{self.n_users}); "
+                    "the indexer does not belong to this seq.jsonl"
+                )
             _check_int(t, f"{where} record {k} timestamp")
             if i is None:  # user-profile record
                 if uf is not None:
@@ -125,6 +161,7 @@ class SeqParser:
             b = self._buf
             b[0].append(u), b[1].append(i), b[2].append(a), b[3].append(t), b[4].append(no)
         self.line_users.append(user)
+        self.line_nos.append(no)
 
     def _fast_line(self, no: int, recs: object) -> bool:
         """The checks of `line` done column-wise in C loops (~10x faster on TencentGR-1M). Any anomaly returns
@@ -133,6 +170,8 @@ class SeqParser:
             return False
         u, i, uf, _itf, a, t = zip(*recs, strict=True)
         if set(map(type, u)) != {int} or set(map(type, t)) != {int}:
+            return False
+        if self.known_users and (min(u) < 1 or max(u) > self.n_users):
             return False
         prof, k = [], -1
         for _ in range(i.count(None)):  # user-profile records (usually one)
@@ -152,6 +191,7 @@ class SeqParser:
         b = self._buf
         b[0].extend(u_items), b[1].extend(i), b[2].extend(a), b[3].extend(t_items), b[4].extend([no] * len(i))
         self.line_users.append(u[-1])
+        self.line_nos.append(no)
         return True
 
     def _profile(self, uf: object, where: str) -> dict:
@@ -182,8 +222,8 @@ class SeqParser:
 
 
 def read_seq(path: Path, sink: EventSink, n_users: int, n_items: int, strict: bool,
-             counts: dict[str, int]) -> SeqParser:  # fmt: skip
-    parser = SeqParser(path, n_users, n_items, counts)
+             counts: dict[str, int], known_users: bool = False) -> SeqParser:  # fmt: skip
+    parser = SeqParser(path, n_users, n_items, counts, known_users)
     for _no, recs in tqdm(
         iter_json_lines(path, strict, counts), desc=path.name, unit=" users", mininterval=2
     ):
@@ -195,7 +235,23 @@ def read_seq(path: Path, sink: EventSink, n_users: int, n_items: int, strict: bo
     sink.add(ev.user, ev.item, ev.action, ev.ts)
     if not parser.line_users:
         raise DataError(f"{path}: no records (empty file)")
+    check_unique_users(
+        np.asarray(parser.line_users, np.int64), lambda k: f"line {parser.line_nos[k]}", str(path)
+    )
     return parser
+
+
+def check_unique_users(users: np.ndarray, where: Callable[[int], str], source: str) -> None:
+    """One line (row) per user: a user listed twice would be answered twice (189 answers for 188 users) or
+    split its history in two. `where(k)` names the k-th user's line or file row."""
+    uniq, counts = np.unique(users, return_counts=True)
+    if (counts > 1).any():
+        dup = int(uniq[counts > 1][0])
+        places = [where(int(k)) for k in np.flatnonzero(users == dup)[:3]]
+        raise DataError(
+            f"{source}: user_id {dup} is listed {int(counts[counts > 1][0])} times ({', '.join(places)}); "
+            f"expected one line per user ({int((counts > 1).sum())} user(s) repeated)"
+        )
 
 
 # item_feat_dict.json is one big object of flat objects: `{"47086": {"112": 14, ...}, ...}`. Inner objects
@@ -316,7 +372,8 @@ def read_candidates(path: Path, strict: bool, counts: dict[str, int]):
 
 # ---- reading the platform layout into the canonical tables --------------------------------------------
 def read_platform(root: str | Path, out: Path, strict: bool = True, mm_feats: tuple[str, ...] = ("81",),
-                  emb_dims: dict[str, int] | None = None) -> dict[str, object]:  # fmt: skip
+                  emb_dims: dict[str, int] | None = None, max_unknown_item_share: float = 0.05,
+                  ) -> dict[str, object]:  # fmt: skip
     raw = RawTencentGR(Path(root))
     counts: dict[str, int] = _Counts()
     idx = load_indexer(raw.indexer)
@@ -340,11 +397,13 @@ def read_platform(root: str | Path, out: Path, strict: bool = True, mm_feats: tu
 
     sink = EventSink(out / PreparedTGR.EVENTS)
     try:
-        seq = read_seq(raw.seq, sink, n_users, n_items, strict, counts)
+        seq = read_seq(raw.seq, sink, n_users, n_items, strict, counts, known_users=True)
     except BaseException:
         sink.abort()
         raise
     counts["events"] = sink.close()
+    unknown = counts["events_unknown_item"]
+    check_unknown_share(unknown, counts["events"], str(raw.seq), n_items, max_unknown_item_share)
     psink = EventSink(out / PreparedTGR.PREDICT_EVENTS)
     try:
         pred = read_seq(raw.predict_seq, psink, n_users, n_items, strict, counts)
@@ -352,6 +411,10 @@ def read_platform(root: str | Path, out: Path, strict: bool = True, mm_feats: tu
         psink.abort()
         raise
     counts["predict_events"] = psink.close()
+    unknown = counts["events_unknown_item"] - unknown
+    check_unknown_share(
+        unknown, counts["predict_events"], str(raw.predict_seq), n_items, max_unknown_item_share
+    )
 
     # users: profiles from both files; array features as lists
     sparse = {k: np.zeros(n_users + 1, np.int64) for k in USER_SPARSE}

@@ -8,7 +8,6 @@ With data.source=raw (your competition download) there is nothing to build and t
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,7 +45,7 @@ def run_mmctr(ctx: StageContext) -> dict[str, Any]:
         truth_table = pa.Table.from_pandas(truth, preserve_index=False)
     else:
         sc = OmegaConf.to_object(cfg.data.synthetic)  # the dataclass: `items` must not hit DictConfig.items()
-        fixtures = Path(sc.fixtures_dir)
+        fixtures = ctx.paths.synthetic_fixtures  # relative to the repository, not the working directory
         if not fixtures.is_dir():
             log.info("%s not found: synthetic titles use generated words", fixtures)
         raw, truth = build_mmctr_synthetic(sc, fixtures if fixtures.is_dir() else None)

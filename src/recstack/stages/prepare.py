@@ -12,6 +12,7 @@ mmctr outputs (names in paths.Prepared):
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,10 @@ import pyarrow.parquet as pq
 
 from recstack.artifacts import write_npy, write_table
 from recstack.data.mmctr import MmctrRaw, MmctrSplit, read_mmctr_raw
-from recstack.data.tencentgr_parquet import read_parquet_layout
+from recstack.data.tencentgr_parquet import read_item_text, read_parquet_layout
 from recstack.data.tencentgr_platform import read_platform
 from recstack.data.tgr_prepared import last_clicks, read_events
+from recstack.errors import DataError
 from recstack.paths import MMCTR_SPLITS, Prepared, PreparedTGR
 from recstack.stages.context import StageContext
 
@@ -127,17 +129,28 @@ def valid_targets(events: dict[str, np.ndarray], n_users: int, seed: int) -> pa.
 
 def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     dc, raw = ctx.cfg.data, ctx.paths.raw_tencentgr
-    layout = dc.layout if dc.layout != "auto" else ("parquet" if raw.is_parquet_layout else "platform")
-    args = (raw.root, ctx.out, dc.strict, tuple(dc.mm_feats), dict(dc.emb_dims))
-    figures = read_platform(*args) if layout == "platform" else read_parquet_layout(*args)
+    layout = dc.layout
+    if layout == "auto":
+        layout = "parquet" if raw.is_parquet_layout or ctx.paths.eval_dir else "platform"
+    args = (raw.root, ctx.out, dc.strict, tuple(dc.mm_feats), dict(dc.emb_dims), dc.max_unknown_item_share)
+    if layout == "platform":
+        if ctx.paths.eval_dir:
+            raise DataError(
+                f"data.eval_dir={dc.eval_dir}: the platform layout is one folder (predict_seq.jsonl and "
+                "predict_set.jsonl beside seq.jsonl); data.eval_dir is for the parquet release"
+            )
+        figures = read_platform(*args)
+    else:
+        figures = read_parquet_layout(*args, eval_dir=ctx.paths.eval_dir)
     figures["layout"] = layout
     if raw.item_text.is_file():
-        text = pq.read_table(raw.item_text).to_pandas()
-        items = pq.read_table(ctx.out / PreparedTGR.ITEMS, columns=["item", "creative_id"]).to_pandas()
-        merged = items.merge(text, on="creative_id", how="left")
-        table = pa.table({"item": merged["item"].to_numpy(), "text": merged["text"].fillna("").tolist()})
+        items = pq.read_table(ctx.out / PreparedTGR.ITEMS, columns=["creative_id"])
+        counts: Counter = Counter()
+        text = read_item_text(raw.item_text, items.column("creative_id").to_numpy(), counts)
+        table = pa.table({"item": np.arange(len(text), dtype=np.int32), "text": pa.array(text, pa.string())})
         write_table(ctx.out / PreparedTGR.ITEM_TEXT, table)
-        figures["items_with_text"] = int((merged["text"].fillna("") != "").sum())
+        figures["items_with_text"] = int((text != "").sum())
+        figures |= {k: v for k, v in counts.items() if v}
     events = read_events(ctx.out, columns=["user", "item", "action"])
     write_table(ctx.out / PreparedTGR.VALID, valid_targets(events, dc.valid_users, ctx.cfg.seed))
     figures["valid_users"] = min(dc.valid_users, len(np.unique(events["user"])))

@@ -4,7 +4,7 @@ target, context) rows, one stage folder per model so each is an ensemble / stack
 
 Writes (names in paths.Ranked / paths.Predictions):
     predictions.parquet   keyed by (split, row_id): OOF train rows (rank.folds > 0), valid, test
-    metrics.json          valid (and, where local labels exist, test) AUC, logloss, gAUC; per-fold figures
+    metrics.json          valid (and, where local labels exist, test: here only) AUC, logloss, gAUC; per-fold figures
     curve.csv             per (fold, epoch): train loss, valid AUC / logloss, lr, seconds, samples/s
     model.pt              best weights (model_fold<k>.pt per fold in OOF mode)
 Runs unchanged under `torchrun --nproc_per_node=N -m recstack rank_qin ...` (DDP; rank 0 writes).
@@ -117,12 +117,15 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
 
     figures: dict[str, Any] = {"multimodal": mm_source, "device": str(device), "processes": dist.world()}
     figures |= _scores(valid.label, result.preds["valid"], valid.user, "valid")
-    truth_path = ctx.paths.raw_mmctr.test_truth  # hidden labels kept by our dataset builders only
+    # Test scores against the hidden labels our dataset builders keep: metrics.json only, never the manifest
+    # figures the run log and summary print, so nobody tunes on test by accident (`./run.sh evaluate`).
+    local_test: dict[str, Any] = {}
+    truth_path = ctx.paths.raw_mmctr.test_truth
     if truth_path.is_file():
         truth = pd.read_parquet(truth_path).set_index("ID")["label"]
         y_test = truth.reindex(test.row_id).to_numpy()
         if not np.isnan(y_test).any():
-            figures |= _scores(y_test, result.preds["test"], test.user, "test")
+            local_test = _scores(y_test, result.preds["test"], test.user, "test")
     if "train" in result.preds:
         figures["train_oof_auc"] = round(auc(train.label, result.preds["train"]), 5)
     epochs = result.curve
@@ -136,14 +139,13 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
     if "train" in result.preds:
         parts = {"train": (train.row_id, result.preds["train"]), **parts}
     write_table(ctx.out / Predictions.FILE, predictions_table(parts))
-    write_json(ctx.out / Ranked.METRICS, {**figures, "folds": result.folds})
+    write_json(ctx.out / Ranked.METRICS, {**figures, **local_test, "folds": result.folds})
     write_text(ctx.out / Ranked.CURVE, pd.DataFrame(result.curve).to_csv(index=False))
     for fold, state in result.states.items():
         with atomic_path(ctx.out / Ranked.checkpoint(fold)) as tmp:
             torch.save(state, tmp)
     shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing left to resume
-    log.info("%s valid AUC %.4f (logloss %.4f)%s", name, figures["valid_auc"], figures["valid_logloss"],
-             f", test AUC {figures['test_auc']:.4f}" if "test_auc" in figures else "")  # fmt: skip
+    log.info("%s valid AUC %.4f (logloss %.4f)", name, figures["valid_auc"], figures["valid_logloss"])
     return figures
 
 
