@@ -179,7 +179,7 @@ def hit_summary(ranks: np.ndarray, k: int = 10) -> pd.Series:
     n = max(len(ranks), 1)
     return pd.Series({
         "users": len(ranks), f"HR@{k}": float(((ranks >= 0) & (ranks < k)).sum() / n),
-        f"NDCG@{k}": float((np.where(found & (ranks < k), 1 / np.log2(ranks + 2.0), 0.0)).sum() / n),
+        f"NDCG@{k}": float((np.where(found & (ranks < k), 1 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)).sum() / n),
         "found in the whole ranking": float(found.mean()) if len(ranks) else np.nan,
         "median rank when found": float(np.median(ranks[found])) if found.any() else np.nan,
     })  # fmt: skip
