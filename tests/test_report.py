@@ -146,3 +146,18 @@ def test_read_curve_and_figures_render(tmp_path):
         plots.calibration_plot({"m": analysis.calibration(np.r_[0, 1, 0, 1], np.r_[0.1, 0.9, 0.2, 0.8], 2)}),
     ]
     assert all(plots.png_base64(f) for f in figs)
+
+
+def test_report_command_on_an_empty_run_and_a_bad_key(tmp_path, capsys):
+    from recstack.cli import main
+
+    from conftest import ROOT
+
+    roots = [f"input_root={tmp_path}/in", f"output_root={tmp_path}/out"]
+    assert main(["report", "--config", str(ROOT / "configs" / "mmctr_synthetic.yaml"), *roots]) == 0
+    page = (tmp_path / "out" / "mmctr" / "synthetic" / "report.html").read_text()
+    assert "no finished stage in this run folder yet" in page and "no leaderboard yet" in page
+    assert str(tmp_path / "out" / "mmctr" / "synthetic" / "report.html") in capsys.readouterr().out
+    assert main(["report", *roots]) == 0  # no --config: one page per default config (both tracks)
+    assert (tmp_path / "out" / "tencentgr" / "movielens_tgr" / "report.html").is_file()
+    assert main(["report", "--config", str(ROOT / "configs" / "mmctr_synthetic.yaml"), "no_such_key=1"]) == 2
