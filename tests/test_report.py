@@ -6,10 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recstack.cli import main
 from recstack.errors import DataError
 from recstack.metrics import auc
 from recstack.paths import Ranked
 from recstack.report import analysis, plots
+
+from conftest import ROOT
 
 
 def test_nearest_items_match_brute_force_and_skip_self_padding_and_empty_rows():
@@ -149,10 +152,6 @@ def test_read_curve_and_figures_render(tmp_path):
 
 
 def test_report_command_on_an_empty_run_and_a_bad_key(tmp_path, capsys):
-    from recstack.cli import main
-
-    from conftest import ROOT
-
     roots = [f"input_root={tmp_path}/in", f"output_root={tmp_path}/out"]
     assert main(["report", "--config", str(ROOT / "configs" / "mmctr_synthetic.yaml"), *roots]) == 0
     page = (tmp_path / "out" / "mmctr" / "synthetic" / "report.html").read_text()
