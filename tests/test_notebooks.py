@@ -133,6 +133,7 @@ def test_report_shows_recall_importances_and_leaderboard(tmp_cfg):
     assert counts == {"stages": 2, "images": 2, "leaderboard_rows": 2}  # recall@K curves, importances
     assert "retrieve: recall@K per source" in page and "stack: feature importances" in page
     assert "0.0761" in page and "covisit_score" in page and "union_recall" in page
+    assert page.index("0.123") < page.index("0.0761")  # the leaderboard best first
 
 
 def _free_port() -> int:

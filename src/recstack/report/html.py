@@ -96,6 +96,8 @@ def build_page(paths: Paths) -> tuple[str, dict[str, int]]:
         board = pd.read_csv(paths.leaderboard)
         counts["leaderboard_rows"] = len(board)
         shown = board.drop(columns=[c for c in ("valid_figures", "config_diff") if c in board.columns])
+        if "valid" in shown.columns:  # best first (both tracks' valid metrics are higher-is-better)
+            shown = shown.sort_values("valid", ascending=False, kind="stable")
         body.append('<h2 id="leaderboard">leaderboard</h2>' + _table(shown, index=False))
     else:
         body.append(
