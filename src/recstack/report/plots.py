@@ -34,7 +34,7 @@ def png_base64(fig: Figure, dpi: int = 100) -> str:
 
 def learning_curves(curve: pd.DataFrame, title: str = "") -> Figure:
     """Train / valid loss and valid AUC per epoch, one line per fold (a rank stage's curve.csv)."""
-    fig = Figure(figsize=(9, 3.4))
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
     ax_loss, ax_auc = fig.subplots(1, 2)
     for fold, d in curve.groupby(curve["fold"].astype(str), sort=False):  # "all" (one fit) or 0..K-1
         tag = "" if fold == "all" else f" fold {fold}"
@@ -47,6 +47,7 @@ def learning_curves(curve: pd.DataFrame, title: str = "") -> Figure:
                         textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)  # fmt: skip
     ax_loss.set(xlabel="epoch", ylabel="logloss", title="loss")
     ax_auc.set(xlabel="epoch", ylabel="AUC", title="valid AUC (best epoch marked)")
+    ax_auc.margins(y=0.2)  # room for the best epoch's label
     for ax in (ax_loss, ax_auc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
