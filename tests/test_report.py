@@ -66,6 +66,13 @@ def test_item_clicks_pca_and_tags():
     assert analysis.main_tag(tags, top=2).tolist() == ["tag 3", "tag 3", "tag 5", "tag 5", "none", "other"]
 
 
+def test_length_histogram():
+    h = analysis.length_histogram(np.array([0, 9, 10, 35, 99, 100, 250]), width=10, cap=100)
+    assert h.index[0] == "0-9" and h.index[-1] == "100+" and len(h) == 11
+    assert h["0-9"] == 2 and h["10-19"] == 1 and h["30-39"] == 1 and h["90-99"] == 1 and h["100+"] == 2
+    assert h.sum() == 7
+
+
 def test_hit_ranks_and_summary():
     top = np.array([[5, 6, 7], [1, 2, 3], [9, 8, 4]])
     ranks = analysis.hit_ranks(top, np.array([7, 4, 9]))

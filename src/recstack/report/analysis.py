@@ -167,6 +167,15 @@ def modality_weights(embed_manifest: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(mods, orient="index")
 
 
+def length_histogram(lengths: np.ndarray, width: int = 10, cap: int = 100) -> pd.Series:
+    """Count per bucket of `width` ("0-9", "10-19", ...), everything from `cap` on in one "cap+" bucket."""
+    lengths = np.asarray(lengths)
+    b = np.minimum(lengths, cap) // width
+    counts = np.bincount(b, minlength=cap // width + 1)
+    labels = [f"{i * width}-{i * width + width - 1}" for i in range(cap // width)] + [f"{cap}+"]
+    return pd.Series(counts[: len(labels)], index=labels, name="count")
+
+
 # ---- top-k rankings (tencentgr) ------------------------------------------------------------------------
 def hit_ranks(top: np.ndarray, target: np.ndarray) -> np.ndarray:
     """(U,) 0-based position of each user's target in its ranking (U, K); -1 where it is not there."""
