@@ -75,6 +75,8 @@ def test_notebook_runs_in_a_kernel(path, runs, monkeypatch):
             assert not cell.outputs and cell.execution_count is None, (
                 f"{path.name} cell {k}: committed outputs"
             )
+            thin = not re.search(r"^\s*(def|class) ", cell.source, re.M)
+            assert thin, f"{path.name} cell {k}: a function or class belongs in the package"
     assert nb.metadata.kernelspec.name == "recstack", "the lab opens notebooks with the project's kernel"
     track = track_of(nb)
     config, overrides = runs[track]
