@@ -116,6 +116,8 @@ def test_manifests_figures_and_importances(tmp_path):
     (tmp_path / "unfinished").mkdir()  # no manifest: not a finished stage
     ms = analysis.read_manifests(tmp_path)
     assert list(ms) == ["a", "b"]  # in the order they finished
+    assert list(analysis.read_manifests(tmp_path, order=["b", "a"])) == ["b", "a"]  # the pipeline's order
+    assert list(analysis.read_manifests(tmp_path, order=["b"])) == ["b", "a"]  # unnamed folders after
     t = analysis.figures_table(ms)
     assert set(t["figure"]) == {"x", "mod.text.weight", "l"} and t["value"].tolist()[2] == "1, 2"
     (tmp_path / "c").mkdir()

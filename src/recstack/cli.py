@@ -129,7 +129,8 @@ def report(configs: list[str], overrides: list[str]) -> list[Path]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pages = []
     for config in configs:
-        page, counts = write_report(Paths(load_config(config, overrides)))
+        cfg = load_config(config, overrides)
+        page, counts = write_report(Paths(cfg), list(pipeline_of(cfg.track)))
         print(f"{page}  ({counts['stages']} stages, {counts['images']} images, "
               f"{counts['leaderboard_rows']} leaderboard rows)")  # fmt: skip
         pages.append(page)

@@ -34,8 +34,9 @@ POP_LABELS = ("0", "1-9", "10-99", "100-999", "1000+")
 
 
 # ---- manifests -----------------------------------------------------------------------------------------
-def read_manifests(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """{stage: manifest} of every finished stage folder under a run folder, in the order they finished."""
+def read_manifests(run_dir: str | Path, order: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """{stage: manifest} of every finished stage folder under a run folder: in the pipeline's `order` when
+    given (folders it does not name after, as they finished), else in the order they finished."""
     out = []
     for path in sorted(Path(run_dir).glob(f"*/{MANIFEST}")):
         try:
@@ -43,7 +44,8 @@ def read_manifests(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: not valid JSON ({e})") from e
         out.append((m.get("finished_at", ""), path.parent.name, m))
-    return {name: m for _, name, m in sorted(out, key=lambda t: (t[0], t[1]))}
+    rank = {name: i for i, name in enumerate(order or [])}
+    return {name: m for _, name, m in sorted(out, key=lambda t: (rank.get(t[1], len(rank)), t[0], t[1]))}
 
 
 def flat_figures(figures: dict[str, Any], prefix: str = "") -> dict[str, Any]:

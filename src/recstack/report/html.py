@@ -84,10 +84,11 @@ def stage_section(name: str, manifest: dict[str, Any], folder: Path) -> tuple[st
     return "\n".join(parts), images
 
 
-def build_page(paths: Paths) -> tuple[str, dict[str, int]]:
-    """The page of one run folder, and counts of what it holds (stages, images, leaderboard rows)."""
+def build_page(paths: Paths, order: list[str] | None = None) -> tuple[str, dict[str, int]]:
+    """The page of one run folder, and counts of what it holds (stages, images, leaderboard rows); stages in
+    the pipeline's `order` when given."""
     run_dir = paths.run_dir
-    manifests = analysis.read_manifests(run_dir)
+    manifests = analysis.read_manifests(run_dir, order)
     title = f"recstack {paths.cfg.track} / {paths.cfg.dataset}"
     body = [f"<h1>{html.escape(title)}</h1>",
             f'<p class="meta">{html.escape(str(run_dir))}, written {datetime.now():%Y-%m-%d %H:%M}</p>']  # fmt: skip
@@ -120,9 +121,9 @@ def build_page(paths: Paths) -> tuple[str, dict[str, int]]:
     return page, counts
 
 
-def write_report(paths: Paths) -> tuple[Path, dict[str, int]]:
+def write_report(paths: Paths, order: list[str] | None = None) -> tuple[Path, dict[str, int]]:
     """Write the run folder's report.html; returns its path and what it holds."""
-    page, counts = build_page(paths)
+    page, counts = build_page(paths, order)
     write_text(paths.report_page, page)
     log.info("report %s: %d stages, %d images, %d leaderboard rows", paths.report_page, counts["stages"],
              counts["images"], counts["leaderboard_rows"])  # fmt: skip
