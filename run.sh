@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # recstack: `./run.sh` sets up .venv and runs the whole pipeline on the default data;
-# `./run.sh test` sets up and runs the checks and tests; `./run.sh --help` lists the stages.
+# `./run.sh test` sets up and runs the checks and tests; `./run.sh lab` serves the notebooks in JupyterLab;
+# `./run.sh --help` lists the stages.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -64,6 +65,20 @@ case "${1:-}" in
     shift
     setup
     run_tests "$@"
+    ;;
+  lab)
+    shift
+    setup
+    # the project's kernel, registered inside .venv (never in ~/.local), named as the notebooks name it
+    if [ ! -f "$VENV/share/jupyter/kernels/recstack/kernel.json" ]; then
+      "$VENV/bin/python" -m ipykernel install --sys-prefix --name recstack --display-name "recstack (.venv)" >&2
+    fi
+    # offline: no news feed, no update check, a read-only extension manager (jupyter/jupyter_lab_config.json);
+    # no browser: open the URL it prints (extra arguments pass through, e.g. --port=8899)
+    root=()
+    [ "$(id -u)" -eq 0 ] && root=(--allow-root)  # containers often run as root; Jupyter refuses it otherwise
+    exec "$VENV/bin/jupyter" lab --config="$PWD/jupyter/jupyter_lab_config.json" --no-browser \
+      --ServerApp.root_dir="$PWD/notebooks" "${root[@]}" "$@"
     ;;
   "")
     setup

@@ -25,6 +25,7 @@ def test_closure_follows_imports_into_models():
     }
     assert {"models/din.py", "models/qin.py", "models/item_encoder.py", "train/trainer.py"} <= files
     assert "stages/embed.py" not in files  # another stage's code is not this stage's
+    assert not any(f.startswith("report/") for f in files)  # a plot's style change retrains nothing
     stage = PIPELINES["mmctr"]["baseline"]
     assert any(p.name == "priors.py" for p in module_closure(stage.run.__module__))
 

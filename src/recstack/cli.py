@@ -24,8 +24,10 @@ from recstack.errors import DataError
 from recstack.metrics import TGR_ACTION_WEIGHTS, auc, gauc, logloss, tencentgr_score
 from recstack.paths import Paths, PreparedTGR
 from recstack.pipeline import PIPELINES, pipeline_of, run_until
+from recstack.report.html import write_report
 
 DEFAULT_CONFIG = "configs/mmctr_movielens.yaml"
+DEFAULT_CONFIGS = (DEFAULT_CONFIG, "configs/tencentgr_movielens.yaml")  # what `./run.sh` runs
 log = logging.getLogger("recstack")
 
 
@@ -40,6 +42,9 @@ def _stage_help() -> str:
         "    all        every stage of the config's track (the default of ./run.sh)",
         "    evaluate   score a submission file against the local ground truth: evaluate <file>",
         "    leaderboard  every model stage run of the config's track / dataset, best valid metric first",
+        "    report     write outputs/<track>/<dataset>/report.html (figures, plots, leaderboard); without",
+        "               --config, one page per default config (both tracks)",
+        "    lab        (./run.sh lab) JupyterLab on notebooks/ with the project's kernel",
     ]
     return "\n".join(lines)
 
@@ -51,11 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_stage_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("command", help="a stage, `all`, `evaluate` or `leaderboard`")
+    p.add_argument("command", help="a stage, `all`, `evaluate`, `leaderboard` or `report`")
     p.add_argument("args", nargs="*", help="key=value config overrides (evaluate: the submission file first)")
-    p.add_argument(
-        "--config", "-c", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})"
-    )
+    p.add_argument("--config", "-c", default=None, help=f"experiment YAML (default {DEFAULT_CONFIG})")
     p.add_argument(
         "--force", action="store_true", help="redo the stage even if inputs and config are unchanged"
     )
@@ -123,9 +126,26 @@ def _evaluate_tgr(cfg, submission: str) -> dict[str, float]:
     return {f"test_{k}": float(v) for k, v in m.items()} | {"rows": float(len(truth))}
 
 
+def report(configs: list[str], overrides: list[str]) -> list[Path]:
+    """One static page per run folder: the run folder of each config."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pages = []
+    for config in configs:
+        cfg = load_config(config, overrides)
+        page, counts = write_report(Paths(cfg), list(pipeline_of(cfg.track)))
+        print(f"{page}  ({counts['stages']} stages, {counts['images']} images, "
+              f"{counts['leaderboard_rows']} leaderboard rows)")  # fmt: skip
+        pages.append(page)
+    return pages
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)
     try:
+        if args.command == "report":
+            report([args.config] if args.config else list(DEFAULT_CONFIGS), list(args.args))
+            return 0
+        args.config = args.config or DEFAULT_CONFIG
         overrides = list(args.args)
         submission = None
         if args.command == "evaluate":

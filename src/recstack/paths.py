@@ -5,6 +5,8 @@ outputs/<track>/<dataset>/config.yaml     resolved config of the last run
 outputs/<track>/<dataset>/logs/           one log file per run
 outputs/<track>/<dataset>/leaderboard.csv every model stage run: metrics, config differences, duration
 outputs/<track>/<dataset>/<stage>/        a stage's files + manifest.json (written last)
+outputs/<track>/<dataset>/report.html     the run's static page (`./run.sh report`)
+outputs/<track>/<dataset>/<stage>/reports/  a stage's plots (PNG)
 outputs/_cache/embed/                     encoder outputs by (model, settings, item content), for any dataset
 """
 
@@ -175,6 +177,11 @@ class Paths:
     def stage_dir(self, stage: str) -> Path:
         return self.raw_dir if stage == "build" else self.run_dir / stage
 
+    @property
+    def report_page(self) -> Path:
+        """One static HTML page of the run (`./run.sh report`): every stage's figures and plots."""
+        return self.run_dir / Reports.PAGE
+
     def resume_dir(self, stage: str) -> Path:
         """Last-epoch checkpoints of a training stage; kept across interruptions, removed on success."""
         return self.run_dir / "_resume" / stage
@@ -270,3 +277,12 @@ class Submission:
     MMCTR_ZIP = "prediction.zip"
     TGR_JSON = "submission.json"  # {"top10s": [[creative_id x 10], ...], "user_list": [raw user id, ...]}
     TGR_CSV = "submission.csv"  # user_id,item_ids (space-separated creative ids) for humans
+
+
+class Reports:
+    """Plots and pages for humans: PNGs under a stage's `reports/` folder, one HTML page per run folder."""
+
+    DIR = "reports"  # inside a stage folder
+    LEARNING_CURVE = "learning_curve.png"  # rank stages: train loss and valid AUC per epoch (per fold)
+    RECALL = "recall_at_k.png"  # retrieve: recall@K per source (drawn by the report when absent)
+    PAGE = "report.html"  # in the run folder

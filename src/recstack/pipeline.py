@@ -198,14 +198,19 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+# Plots only: a stage that saves a figure (rank's learning curves) does not rerun when a plot's style changes
+NOT_IN_CODE_KEY = ("recstack.report",)
+
+
 @functools.cache
 def module_closure(module: str) -> tuple[Path, ...]:
-    """Source files of `module` and of every recstack module it imports, transitively (sorted by name)."""
+    """Source files of `module` and of every recstack module it imports, transitively (sorted by name);
+    presentation modules (NOT_IN_CODE_KEY) left out: no later stage reads what they draw."""
     seen: dict[str, Path] = {}
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name.startswith(NOT_IN_CODE_KEY):
             continue
         try:
             spec = importlib.util.find_spec(name)

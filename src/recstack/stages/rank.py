@@ -30,7 +30,8 @@ from recstack.errors import DataError
 from recstack.metrics import auc, gauc, logloss
 from recstack.models.item_encoder import ItemEncoder
 from recstack.models.rankers import EMB_INIT_STD, RANKERS
-from recstack.paths import MANIFEST, Embedded, Predictions, Prepared, Ranked
+from recstack.paths import MANIFEST, Embedded, Predictions, Prepared, Ranked, Reports
+from recstack.report.plots import learning_curves, save_png
 from recstack.stages.context import StageContext
 from recstack.train import dist
 from recstack.train.oof import train_oof
@@ -141,6 +142,10 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
     write_table(ctx.out / Predictions.FILE, predictions_table(parts))
     write_json(ctx.out / Ranked.METRICS, {**figures, **local_test, "folds": result.folds})
     write_text(ctx.out / Ranked.CURVE, pd.DataFrame(result.curve).to_csv(index=False))
+    save_png(
+        learning_curves(pd.DataFrame(result.curve), f"rank_{name}"),
+        ctx.out / Reports.DIR / Reports.LEARNING_CURVE,
+    )
     for fold, state in result.states.items():
         with atomic_path(ctx.out / Ranked.checkpoint(fold)) as tmp:
             torch.save(state, tmp)

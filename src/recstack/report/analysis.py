@@ -1,0 +1,259 @@
+"""Tables a competitor looks at between runs: error slices, calibration, neighbours, retrieval coverage.
+
+Every function takes arrays or a stage's files and returns a DataFrame / dict; plots.py draws them and the
+notebooks show them. The formats other stages write are parsed in one place each (`recall_by_source`,
+`source_scores` for retrieve's retrieval.json; `stack_importances` for the stack manifest), so a change of
+those files is adapted here once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recstack.errors import DataError
+from recstack.metrics import auc
+from recstack.paths import MANIFEST, Ranked
+
+HIST_EDGES = (
+    -1,
+    0,
+    4,
+    16,
+    64,
+    np.inf,
+)  # history lengths: none, short, medium, the model's full window, beyond
+HIST_LABELS = ("0", "1-4", "5-16", "17-64", "65+")
+POP_EDGES = (-1, 0, 9, 99, 999, np.inf)  # train clicks of the target: cold, tail ... head (log-spaced)
+POP_LABELS = ("0", "1-9", "10-99", "100-999", "1000+")
+
+
+# ---- manifests -----------------------------------------------------------------------------------------
+def read_manifests(run_dir: str | Path, order: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """{stage: manifest} of every finished stage folder under a run folder: in the pipeline's `order` when
+    given (folders it does not name after, as they finished), else in the order they finished."""
+    out = []
+    for path in sorted(Path(run_dir).glob(f"*/{MANIFEST}")):
+        try:
+            m = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not valid JSON ({e})") from e
+        out.append((m.get("finished_at", ""), path.parent.name, m))
+    rank = {name: i for i, name in enumerate(order or [])}
+    return {name: m for _, name, m in sorted(out, key=lambda t: (rank.get(t[1], len(rank)), t[0], t[1]))}
+
+
+def flat_figures(figures: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested figures as one level of dotted keys (`modalities.text.weight`), lists joined for display."""
+    out: dict[str, Any] = {}
+    for k, v in figures.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= flat_figures(v, f"{key}.")
+        elif isinstance(v, list):
+            out[key] = ", ".join(map(str, v)) if len(v) <= 12 else f"[{len(v)} values]"
+        else:
+            out[key] = v
+    return out
+
+
+def figures_table(manifests: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per (stage, figure): every stage's figures, flattened."""
+    rows = [(s, k, v) for s, m in manifests.items() for k, v in flat_figures(m.get("figures") or {}).items()]
+    return pd.DataFrame(rows, columns=["stage", "figure", "value"])
+
+
+# ---- rankers -------------------------------------------------------------------------------------------
+def read_curve(stage_dir: str | Path) -> pd.DataFrame | None:
+    """A rank stage's per-epoch curve (paths.Ranked.CURVE); None when the stage wrote none."""
+    path = Path(stage_dir) / Ranked.CURVE
+    if not path.is_file():
+        return None
+    curve = pd.read_csv(path)
+    missing = {"epoch", "train_loss", "valid_auc"} - set(curve.columns)
+    if missing:
+        raise DataError(f"{path}: missing columns {sorted(missing)}")
+    if "fold" not in curve.columns:
+        curve.insert(0, "fold", "all")  # one fit (no OOF folds), as the rank stages name it
+    return curve
+
+
+def buckets(values: np.ndarray, edges: tuple[float, ...], labels: tuple[str, ...]) -> pd.Categorical:
+    return pd.cut(np.asarray(values, np.float64), list(edges), labels=list(labels))
+
+
+def auc_by(label: np.ndarray, pred: np.ndarray, group: pd.Categorical | np.ndarray) -> pd.DataFrame:
+    """Rows, positive rate and AUC per group (AUC NaN where a group holds one class only)."""
+    df = pd.DataFrame({"label": np.asarray(label, np.float64), "pred": pred, "group": group})
+    rows = []
+    for g, d in df.groupby("group", observed=True, sort=True):
+        both = d["label"].nunique() == 2
+        rows.append({"group": g, "rows": len(d), "positive_rate": d["label"].mean(),
+                     "auc": auc(d["label"], d["pred"]) if both else np.nan})  # fmt: skip
+    return pd.DataFrame(rows, columns=["group", "rows", "positive_rate", "auc"]).set_index("group")
+
+
+def slice_auc(label: np.ndarray, preds: dict[str, np.ndarray], group: pd.Categorical) -> pd.DataFrame:
+    """Rows per slice and each model's AUC in it (one column per model)."""
+    tables = {name: auc_by(label, p, group) for name, p in preds.items()}
+    first = next(iter(tables.values()))
+    return pd.concat(
+        [first[["rows", "positive_rate"]], *(t["auc"].rename(n) for n, t in tables.items())], axis=1
+    )
+
+
+def item_clicks(items: np.ndarray, labels: np.ndarray, n_items: int) -> np.ndarray:
+    """(n_items,) clicks per item id among labelled rows (a target's popularity in train)."""
+    return np.bincount(np.asarray(items)[np.asarray(labels) > 0], minlength=n_items)
+
+
+def calibration(label: np.ndarray, pred: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Mean prediction vs observed rate in equal-count bins of the prediction; the ECE in `attrs`."""
+    df = pd.DataFrame({"label": np.asarray(label, np.float64), "pred": np.asarray(pred, np.float64)})
+    df["bin"] = pd.qcut(df["pred"].rank(method="first"), min(bins, len(df)), labels=False)
+    t = df.groupby("bin").agg(rows=("label", "size"), mean_pred=("pred", "mean"), observed=("label", "mean"))
+    t.attrs["ece"] = float((t["rows"] * (t["mean_pred"] - t["observed"]).abs()).sum() / max(len(df), 1))
+    return t
+
+
+# ---- item embeddings -----------------------------------------------------------------------------------
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    m = np.asarray(matrix, np.float32)
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+
+def nearest_items(matrix: np.ndarray, queries: np.ndarray, k: int = 5) -> pd.DataFrame:
+    """Top-k cosine neighbours of each query item (row == item id; row 0 and all-zero rows never match)."""
+    queries = np.asarray(queries, np.int64)
+    if ((queries < 1) | (queries >= len(matrix))).any():
+        raise DataError(f"nearest_items: query ids must be in 1..{len(matrix) - 1}; got {queries.tolist()}")
+    e = unit_rows(matrix)
+    scores = e[queries] @ e.T  # (Q, I)
+    scores[:, 0] = -np.inf
+    scores[:, np.abs(matrix).sum(1) == 0] = -np.inf
+    scores[np.arange(len(queries)), queries] = -np.inf  # not itself
+    k = min(k, len(matrix) - 2)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return pd.DataFrame({
+        "query": np.repeat(queries, k), "rank": np.tile(np.arange(1, k + 1), len(queries)),
+        "item": top.reshape(-1), "cosine": np.take_along_axis(scores, top, 1).reshape(-1),
+    })  # fmt: skip
+
+
+def pca_2d(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), 2) coordinates of the chosen rows on the first two principal axes of those rows."""
+    x = unit_rows(matrix[rows])
+    x -= x.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return x @ vt[:2].T
+
+
+def main_tag(tags: np.ndarray, top: int = 8) -> np.ndarray:
+    """One label per item from its (left-padded) tag list: the first non-zero tag if it is one of the `top`
+    most frequent first tags, else "other" (a readable legend), "none" without tags."""
+    tags = np.asarray(tags)
+    first = np.where((tags != 0).any(1), tags[np.arange(len(tags)), (tags != 0).argmax(1)], 0)
+    counts = pd.Series(first[first != 0]).value_counts()
+    keep = set(counts.index[:top])
+    return np.array(["none" if t == 0 else (f"tag {t}" if t in keep else "other") for t in first])
+
+
+def modality_weights(embed_manifest: dict[str, Any]) -> pd.DataFrame:
+    """The embed stage's modalities (dim, source, weight, coverage), one row each."""
+    mods = (embed_manifest.get("figures") or {}).get("modalities") or {}
+    return pd.DataFrame.from_dict(mods, orient="index")
+
+
+def length_histogram(lengths: np.ndarray, width: int = 10, cap: int = 100) -> pd.Series:
+    """Count per bucket of `width` ("0-9", "10-19", ...), everything from `cap` on in one "cap+" bucket."""
+    lengths = np.asarray(lengths)
+    b = np.minimum(lengths, cap) // width
+    counts = np.bincount(b, minlength=cap // width + 1)
+    labels = [f"{i * width}-{i * width + width - 1}" for i in range(cap // width)] + [f"{cap}+"]
+    return pd.Series(counts[: len(labels)], index=labels, name="count")
+
+
+# ---- top-k rankings (tencentgr) ------------------------------------------------------------------------
+def hit_ranks(top: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(U,) 0-based position of each user's target in its ranking (U, K); -1 where it is not there."""
+    hit = top == np.asarray(target)[:, None]
+    return np.where(hit.any(1), hit.argmax(1), -1)
+
+
+def hit_summary(ranks: np.ndarray, k: int = 10) -> pd.Series:
+    found = ranks >= 0
+    n = max(len(ranks), 1)
+    return pd.Series({
+        "users": len(ranks), f"HR@{k}": float(((ranks >= 0) & (ranks < k)).sum() / n),
+        f"NDCG@{k}": float((np.where(found & (ranks < k), 1 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)).sum() / n),
+        "found in the whole ranking": float(found.mean()) if len(ranks) else np.nan,
+        "median rank when found": float(np.median(ranks[found])) if found.any() else np.nan,
+    })  # fmt: skip
+
+
+# ---- stacker -------------------------------------------------------------------------------------------
+def stack_importances(manifest: dict[str, Any] | None) -> pd.Series | None:
+    """{feature: importance} of the stack stage's manifest figures (`gain`, or any `*importance*` dict),
+    largest first; None when the stage has not run or reports none."""
+    figures = (manifest or {}).get("figures") or {}
+    for key in ("gain", *sorted(k for k in figures if "importance" in k)):
+        v = figures.get(key)
+        if isinstance(v, dict) and v and all(isinstance(x, int | float) for x in v.values()):
+            return pd.Series(v, name=key, dtype=np.float64).sort_values(ascending=False)
+    return None
+
+
+# ---- retrieval -----------------------------------------------------------------------------------------
+_RECALL = re.compile(r"^recall@(\d+)$")
+
+
+def recall_by_source(report: dict[str, Any]) -> dict[str, dict[int, float]]:
+    """{source: {K: recall}} from the retrieve stage's retrieval.json (`per_source: {name: {"recall@K": r}}`).
+
+    A plain `{source: {K: recall}}` dict passes through (keys made int), so a plot needs nothing else."""
+    per_source = report.get("per_source", report)
+    out: dict[str, dict[int, float]] = {}
+    for source, entry in per_source.items():
+        if not isinstance(entry, dict):
+            continue
+        curve = {}
+        for k, v in entry.items():
+            m = _RECALL.match(str(k))
+            if m and v is not None:
+                curve[int(m.group(1))] = float(v)
+            elif str(k).isdigit() and v is not None:
+                curve[int(k)] = float(v)
+        if curve:
+            out[source] = dict(sorted(curve.items()))
+    return out
+
+
+def source_scores(report: dict[str, Any]) -> pd.DataFrame:
+    """Each source's own valid top-10 figures (score, HR@10, NDCG@10, ...) from retrieval.json."""
+    rows = {s: {k: v for k, v in e.items() if not _RECALL.match(k) and isinstance(v, int | float)}
+            for s, e in (report.get("per_source") or {}).items() if isinstance(e, dict)}  # fmt: skip
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def source_overlap(candidates: pd.DataFrame, split: str = "valid", k: int | None = None) -> pd.DataFrame:
+    """Jaccard overlap of the (user, item) pairs each source proposes (its top `k`, or all it returned),
+    from the retrieve stage's candidates table (`{source}_rank` = -1 where the source did not propose)."""
+    c = candidates[candidates["split"] == split]
+    sources = [col[: -len("_rank")] for col in c.columns if col.endswith("_rank")]
+    if not sources:
+        raise DataError("candidates table has no `<source>_rank` columns")
+    proposed = {}
+    for s in sources:
+        r = c[f"{s}_rank"].to_numpy()
+        proposed[s] = (r >= 0) & (r < k if k is not None else True)
+    m = np.zeros((len(sources), len(sources)))
+    for i, a in enumerate(sources):
+        for j, b in enumerate(sources):
+            union = (proposed[a] | proposed[b]).sum()
+            m[i, j] = (proposed[a] & proposed[b]).sum() / union if union else np.nan
+    return pd.DataFrame(m, index=sources, columns=sources)
