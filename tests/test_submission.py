@@ -1,3 +1,4 @@
+import time
 import zipfile
 
 import numpy as np
@@ -140,3 +141,12 @@ def test_tgr_reader_rejects_bad_files(tmp_path):
         read_tgr(bad)
     with pytest.raises(DataError, match="submission file not found"):
         read_tgr(tmp_path / "none.json")
+
+
+def test_zip_is_byte_identical_across_runs(tmp_path):
+    ids = np.arange(5)
+    pred = np.linspace(0.1, 0.9, 5)
+    first = write_mmctr(tmp_path / "a", ids, pred, ids, "Task2", True).read_bytes()
+    time.sleep(2.1)  # a zip stores times in 2-second steps: a clock-dated member would differ now
+    second = write_mmctr(tmp_path / "b", ids, pred, ids, "Task2", True).read_bytes()
+    assert first == second

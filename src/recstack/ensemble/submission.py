@@ -53,6 +53,9 @@ def validate_mmctr(df: pd.DataFrame, test_ids: np.ndarray, column: str, source: 
         raise DataError(f"{source}: column '{column}' row {r} is {pred[r]}; expected a probability in [0, 1]")
 
 
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
 def write_mmctr(
     folder: Path, ids: np.ndarray, pred: np.ndarray, test_ids: np.ndarray, column: str, zip_it: bool = True
 ) -> Path:
@@ -67,8 +70,11 @@ def write_mmctr(
     if not zip_it:
         return csv_path
     zip_path = folder / Submission.MMCTR_ZIP
-    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(Submission.MMCTR_CSV, text)
+    # a fixed member time (the zip epoch) and mode: the same predictions give a byte-identical zip
+    member = zipfile.ZipInfo(Submission.MMCTR_CSV, date_time=ZIP_TIME)
+    member.compress_type, member.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        zf.writestr(member, text)
     return zip_path
 
 
