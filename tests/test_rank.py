@@ -59,7 +59,7 @@ def test_rankers_write_predictions_metrics_curve_and_feed_the_ensemble(rank_cfg)
         assert 0 <= json.loads((folder / "metrics.json").read_text())["test_auc"] <= 1
         preds = _preds(cfg, stage)
         assert sorted(preds["split"].unique()) == ["test", "valid"]  # folds=0: no in-sample train rows
-        assert len(preds) == 300 and np.isfinite(preds["pred"]).all()
+        assert len(preds) == 300 and np.isfinite(preds["score"]).all()
         curve = pd.read_csv(folder / "curve.csv")
         assert list(curve["epoch"]) == [1, 2] and {"train_loss", "valid_auc", "lr"} <= set(curve.columns)
         assert (folder / "model.pt").is_file() and json.loads((folder / "metrics.json").read_text())["folds"]
@@ -72,7 +72,7 @@ def test_oof_folds_predict_every_train_row_grouped_by_user(rank_cfg):
     figs = run_until(cfg, "rank_din")["rank_din"]["figures"]
     preds = _preds(cfg, "rank_din")
     train = pd.read_parquet(Paths(cfg).stage_dir("prepare") / "samples_train.parquet", columns=["row_id"])
-    got = preds[preds["split"] == "train"]["row_id"].sort_values().to_numpy()
+    got = preds[preds["split"] == "train"]["query"].sort_values().to_numpy()
     assert np.array_equal(got, np.sort(train["row_id"].to_numpy()))
     assert 0 <= figs["train_oof_auc"] <= 1
     metrics = json.loads((Paths(cfg).stage_dir("rank_din") / "metrics.json").read_text())
@@ -110,7 +110,7 @@ def test_interrupted_training_resumes_and_ends_as_an_uninterrupted_run(
     run_stage(cfg, "rank_din")
     assert "resumed after epoch 1" in caplog.text
     got = _preds(cfg, "rank_din")
-    np.testing.assert_allclose(got["pred"].to_numpy(), expected["pred"].to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(got["score"].to_numpy(), expected["score"].to_numpy(), atol=1e-6)
     curve = pd.read_csv(Paths(cfg).stage_dir("rank_din") / "curve.csv")
     assert list(curve["epoch"]) == [1, 2, 3]
 

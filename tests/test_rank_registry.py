@@ -59,7 +59,7 @@ def test_registered_ranker_gets_block_stage_and_predictions(logreg, tmp_cfg):
     out = run_until(cfg, "rank_logreg")
     assert out["rank_logreg"]["figures"]["valid_auc"] > 0
     preds = pd.read_parquet(Paths(cfg).stage_dir("rank_logreg") / Predictions.FILE)
-    assert set(preds["split"]) == {"valid", "test"} and preds["pred"].between(0, 1).all()
+    assert set(preds["split"]) == {"valid", "test"} and preds["score"].between(0, 1).all()
     with pytest.raises(ConfigError, match="rank.logreg.nope"):
         tmp_cfg("mmctr_synthetic.yaml", "rank.logreg.nope=1")
 

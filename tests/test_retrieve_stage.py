@@ -62,7 +62,7 @@ def test_tencentgr_candidates_report_and_best_ranking(tmp_cfg):
     assert figs["best"] == report["best"] and "valid_score_merged" in figs
     pred = pd.read_parquet(out / Predictions.FILE)
     assert set(pred["split"]) == {"valid", "test"} and (pred["item"] > 0).all()
-    assert pred.groupby(["split", "user_row"]).size().min() >= 10
+    assert pred.groupby(["split", "query"]).size().min() >= 10
     assert (paths.stage_dir("ensemble") / "submission.json").is_file()
 
 

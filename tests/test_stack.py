@@ -110,9 +110,9 @@ def test_stage_writes_oof_valid_and_mean_test_predictions_with_importances(stack
     assert "no retrieval features" in caplog.text  # the track has no retrieve stage: skipped, logged
     folder = Paths(stack_cfg).stage_dir("stack")
     preds = pd.read_parquet(folder / "predictions.parquet")
-    assert sorted(preds["split"].unique()) == ["test", "valid"] and np.isfinite(preds["pred"]).all()
+    assert sorted(preds["split"].unique()) == ["test", "valid"] and np.isfinite(preds["score"]).all()
     valid = pd.read_parquet(Paths(stack_cfg).stage_dir("prepare") / "samples_valid.parquet")
-    p = preds[preds["split"] == "valid"].set_index("row_id")["pred"].reindex(valid["row_id"]).to_numpy()
+    p = preds[preds["split"] == "valid"].set_index("query")["score"].reindex(valid["row_id"]).to_numpy()
     assert figs["valid_auc"] == pytest.approx(auc(valid["label"], p), abs=1e-4)  # the OOF predictions
     assert figs["valid_auc_baseline"] > 0.5 and figs["features"][0] == "p_baseline"
     assert {"tag_share", "item_train_clicks", "hist_len"} <= set(figs["gain"])

@@ -91,7 +91,7 @@ def test_reranker_beats_every_single_source_and_feeds_the_ensemble(tgr_cfg, monk
     assert {"pop_decay", "item_idle_days", "seen_count", "sim_mean", "a_rank"} <= set(figs["features"])
     preds = pd.read_parquet(Paths(tgr_cfg).stage_dir("stack") / "predictions.parquet")
     valid = preds[preds["split"] == "valid"]
-    per_user = valid.groupby("user_row")["item"]
+    per_user = valid.groupby("query")["item"]
     assert (
         per_user.size().eq(80).all() and per_user.nunique().eq(80).all()
     )  # the whole 80-item pool, no repeat

@@ -57,9 +57,9 @@ def run_mmctr(ctx: StageContext) -> dict[str, Any]:
         "train_oof_auc": round(auc(train["label"].to_numpy(), p_train), 5),
     }
     parts = {
-        "train": (train["row_id"].to_numpy(), p_train),
-        "valid": (valid["row_id"].to_numpy(), p_valid),
-        "test": (test["row_id"].to_numpy(), p_test),
+        "train": (train["row_id"].to_numpy(), p_train, train["item_id"].to_numpy()),
+        "valid": (valid["row_id"].to_numpy(), p_valid, valid["item_id"].to_numpy()),
+        "test": (test["row_id"].to_numpy(), p_test, test["item_id"].to_numpy()),
     }
     write_table(ctx.out / Predictions.FILE, predictions_table(parts))
     log.info("baseline valid AUC %.4f (logloss %.4f, gAUC %.4f)",

@@ -94,7 +94,10 @@ def run_mmctr(ctx: StageContext) -> dict[str, Any]:
     figures["valid_auc"] = round(scores[chosen], 5)
     if ec.method != "rank" or chosen != BLEND:
         figures["valid_logloss"] = round(logloss(y, out[chosen]["valid"]), 5)
-    write_table(ctx.out / Predictions.FILE, predictions_table({s: (ids[s], out[chosen][s]) for s in ids}))
+    items = {"valid": valid["item_id"].to_numpy(), "test": test["item_id"].to_numpy()}
+    write_table(
+        ctx.out / Predictions.FILE, predictions_table({s: (ids[s], out[chosen][s], items[s]) for s in ids})
+    )
     path = write_mmctr(ctx.out, ids["test"], out[chosen]["test"], ids["test"], ec.column, ec.zip)
     figures["submission"] = path.name
     figures["test_rows"] = len(ids["test"])

@@ -136,9 +136,9 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
     figures["params"] = sum(v.numel() for v in result.states[next(iter(result.states))].values())
     if not dist.is_main():
         return figures  # rank 0 writes; the others trained alongside it
-    parts = {"valid": (valid.row_id, result.preds["valid"]), "test": (test.row_id, result.preds["test"])}
+    parts = {s: (r.row_id, result.preds[s], r.target) for s, r in (("valid", valid), ("test", test))}
     if "train" in result.preds:
-        parts = {"train": (train.row_id, result.preds["train"]), **parts}
+        parts = {"train": (train.row_id, result.preds["train"], train.target), **parts}
     write_table(ctx.out / Predictions.FILE, predictions_table(parts))
     write_json(ctx.out / Ranked.METRICS, {**figures, **local_test, "folds": result.folds})
     write_text(ctx.out / Ranked.CURVE, pd.DataFrame(result.curve).to_csv(index=False))

@@ -121,8 +121,9 @@ def run_mmctr(ctx: StageContext) -> dict[str, Any]:
         "rows": len(valid) + len(test),
         "gain": cv.gain,
     }
-    write_table(ctx.out / Predictions.FILE, predictions_table({"valid": (valid["row_id"].to_numpy(), cv.oof),
-                                                               "test": (test["row_id"].to_numpy(), cv.test)}))  # fmt: skip
+    parts = {"valid": (valid["row_id"].to_numpy(), cv.oof, valid["item_id"].to_numpy()),
+             "test": (test["row_id"].to_numpy(), cv.test, test["item_id"].to_numpy())}  # fmt: skip
+    write_table(ctx.out / Predictions.FILE, predictions_table(parts))
     write_json(ctx.out / Stacked.IMPORTANCE, {"gain": cv.gain, "folds": cv.folds})
     log.info("stack valid AUC %.4f (out-of-fold, %d folds by user); best single %s %.4f (%+.4f)",
              cv.oof_auc, sc.folds, best, singles[best], cv.oof_auc - singles[best])  # fmt: skip
