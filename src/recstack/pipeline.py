@@ -26,7 +26,7 @@ from recstack.artifacts import atomic_dir, file_fingerprint, stable_hash, write_
 from recstack.config import subset
 from recstack.errors import DataError
 from recstack.paths import MANIFEST, Paths
-from recstack.stages import baseline, build, embed, ensemble, prepare, rank
+from recstack.stages import baseline, build, embed, ensemble, prepare, rank, seqrec
 from recstack.stages.context import StageContext
 from recstack.train import dist
 
@@ -97,6 +97,11 @@ PIPELINES: dict[str, dict[str, Stage]] = {
             (*_SHARED, "device", "embed", "data.mm_feats", "data.emb_dims"),
             "item texts (where present) + provided emb_<id> (masked coverage) -> fused, behaviour-aligned vectors",
         ),
+        "seqrec": Stage(
+            "seqrec", seqrec.run, ("prepare",), (*_SHARED, "device", "data.valid_users", "data.stack_users",
+            "data.mm_feats", "data.emb_dims", "seqrec"),
+            "causal transformer over event sequences, InfoNCE + logQ: top-k of the pool per query, FAISS search",
+        ),
         "baseline": Stage(
             "baseline", baseline.run_tencentgr, ("prepare",), (*_SHARED, "baseline"),
             "recent click popularity over the candidate pool, seen items left out: top-k per user",
@@ -122,6 +127,8 @@ def _needs(cfg: DictConfig, stage: Stage) -> tuple[str, ...]:
     uses_embed = cfg.rank.multimodal in ("auto", "embed") and "embed" in stages_for(cfg)
     if stage.name.startswith("rank_") and uses_embed:
         needs = (*needs, "embed")  # the item encoder projects the embed stage's matrix
+    if stage.name == "seqrec" and cfg.seqrec.multimodal in ("auto", "embed"):
+        needs = (*needs, "embed")  # the item tower projects the embed stage's matrix
     if cfg.data.source == "raw":
         needs = tuple(n for n in needs if n != "build")
     return needs
