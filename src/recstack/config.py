@@ -231,6 +231,8 @@ class SeqrecConfig:
     exclude_seen: bool = True  # leave the user's seen items out of the top-k (as the baseline does)
     topk: int = 200  # ranked items per query in predictions.parquet (a candidate source for retrieve)
     index: str = "Flat"  # FAISS index_factory string of the pool search (retrieve/index.py)
+    # added to `seed` for the model's initialisation and draws only: seeds over one data split (bench)
+    seed_offset: int = 0
     progress: bool = True
 
 

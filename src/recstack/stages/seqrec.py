@@ -140,14 +140,14 @@ def settings(ctx: StageContext, key: str) -> SeqTrainSettings:
     sc = ctx.cfg.seqrec
     keys = ("loss", "temperature", "negatives", "inbatch", "logq", "uniform_mix", "lr", "weight_decay", "warmup",
             "batch_size", "epochs", "min_steps", "eval_every", "patience", "max_len", "exclude_seen", "progress")  # fmt: skip
-    return SeqTrainSettings(**{k: sc[k] for k in keys}, seed=ctx.cfg.seed,
+    return SeqTrainSettings(**{k: sc[k] for k in keys}, seed=ctx.cfg.seed + sc.seed_offset,
                             resume=ctx.paths.resume_dir("seqrec") / Seqrec.RESUME, resume_key=key)  # fmt: skip
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg, sc, prep = ctx.cfg, ctx.cfg.seqrec, ctx.input_dir("prepare")
     device = dist.resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + sc.seed_offset)  # the model's initialisation
     ev = read_events(prep)
     valid = read_table(prep, PreparedTGR.VALID)
     stack = stack_queries(ev, valid, cfg.data.stack_users, cfg.seed)

@@ -6,7 +6,8 @@ Python). Every event after a window's first is the next-item target of the event
 by the metric's action weights (click 1, conversion 2.5, exposure 0). Losses:
   - infonce: cosine / temperature against the positive, the batch's other positives and a shared set of
     items sampled by popularity (mixed with uniform), each logit minus log of its sampling rate (logQ,
-    Yi et al. 2019), accidental hits of the positive masked;
+    Yi et al. 2019), accidental hits of the positive masked; when every drawable item fits in the
+    negatives + in-batch budget (MovieLens: 1,682 items), the exact softmax over all of them instead;
   - bce: the official TencentGR baseline: dot product, one uniformly random negative per position.
 Schedule: max(min_steps, epochs x batches) steps, AdamW, linear warmup then cosine decay, evaluation on the
 valid queries every `eval_every` steps with early stopping; every step draws from generators seeded by
@@ -234,8 +235,11 @@ def batch_loss(model: SeqRec, store: EventStore, b: dict[str, torch.Tensor], wei
     if not sel.any():
         return None
     tgt = store.item[nxt][sel].long()  # (N,) target items
+    full = s.loss == "infonce" and len(drawable) <= s.negatives + s.inbatch
     if s.loss == "bce":
         neg_id = drawable[torch.randint(len(drawable), (len(tgt),), generator=g, device=device)]
+    elif full:  # a catalogue no larger than the negatives one would draw: exact softmax over all of it
+        neg_id = drawable
     else:
         m = min(s.inbatch, len(tgt))
         inb = tgt[torch.randperm(len(tgt), generator=g, device=device)[:m]]  # (m,) in-batch positives
@@ -250,7 +254,7 @@ def batch_loss(model: SeqRec, store: EventStore, b: dict[str, torch.Tensor], wei
         if s.loss == "bce":
             return bce_loss(q, vec[: len(tgt)], vec[len(tgt) :], w[sel])
         lq_pos = lq_neg = None
-        if s.logq:  # expected count of an item among the negatives: m x target popularity + K x rate
+        if s.logq and not full:  # expected count of an item among the negatives: m x target popularity + K x rate
             logq = torch.log((m * pop + s.negatives * rate).clamp(min=1e-12)).float()
             lq_pos, lq_neg = logq[tgt], logq[neg_id]
         return infonce_loss(q, vec[: len(tgt)], vec[len(tgt) :], tgt, neg_id, lq_pos, lq_neg, w[sel],
