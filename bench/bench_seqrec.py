@@ -77,8 +77,12 @@ def scale(args: argparse.Namespace) -> None:
     m = json.loads((Paths(cfg).stage_dir("seqrec") / Seqrec.METRICS).read_text())
     print(f"\nsynthetic TencentGR slice: {args.users} users x 100 events, {m['train_windows']} training windows, "
           f"pool {m['pool']}, {m['params']:,} parameters, device {m['device']}")  # fmt: skip
-    print(f"| steps | batch | train samples/s | events/s | stage wall s | peak RSS GiB |")
-    bs = load_config(None, [f"seqrec.{s.split('.', 1)[1]}" for s in args.set if s.startswith("seqrec.")]).seqrec
+    print(
+        "| steps | batch | train samples/s | events/s | stage wall s | peak RSS GiB |\n| ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+    bs = load_config(
+        None, [f"seqrec.{s.split('.', 1)[1]}" for s in args.set if s.startswith("seqrec.")]
+    ).seqrec
     sps = m["train_samples_per_s"]
     print(f"| {args.steps} | {bs.batch_size} | {sps:.0f} | {sps * 100:.0f} | {wall:.0f} | {peak:.2f} |")
     print(f"one epoch of 1M users at this rate: {1e6 / max(sps, 1e-9) / 60:.0f} min")

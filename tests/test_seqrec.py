@@ -195,7 +195,14 @@ TINY = ("data.mm_feats=['81','82']", "data.emb_dims={'82': 8}", "data.valid_user
         "seqrec.topk=10", "embed.dim=8", "embed.text.enabled=false", "embed.probe=false")  # fmt: skip
 
 
-@pytest.mark.parametrize("extra", [(), ("seqrec.loss=bce", "seqrec.multimodal=provided")])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),
+        ("seqrec.loss=bce", "seqrec.multimodal=provided"),
+        ("seqrec.negatives=64", "seqrec.next_action=false"),
+    ],
+)  # sampled negatives + logQ; the official recipe; the exact softmax (21 items fit 64 + 8 negatives)
 def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
     cfg = tmp_cfg("tencentgr_real.yaml", *TINY, *extra)
     write_platform(tiny_tgr(), Paths(cfg).raw_dir, {"82": 8})
@@ -225,7 +232,7 @@ def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
     ]
     metrics = json.loads((out / Seqrec.METRICS).read_text())
     assert {"valid_score", "valid_hr@10", "valid_ndcg@10", "valid_weighted_score"} <= set(metrics)
-    assert metrics["multimodal"] == ("embed" if not extra else "provided:81,82")
+    assert metrics["multimodal"] == ("provided:81,82" if "seqrec.multimodal=provided" in extra else "embed")
     assert (out / Seqrec.CURVE).is_file() and (out / Seqrec.MODEL).is_file()
     assert not Paths(cfg).resume_dir("seqrec").exists()  # finished: the checkpoint is gone
     keep = before_cuts(ev["user"], np.r_[valid["event_index"], stack["event_index"]])

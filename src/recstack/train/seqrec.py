@@ -254,7 +254,9 @@ def batch_loss(model: SeqRec, store: EventStore, b: dict[str, torch.Tensor], wei
         if s.loss == "bce":
             return bce_loss(q, vec[: len(tgt)], vec[len(tgt) :], w[sel])
         lq_pos = lq_neg = None
-        if s.logq and not full:  # expected count of an item among the negatives: m x target popularity + K x rate
+        if (
+            s.logq and not full
+        ):  # expected count of an item among the negatives: m x target popularity + K x rate
             logq = torch.log((m * pop + s.negatives * rate).clamp(min=1e-12)).float()
             lq_pos, lq_neg = logq[tgt], logq[neg_id]
         return infonce_loss(q, vec[: len(tgt)], vec[len(tgt) :], tgt, neg_id, lq_pos, lq_neg, w[sel],
