@@ -18,7 +18,8 @@ SOURCES = ("raw", "movielens", "synthetic")
 LAYOUTS = ("auto", "platform", "parquet")
 DEVICES = ("auto", "cpu", "cuda")
 MMCTR_COLUMNS = ("Task1", "Task2", "Task1&2")  # headers the MMCTR challenge accepts
-MULTIMODAL = ("auto", "embed", "provided", "none")  # rank.multimodal
+MULTIMODAL = ("auto", "embed", "provided", "none")  # rank.multimodal, seqrec.multimodal
+SEQREC_LOSSES = ("infonce", "bce")
 POOLINGS = ("mean", "cls", "last")  # text encoder pooling
 INDEX_BACKENDS = ("auto", "faiss", "torch")  # retrieve.index.backend
 ENSEMBLE_METHODS = ("fixed", "fit", "rank")  # ensemble.method
@@ -347,6 +348,43 @@ class StackConfig:
 
 
 @dataclass
+class SeqrecConfig:
+    # The tencentgr generative sequence retriever (models/seqrec.py, train/seqrec.py, stages/seqrec.py).
+    loss: str = "infonce"  # infonce | bce (the official baseline: one random negative, dot product)
+    dim: int = 64  # token / item vector width; the official baseline uses 32
+    layers: int = 2  # SASRec / the official baseline use 1-2 blocks at this data size
+    heads: int = 2
+    max_len: int = 100  # events per window: TencentGR keeps <= 100 events per user
+    dropout: float = 0.1
+    emb_std: float = 0.02  # embedding init (GPT-2): small tokens keep the pre-norm residual stream stable
+    next_action: bool = True  # queries are told the next event's action (a click at inference): TAAC 2025
+    temperature: float = 0.05  # cosine / T; strong TAAC 2025 solutions use 0.02-0.1 (tuned on valid)
+    negatives: int = 1024  # shared items sampled per step (popularity mixed with uniform)
+    inbatch: int = 1024  # the batch's other positives used as negatives (at most)
+    logq: bool = True  # subtract log sampling rate of every candidate (Yi et al. 2019)
+    uniform_mix: float = 0.1  # share of shared negatives drawn uniformly (cold and never-clicked items too)
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: int = 100  # steps of linear warmup before the cosine decay
+    batch_size: int = 128  # windows (users) per step
+    epochs: int = 20
+    min_steps: int = 1000  # step floor: a small data set still gets enough updates
+    eval_every: int = 0  # steps between valid evaluations; 0 = once per epoch
+    patience: int = 5  # evaluations without a better valid score before stopping
+    multimodal: str = (
+        "auto"  # auto (embed stage's item_emb.npy, else provided mm_<id>) | embed | provided | none
+    )
+    skip_item_feats: list[str] = field(default_factory=lambda: ["111"])  # 111 is id-like (DESIGN.md)
+    user_array_len: int = 8  # values kept per user array feature (u106..u110)
+    exclude_seen: bool = True  # leave the user's seen items out of the top-k (as the baseline does)
+    topk: int = 200  # ranked items per query in predictions.parquet (a candidate source for retrieve)
+    index: str = "Flat"  # FAISS index_factory string of the pool search (retrieve/index.py)
+    # added to `seed` for the model's initialisation and draws only: seeds over one data split (bench)
+    seed_offset: int = 0
+    progress: bool = True
+
+
+@dataclass
 class EnsembleConfig:
     sources: list[str] = field(default_factory=lambda: ["baseline"])
     # fixed: `weights` as typed (mean of logits; tencentgr: weighted reciprocal-rank fusion);
@@ -376,6 +414,7 @@ class Config:
     rank: RankConfig = field(default_factory=RankConfig)
     retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     stack: StackConfig = field(default_factory=StackConfig)
+    seqrec: SeqrecConfig = field(default_factory=SeqrecConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
 
@@ -416,6 +455,14 @@ def _check(cfg: DictConfig, source: str) -> None:
         bad("embed.text.pooling", cfg.embed.text.pooling, POOLINGS)
     if cfg.rank.multimodal not in MULTIMODAL:
         bad("rank.multimodal", cfg.rank.multimodal, MULTIMODAL)
+    if cfg.seqrec.multimodal not in MULTIMODAL:
+        bad("seqrec.multimodal", cfg.seqrec.multimodal, MULTIMODAL)
+    if cfg.seqrec.loss not in SEQREC_LOSSES:
+        bad("seqrec.loss", cfg.seqrec.loss, SEQREC_LOSSES)
+    if cfg.seqrec.dim % cfg.seqrec.heads:
+        raise ConfigError(f"{source}: seqrec.dim ({cfg.seqrec.dim}) must be a multiple of seqrec.heads")
+    if cfg.seqrec.topk < 10:
+        raise ConfigError(f"{source}: seqrec.topk is {cfg.seqrec.topk}; expected >= 10 (the metric's top 10)")
     if cfg.ensemble.column not in MMCTR_COLUMNS:
         bad("ensemble.column", cfg.ensemble.column, MMCTR_COLUMNS)
     if cfg.retrieve.index.backend not in INDEX_BACKENDS:

@@ -220,6 +220,16 @@ class Ranked:
         return "model.pt" if fold is None else f"model_fold{fold}.pt"
 
 
+class Seqrec:
+    """Files of the `seqrec` stage besides predictions.parquet (a ranking table: split train = the stacker's
+    queries (tgr_prepared.stack_queries order), valid = valid_targets, test = predict_users)."""
+
+    METRICS = "metrics.json"  # valid score, HR@10, NDCG@10, weighted score; best step, samples/s
+    CURVE = "curve.csv"  # one row per evaluation: step, train loss, lr, valid figures, samples/s
+    MODEL = "model.pt"  # best weights (state_dict)
+    RESUME = "seqrec.pt"  # under Paths.resume_dir("seqrec"): the last evaluation's checkpoint
+
+
 class PreparedTGR:
     """Canonical tables written by `prepare` (tencentgr). Ids are the platform re-ids (from 1; 0 = none)."""
 

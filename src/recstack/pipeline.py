@@ -33,7 +33,7 @@ from recstack.config import subset
 from recstack.errors import DataError
 from recstack.models.rankers import RANKERS
 from recstack.paths import LOCK, MANIFEST, Paths
-from recstack.stages import baseline, build, embed, ensemble, prepare, rank, retrieve, stack
+from recstack.stages import baseline, build, embed, ensemble, prepare, rank, retrieve, seqrec, stack
 from recstack.stages.context import StageContext
 from recstack.train import dist
 
@@ -101,6 +101,11 @@ PIPELINES: dict[str, dict[str, Stage]] = {
             "embed", embed.run_tencentgr, ("prepare",),
             (*_SHARED, "device", "embed", "data.mm_feats", "data.emb_dims"),
             "item texts (where present) + provided emb_<id> (masked coverage) -> fused, behaviour-aligned vectors",
+        ),
+        "seqrec": Stage(
+            "seqrec", seqrec.run, ("prepare",), (*_SHARED, "device", "data.valid_users", "data.stack_users",
+            "data.mm_feats", "data.emb_dims", "seqrec"),
+            "causal transformer over event sequences, InfoNCE + logQ: top-k of the pool per query, FAISS search",
         ),
         "baseline": Stage(
             "baseline", baseline.run_tencentgr, ("prepare",), (*_SHARED, "baseline"),
@@ -178,9 +183,10 @@ def _needs(cfg: DictConfig, stage: Stage) -> tuple[str, ...]:
         stages = stages_for(cfg)
         if "embed" in stages:
             needs = (*needs, "embed")  # content ANN (tencentgr), similarity features (mmctr)
-        # the sequence model is an optional source: read when that stage exists and has finished
-        if "seqrec" in stages and read_manifest(Paths(cfg).stage_dir("seqrec")) is not None:
+        if "seqrec" in stages:  # the sequence model is a candidate source of its own
             needs = (*needs, "seqrec")
+    if stage.name == "seqrec" and cfg.seqrec.multimodal in ("auto", "embed"):
+        needs = (*needs, "embed")  # the item tower projects the embed stage's matrix
     if cfg.data.source == "raw":
         needs = tuple(n for n in needs if n != "build")
     return needs

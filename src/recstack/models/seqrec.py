@@ -1,0 +1,153 @@
+"""Generative sequence retriever for TencentGR: a causal pre-norm transformer over a user's event sequence.
+
+Tokens: [user profile] e_1 ... e_L, each event token = item vector + action-type embedding + gap bucket
+embedding (log2 of the seconds since the previous event) + a learned position counted from the sequence end.
+The output at position t (optionally told the action type of the next event: next-action conditioning, as
+strong TencentGR 2025 solutions do) is the query for the next item; items are scored by cosine (InfoNCE) or
+dot product (the official baseline's BCE) against the same item tower that builds the input tokens.
+
+Item tower: [id embedding | sum of sparse-feature embeddings | projected frozen multimodal vectors] -> Linear.
+It is built from models/item_encoder.embedding rather than ItemEncoder itself: ItemEncoder's inputs are
+the mmctr item side (tag lists, levels, one matrix) and its output is a concatenation the rankers are tuned
+to; generalising it would change the module order (hence RNG draws) of the DIN/QIN submissions. An item
+never seen in training has id index 0 (a zero row), so its vector comes from its features and vectors alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recstack.models.item_encoder import embedding
+
+N_ACTIONS = 3  # TencentGR action types: 0 exposure, 1 click, 2 conversion
+CLICK = 1
+GAP_BUCKETS = 40  # 0 = no previous event; 1 + floor(log2(1 + seconds)) covers gaps up to 2^38 s
+
+
+def gap_buckets(ts: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """ts (E,) long seconds, first (E,) bool (a user's first event) -> (E,) long bucket of the gap."""
+    gap = (ts - torch.roll(ts, 1)).clamp(min=0).double()  # (E,)
+    b = 1 + torch.floor(torch.log2(1.0 + gap)).long()
+    return torch.where(first, 0, b.clamp(max=GAP_BUCKETS - 1))
+
+
+class FeatureSum(nn.Module):
+    """Sum of per-column embeddings of compact-coded sparse features, one table with column offsets."""
+
+    def __init__(self, cards: list[int], dim: int, std: float):
+        super().__init__()
+        offsets = torch.tensor([0, *cards[:-1]]).cumsum(0) if cards else torch.zeros(0, dtype=torch.long)
+        self.register_buffer("offsets", offsets.long(), persistent=False)
+        self.emb = embedding(max(sum(cards), 1), dim, std=std)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:  # codes (..., F) long, 0 = missing -> (..., d)
+        e = self.emb(codes + self.offsets) * (codes != 0).unsqueeze(-1)  # (..., F, d), missing -> 0
+        return e.sum(-2)
+
+
+class ItemTower(nn.Module):
+    def __init__(self, id_index: torch.Tensor, feats: torch.Tensor, multimodal: list[torch.Tensor],
+                 dim: int, std: float):  # fmt: skip
+        """id_index (I,) long: 0 = unseen in training; feats (I, F) long compact codes per column (0 =
+        missing); multimodal: frozen (I, M_k) matrices, row == item re-id (float16 kept as is: memory)."""
+        super().__init__()
+        self.register_buffer("id_index", id_index.long(), persistent=False)
+        self.register_buffer("feats", feats.long(), persistent=False)
+        for k, m in enumerate(multimodal):
+            self.register_buffer(f"mm{k}", m, persistent=False)
+        self.n_mm, self.n_items = len(multimodal), len(id_index)
+        self.id_emb = embedding(max(int(id_index.max()) + 1, 2), dim, padding_idx=0, std=std)
+        cards = [int(feats[:, j].max()) + 1 for j in range(feats.shape[1])]
+        self.feat = FeatureSum(cards, dim, std)
+        self.mm_proj = nn.ModuleList(nn.Linear(m.shape[1], dim) for m in multimodal)
+        self.out = nn.Linear((2 + len(multimodal)) * dim, dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # ids (...) long item re-ids -> (..., d)
+        parts = [self.id_emb(self.id_index[ids]), self.feat(self.feats[ids])]  # (..., d) each
+        for k, proj in enumerate(self.mm_proj):
+            parts.append(proj(getattr(self, f"mm{k}")[ids].float()))  # (..., d)
+        return self.out(torch.cat(parts, -1))
+
+
+class UserTower(nn.Module):
+    def __init__(self, sparse: torch.Tensor, arrays: torch.Tensor, dim: int, std: float):
+        """sparse (U, Fs) long compact codes; arrays (U, Fa, T) long compact codes, 0-padded."""
+        super().__init__()
+        self.register_buffer("sparse", sparse.long(), persistent=False)
+        self.register_buffer("arrays", arrays.long(), persistent=False)
+        self.sparse_emb = FeatureSum([int(sparse[:, j].max()) + 1 for j in range(sparse.shape[1])], dim, std)
+        self.array_emb = FeatureSum([int(arrays[:, j].max()) + 1 for j in range(arrays.shape[1])], dim, std)
+
+    def forward(self, users: torch.Tensor) -> torch.Tensor:  # users (B,) long profile rows -> (B, d)
+        a = self.arrays[users].transpose(1, 2)  # (B, T, Fa)
+        n = (a != 0).any(-1).sum(-1, keepdim=True).clamp(min=1)  # (B, 1) entries per user
+        return self.sparse_emb(self.sparse[users]) + self.array_emb(a).sum(1) / n  # (B, d)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (GPT-2 / nanoGPT layout)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # x (B, T, d), mask (B, 1, T, T)
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, T, d/H)
+        x = x + F.dropout(self.proj(y.transpose(1, 2).reshape(b, t, d)), p, self.training)
+        return x + self.mlp(self.ln2(x))
+
+
+class SeqRec(nn.Module):
+    def __init__(self, items: ItemTower, users: UserTower, dim: int, layers: int, heads: int, max_len: int,
+                 dropout: float, next_action: bool, std: float):  # fmt: skip
+        super().__init__()
+        self.items, self.users, self.max_len, self.next_action = items, users, max_len, next_action
+        self.action_emb = embedding(N_ACTIONS, dim, std=std)
+        self.gap_emb = embedding(GAP_BUCKETS, dim, std=std)
+        self.pos_emb = embedding(max_len + 1, dim, std=std)  # from the end: 0 = the last token
+        if next_action:
+            self.next_emb = embedding(N_ACTIONS, dim, std=std)
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor, action: torch.Tensor, gap: torch.Tensor,
+                valid: torch.Tensor, next_action: torch.Tensor | None = None,
+                table: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """user (B,) profile rows; item / action / gap (B, L) long, left-padded; valid (B, L) bool;
+        next_action (B, L) long (None: click everywhere); table (I, d): every item's vector, computed once
+        (see item_vectors) -> the query after each event, (B, L, d)."""
+        b, n = item.shape
+        it = self.items(item) if table is None else F.embedding(item, table)  # (B, L, d)
+        ev = it + self.action_emb(action) + self.gap_emb(gap)  # (B, L, d)
+        x = torch.cat([self.users(user).unsqueeze(1), ev], 1)  # (B, T = L + 1, d), user token first
+        x = self.drop(x + self.pos_emb(torch.arange(n, -1, -1, device=x.device)))  # positions from the end
+        keys = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)  # (B, T) the user token is always real
+        causal = torch.ones(n + 1, n + 1, dtype=torch.bool, device=x.device).tril()  # (T, T)
+        # every query sees the user token, so no row is fully masked (which would give NaN)
+        mask = causal & keys[:, None, :]  # (B, T, T)
+        for block in self.blocks:
+            x = block(x, mask.unsqueeze(1))
+        h = self.ln_f(x[:, 1:])  # (B, L, d): the query after each event
+        if self.next_action:
+            nxt = torch.full_like(item, CLICK) if next_action is None else next_action
+            h = h + self.next_emb(nxt)
+        return h
+
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:  # ids (...) -> (..., d), the output side
+        return self.items(ids)
+
+    def item_table(self) -> torch.Tensor:
+        """(I, d) every item once: cheaper than encoding per position when a batch holds more ids than
+        there are items (MovieLens: 1,683 items, ~20k ids per batch); both give the same vectors."""
+        return self.items(torch.arange(self.items.n_items, device=self.items.id_index.device))

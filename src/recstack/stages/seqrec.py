@@ -1,0 +1,259 @@
+"""`seqrec`: the generative sequence retriever of the tencentgr track (models/seqrec.py, train/seqrec.py).
+
+Trains next-item on the events before every held-out target (valid_targets and the stacker's queries,
+tgr_prepared.before_cuts), selects the step by the valid score, then searches the candidate pool's item
+vectors with each query's user vector through retrieve/index.py (FAISS), the user's seen items left out
+(seqrec.exclude_seen). Writes (names in paths.Predictions / paths.Seqrec):
+    predictions.parquet  ranking table (data/predictions.ranking_table), top seqrec.topk per query: split
+                         train = stack_queries(...) rows in order, valid = valid_targets rows, test =
+                         predict_users rows (histories from predict_events.parquet)
+    metrics.json         valid score, HR@10, NDCG@10, weighted score; best step, samples/s
+    curve.csv            one row per evaluation
+    model.pt             best weights
+An interrupted run resumes from its last evaluation (Paths.resume_dir("seqrec")).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from omegaconf import OmegaConf
+
+from recstack.artifacts import atomic_path, stable_hash, write_json, write_table, write_text
+from recstack.data.predictions import ranking_table
+from recstack.data.ranking import read_matrix
+from recstack.data.tencentgr import MM_DIMS
+from recstack.data.tgr_prepared import (
+    before_cuts,
+    group_bounds,
+    pool_items,
+    read_events,
+    read_mm,
+    read_table,
+    stack_queries,
+)
+from recstack.errors import DataError
+from recstack.metrics import tencentgr_score
+from recstack.models.seqrec import ItemTower, SeqRec, UserTower
+from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Seqrec
+from recstack.retrieve.index import IndexSettings, VectorIndex, search_excluding
+from recstack.stages.context import StageContext
+from recstack.train import dist
+from recstack.train.seqrec import (
+    ACTION_WEIGHTS,
+    EventStore,
+    SeqTrainSettings,
+    Windows,
+    encode_items,
+    encode_queries,
+    fit,
+    query_windows,
+    sampling_rates,
+    seen_lists,
+    train_windows,
+)
+
+log = logging.getLogger(__name__)
+
+
+def codes(x: np.ndarray) -> np.ndarray:
+    """Compact codes of a sparse feature column: 0 stays missing, other values -> 1..distinct."""
+    vals = np.unique(x[x != 0])
+    return np.where(x != 0, np.searchsorted(vals, x) + 1, 0).astype(np.int64)
+
+
+def array_codes(col: pa.ChunkedArray, width: int) -> np.ndarray:
+    """A list<int> column -> (rows, width) compact codes of each row's first `width` values, 0-padded."""
+    arr = col.combine_chunks()
+    off = arr.offsets.to_numpy().astype(np.int64)
+    lengths = np.diff(off)
+    values = codes(arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64))
+    pos = np.arange(len(values)) - np.repeat(off[:-1], lengths)  # place within its row
+    row = np.repeat(np.arange(len(arr)), lengths)
+    out = np.zeros((len(arr), width), np.int64)
+    keep = pos < width
+    out[row[keep], pos[keep]] = values[keep]
+    return out
+
+
+def multimodal(ctx: StageContext, n: int) -> tuple[list[np.ndarray], str]:
+    """Frozen item matrices (row == item re-id) for the item tower, and where they came from."""
+    sc, prep = ctx.cfg.seqrec, ctx.input_dir("prepare")
+    embed_done = (ctx.input_dir("embed") / MANIFEST).is_file()
+    if sc.multimodal == "embed" or (sc.multimodal == "auto" and embed_done):
+        if not embed_done:
+            raise DataError(
+                "seqrec.multimodal=embed but the embed stage has not finished: run `./run.sh embed`"
+            )
+        return [read_matrix(ctx.input_dir("embed") / Embedded.ITEMS, n)], "embed"
+    if sc.multimodal == "none":
+        return [], "none"
+    dims = {**MM_DIMS, **ctx.cfg.data.emb_dims}
+    mats = [np.asarray(read_mm(prep, f, n, int(dims[f]))[0]) for f in ctx.cfg.data.mm_feats]
+    return mats, "provided:" + ",".join(ctx.cfg.data.mm_feats) if mats else "none"
+
+
+def item_side(ctx: StageContext, trained_items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """id index (0 = unseen in training), compact sparse feature codes, and the number of item rows."""
+    table = pq.read_table(ctx.input_dir("prepare") / PreparedTGR.ITEMS)
+    n = table.num_rows
+    if not np.array_equal(table.column("item").to_numpy(), np.arange(n)):
+        raise DataError(f"{ctx.input_dir('prepare') / PreparedTGR.ITEMS}: column 'item' is not 0..{n - 1}")
+    skip = {f"i{f}" for f in ctx.cfg.seqrec.skip_item_feats}
+    cols = [c for c in table.column_names if c.startswith("i") and c[1:].isdigit() and c not in skip]
+    feats = [codes(table.column(c).to_numpy().astype(np.int64)) for c in cols]
+    feats = [f for f in feats if f.any()]  # a feature this data set never sets carries nothing
+    seen = np.zeros(n, bool)
+    seen[trained_items] = True
+    seen[0] = False
+    id_index = np.where(seen, np.cumsum(seen), 0)
+    f = np.stack(feats, 1) if feats else np.zeros((n, 0), np.int64)
+    return torch.from_numpy(id_index), torch.from_numpy(f), n
+
+
+def user_side(ctx: StageContext) -> tuple[torch.Tensor, torch.Tensor, int]:
+    table = pq.read_table(ctx.input_dir("prepare") / PreparedTGR.USERS)
+    sparse = [codes(table.column(c).to_numpy().astype(np.int64)) for c in table.column_names
+              if c.startswith("u") and c[1:].isdigit() and pa.types.is_integer(table.schema.field(c).type)]  # fmt: skip
+    arrays = [array_codes(table.column(c), ctx.cfg.seqrec.user_array_len) for c in table.column_names
+              if c.startswith("u") and c[1:].isdigit() and pa.types.is_list(table.schema.field(c).type)]  # fmt: skip
+    n = table.num_rows
+    s = np.stack(sparse, 1) if sparse else np.zeros((n, 0), np.int64)
+    a = np.stack(arrays, 1) if arrays else np.zeros((n, 0, 1), np.int64)
+    return torch.from_numpy(s), torch.from_numpy(a), n
+
+
+def profile_rows(user: np.ndarray, n_users: int) -> np.ndarray:
+    """users.parquet row of each user id (0 = no profile: a cold-start predict user)."""
+    return np.where((user >= 1) & (user < n_users), user, 0).astype(np.int64)
+
+
+def settings(ctx: StageContext, key: str) -> SeqTrainSettings:
+    sc = ctx.cfg.seqrec
+    keys = ("loss", "temperature", "negatives", "inbatch", "logq", "uniform_mix", "lr", "weight_decay", "warmup",
+            "batch_size", "epochs", "min_steps", "eval_every", "patience", "max_len", "exclude_seen", "progress")  # fmt: skip
+    return SeqTrainSettings(**{k: sc[k] for k in keys}, seed=ctx.cfg.seed + sc.seed_offset,
+                            resume=ctx.paths.resume_dir("seqrec") / Seqrec.RESUME, resume_key=key)  # fmt: skip
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg, sc, prep = ctx.cfg, ctx.cfg.seqrec, ctx.input_dir("prepare")
+    device = dist.resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed + sc.seed_offset)  # the model's initialisation
+    ev = read_events(prep)
+    valid = read_table(prep, PreparedTGR.VALID)
+    stack = stack_queries(ev, valid, cfg.data.stack_users, cfg.seed)
+    cuts = np.concatenate([valid["event_index"].to_numpy(), stack["event_index"].to_numpy()]).astype(np.int64)
+    keep = before_cuts(
+        ev["user"], cuts
+    )  # training events: every held-out target and what follows it left out
+    users, start, end = group_bounds(ev["user"])
+    train_end = (
+        start + np.add.reduceat(keep.astype(np.int64), start) if len(start) else end
+    )  # kept events are a prefix
+
+    id_index, feats, n_items = item_side(ctx, ev["item"][keep])
+    u_sparse, u_arrays, n_users = user_side(ctx)
+    mats, mm_source = multimodal(ctx, n_items)
+    store = EventStore.of(ev["user"], ev["item"], ev["action"], ev["ts"], device)
+    train = train_windows(start, train_end, profile_rows(users, n_users), sc.max_len, device)
+
+    def queries(q: pd.DataFrame) -> Windows:
+        g = np.searchsorted(users, q["user"].to_numpy())
+        return query_windows(start[g], q["event_index"].to_numpy(), profile_rows(users[g], n_users), device)
+
+    pool = pool_items(prep)
+    weight = np.vectorize(ACTION_WEIGHTS.get)(ev["action"][keep]).astype(np.float64)
+    counts = np.bincount(ev["item"][keep], weights=weight, minlength=n_items)
+    eligible = np.zeros(n_items, bool)
+    eligible[ev["item"][keep]] = True
+    eligible[pool] = True
+    eligible[0] = False
+    popularity = counts / max(counts.sum(), 1e-12)
+    rates = sampling_rates(counts, eligible.astype(np.float64), sc.uniform_mix)
+
+    items = ItemTower(id_index, feats, [torch.from_numpy(np.array(m)) for m in mats], sc.dim,
+                      sc.emb_std)  # fmt: skip
+    model = SeqRec(items, UserTower(u_sparse, u_arrays, sc.dim, sc.emb_std), sc.dim, sc.layers, sc.heads,
+                   sc.max_len, sc.dropout, sc.next_action, sc.emb_std).to(device)  # fmt: skip
+    prepare_key = json.loads((prep / MANIFEST).read_text())["key"]
+    key = stable_hash({"seqrec": OmegaConf.to_container(sc), "seed": cfg.seed, "prepare": prepare_key,
+                       "multimodal": mm_source, "valid": int(cfg.data.valid_users), "stack": int(cfg.data.stack_users)})  # fmt: skip
+    s = settings(ctx, key)
+    v_win = queries(valid)
+    log.info("seqrec on %s: %d training windows over %d events (%d users), %d valid queries, pool %d, "
+             "multimodal=%s, loss=%s", device, len(train), int(keep.sum()), len(users), len(v_win), len(pool),
+             mm_source, sc.loss)  # fmt: skip
+    pool_t = torch.from_numpy(pool).to(device)
+    result = fit(model, store, train, v_win, valid["item"].to_numpy(), valid["action"].to_numpy(), pool_t,
+                 popularity, rates, s)  # fmt: skip
+
+    # inference: the user vector at the last position searches the pool's item vectors (cosine; for the
+    # bce recipe's dot product the item vectors get one extra coordinate so cosine ranks as dot: MIPS)
+    item_vec = encode_items(model, pool_t).cpu().numpy()
+    index = VectorIndex(mips(item_vec) if sc.loss == "bce" else item_vec, IndexSettings(factory=sc.index,
+                        device=cfg.device), ids=pool, seed=cfg.seed)  # fmt: skip
+    k = min(sc.topk, len(pool))
+    pe = read_events(prep, predict=True)
+    pu = read_table(prep, PreparedTGR.PREDICT_USERS)
+    p_store = EventStore.of(pe["user"], pe["item"], pe["action"], pe["ts"], device)
+    p_users, p_start, p_end = group_bounds(pe["user"])
+    where = {int(u): (a, b) for u, a, b in zip(p_users, p_start, p_end, strict=True)}
+    bounds = np.array([where.get(int(u), (0, 0)) for u in pu["user"].tolist()], np.int64).reshape(-1, 2)
+    t_win = query_windows(bounds[:, 0], bounds[:, 1], profile_rows(pu["user"].to_numpy(), n_users), device)
+    parts = {}
+    for split, st, w in (("train", store, queries(stack)), ("valid", store, v_win), ("test", p_store, t_win)):
+        q = encode_queries(model, st, w, sc.max_len).cpu().numpy()
+        q = np.pad(q, ((0, 0), (0, 1))) if sc.loss == "bce" else q
+        seen = seen_lists(st, w) if sc.exclude_seen else None
+        scores, top = search_excluding(index, q, k, seen) if len(q) else (np.zeros((0, k)), np.zeros((0, k)))
+        parts[split] = fill_seen(index, q, top, scores)
+
+    m = tencentgr_score(parts["valid"][0][:, :10], valid["item"].to_numpy(), k=10,
+                        action=valid["action"].to_numpy(), action_weights=ACTION_WEIGHTS)  # fmt: skip
+    curve = pd.DataFrame(result.curve)
+    figures: dict[str, Any] = {f"valid_{k_}": round(float(v), 5) for k_, v in m.items()}
+    figures |= {"loss": sc.loss, "multimodal": mm_source, "device": str(device), "best_step": result.best_step,
+                "steps_planned": result.steps, "steps_run": int(curve["step"].max()) if len(curve) else 0,
+                "train_samples_per_s": round(float(curve["samples_per_s"].mean()), 1) if len(curve) else 0.0,
+                "params": sum(p.numel() for p in model.parameters()), "train_windows": len(train),
+                "queries": {s_: len(parts[s_][0]) for s_ in parts}, "pool": len(pool)}  # fmt: skip
+    write_table(ctx.out / Predictions.FILE, ranking_table(parts))
+    write_json(ctx.out / Seqrec.METRICS, figures)
+    write_text(ctx.out / Seqrec.CURVE, curve.to_csv(index=False))
+    with atomic_path(ctx.out / Seqrec.MODEL) as tmp:
+        torch.save(model.state_dict(), tmp)
+    shutil.rmtree(ctx.paths.resume_dir("seqrec"), ignore_errors=True)  # finished: nothing left to resume
+    log.info("seqrec (%s) valid score %.4f (HR@10 %.4f, NDCG@10 %.4f), best step %d", sc.loss,
+             figures["valid_score"], figures["valid_hr@10"], figures["valid_ndcg@10"], result.best_step)  # fmt: skip
+    return figures
+
+
+def fill_seen(
+    index: VectorIndex, q: np.ndarray, top: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A user who has seen nearly the whole pool gets fewer than k unseen items (id -1): fill the rest
+    with the best seen ones (as the popularity baseline does), so every row holds k distinct pool items."""
+    short = np.flatnonzero((top < 0).any(1))
+    if len(short):
+        s_all, i_all = index.search(q[short], top.shape[1])
+        for r, ss, ii in zip(short.tolist(), s_all, i_all, strict=True):
+            n = int((top[r] >= 0).sum())
+            extra = ~np.isin(ii, top[r, :n])
+            top[r, n:], scores[r, n:] = ii[extra][: top.shape[1] - n], ss[extra][: top.shape[1] - n]
+    return top, scores
+
+
+def mips(x: np.ndarray) -> np.ndarray:
+    """Items for maximum inner product search through a cosine index (Bachrach et al. 2014): append
+    sqrt(M^2 - |x|^2) so every row has norm M; a query padded with 0 then ranks by q.x."""
+    norm2 = (x.astype(np.float64) ** 2).sum(1)
+    return np.c_[x, np.sqrt(np.maximum(norm2.max() - norm2, 0))].astype(np.float32)
