@@ -102,12 +102,18 @@ def tmp_cfg(tmp_path):
     """load_config with input/output roots under tmp_path, plus overrides."""
 
     def make(config: str | None = None, *overrides: str):
-        base = [f"input_root={tmp_path / 'input'}", f"output_root={tmp_path / 'outputs'}"]
+        base = [f"input_root={tmp_path / 'input'}", f"output_root={tmp_path / 'outputs'}", *TINY_SEQREC]
         path = ROOT / "configs" / config if config else None
         return load_config(path, [*base, *overrides])
 
     return make
 
+
+# the tencentgr sequence model in seconds wherever a test runs that track's pipeline (tests override)
+TINY_SEQREC = (
+    "seqrec.dim=8", "seqrec.heads=2", "seqrec.layers=1", "seqrec.min_steps=6", "seqrec.batch_size=4",
+    "seqrec.eval_every=3", "seqrec.negatives=8", "seqrec.inbatch=8", "seqrec.progress=false",
+)  # fmt: skip
 
 SMALL_SYNTH = (
     "data.synthetic.users=150",

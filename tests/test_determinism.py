@@ -7,7 +7,7 @@ from recstack.data.tencentgr_platform import write_platform
 from recstack.paths import Paths, Submission
 from recstack.pipeline import run_until
 
-from conftest import ROOT, SMALL_SYNTH
+from conftest import ROOT, SMALL_SYNTH, TINY_SEQREC
 from tgr_helpers import tiny_tgr
 
 TGR = ("data.mm_feats=['81','82']", "data.emb_dims={'82': 8}", "data.valid_users=2", "data.stack_users=2",
@@ -18,7 +18,7 @@ def _twice(tmp_path, config: str, overrides: tuple[str, ...], files: list[str], 
     outs = []
     for run in ("a", "b"):
         cfg = load_config(ROOT / "configs" / config,
-                          [f"input_root={tmp_path / run / 'in'}", f"output_root={tmp_path / run / 'out'}", *overrides])  # fmt: skip
+                          [f"input_root={tmp_path / run / 'in'}", f"output_root={tmp_path / run / 'out'}", *TINY_SEQREC, *overrides])  # fmt: skip
         if tgr:
             write_platform(tiny_tgr(), Paths(cfg).raw_dir, {"82": 8})
         run_until(cfg, "ensemble")

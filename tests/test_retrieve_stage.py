@@ -33,7 +33,7 @@ def _tgr(tmp_cfg, *overrides):
 def test_tencentgr_candidates_report_and_best_ranking(tmp_cfg):
     cfg = _tgr(tmp_cfg)
     manifests = run_until(cfg, "ensemble")
-    assert list(manifests) == ["prepare", "embed", "retrieve", "ensemble"]
+    assert list(manifests) == ["prepare", "embed", "seqrec", "retrieve", "ensemble"]
     paths = Paths(cfg)
     out, prep = paths.stage_dir("retrieve"), paths.stage_dir("prepare")
     cand = pd.read_parquet(out / Retrieved.CANDIDATES)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from recstack.config import ConfigError
-from recstack.data.predictions import read_ranking
+from recstack.data.predictions import COLUMNS, read_ranking
 from recstack.data.tencentgr_platform import write_platform
 from recstack.data.tgr_prepared import before_cuts, pool_items, read_events, read_table, stack_queries
 from recstack.models.seqrec import ItemTower, SeqRec, UserTower
@@ -223,13 +223,7 @@ def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
                 assert not (np.diff(seen.astype(int)) < 0).any()
                 unseen = scores[r][~seen]
                 assert (np.diff(unseen) <= 1e-6).all()  # best first
-    assert pq.read_table(out / Predictions.FILE).column_names == [
-        "split",
-        "user_row",
-        "rank",
-        "item",
-        "score",
-    ]
+    assert tuple(pq.read_table(out / Predictions.FILE).column_names) == COLUMNS  # the one scored-rows format
     metrics = json.loads((out / Seqrec.METRICS).read_text())
     assert {"valid_score", "valid_hr@10", "valid_ndcg@10", "valid_weighted_score"} <= set(metrics)
     assert metrics["multimodal"] == ("provided:81,82" if "seqrec.multimodal=provided" in extra else "embed")
