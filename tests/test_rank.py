@@ -15,7 +15,7 @@ from recstack.pipeline import run_stage, run_until
 from recstack.train import trainer
 from recstack.train.oof import user_folds
 
-from conftest import SMALL_SYNTH
+from conftest import ROOT, SMALL_SYNTH
 
 TINY_RANK = (
     "rank.multimodal=provided",
@@ -169,3 +169,39 @@ def test_multimodal_choice_is_explicit(rank_cfg):
     assert run_until(cfg, "rank_qin")["rank_qin"]["figures"]["multimodal"] == "none"
     with pytest.raises(DataError, match=r"emb_nope\.npy: not found \(rank\.provided=nope\); prepare wrote"):
         run_stage(rank_cfg("rank.provided=nope"), "rank_qin")
+
+
+def test_kill_9_mid_stage_then_rerun_resumes_to_the_same_predictions(rank_cfg, tmp_path):
+    """A real SIGKILL (no `finally` runs) in a child process after epoch 1's checkpoint: the rerun removes
+    the dead run's temporary folder, resumes, and ends with an uninterrupted run's predictions."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    whole = rank_cfg("rank.epochs=8", "rank.patience=9")
+    run_until(whole, "rank_din")
+    expected = _preds(whole, "rank_din")
+
+    out = tmp_path / "killed"
+    cfg = rank_cfg("rank.epochs=8", "rank.patience=9", f"output_root={out}")
+    run_until(cfg, "prepare")
+    args = [f"{k}={v}" for k, v in (("input_root", cfg.input_root), ("output_root", out))]
+    overrides = [*SMALL_SYNTH, *TINY_RANK, "rank.epochs=8", "rank.patience=9", *args]
+    config = str(ROOT / "configs" / "mmctr_synthetic.yaml")
+    child = subprocess.Popen([sys.executable, "-m", "recstack", "rank_din", "--config", config, *overrides],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)  # fmt: skip
+    resume = Paths(cfg).resume_dir("rank_din") / "all.pt"
+    deadline = time.time() + 240
+    while not resume.is_file() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert child.poll() is None, "the child finished before it could be killed"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert list(Paths(cfg).run_dir.glob(".rank_din.tmp-*"))  # what kill -9 leaves behind
+    assert not (Paths(cfg).stage_dir("rank_din") / "manifest.json").is_file()
+    run_until(cfg, "rank_din")
+    assert not list(Paths(cfg).run_dir.glob(".rank_din.tmp-*"))
+    got = _preds(cfg, "rank_din")
+    np.testing.assert_allclose(got["score"].to_numpy(), expected["score"].to_numpy(), atol=1e-6)
