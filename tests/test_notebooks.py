@@ -42,7 +42,8 @@ def runs(tmp_path_factory):
     wheel = fake_wheel(cache / "recbole-1.2.1-py3-none-any.whl", users=30, items=60, per_user=12)
     out = {
         "mmctr": ("mmctr_synthetic.yaml", [*base, *SMALL_SYNTH, "data.synthetic.image_size=16",
-                                           "ensemble.sources=[baseline,rank_din]", "ensemble.weights=[1,1]"]),
+                                           "ensemble.sources=[baseline,rank_din]", "ensemble.method=fixed",
+                                           "ensemble.weights=[1,1]"]),
         "tencentgr": ("tencentgr_movielens.yaml", [*base, f"data.movielens.wheel_sha256={sha256_file(wheel)}",
                                                    *TINY_SEQREC]),
     }  # fmt: skip

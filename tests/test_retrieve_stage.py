@@ -45,7 +45,7 @@ def test_tencentgr_candidates_report_and_best_ranking(tmp_cfg):
     for s in ("covisit", "content", "popular", "merged"):
         assert cand[f"{s}_score"].dtype == np.float32 and cand[f"{s}_rank"].dtype == np.int32
         assert (np.isnan(cand[f"{s}_score"]) == (cand[f"{s}_rank"] < 0)).all()
-    base = cand[["covisit_rank", "content_rank", "popular_rank"]].to_numpy()
+    base = cand[["covisit_rank", "content_rank", "popular_rank", "seqrec_rank"]].to_numpy()
     assert (cand["n_sources"] == (base >= 0).sum(1)).all() and (cand["n_sources"] >= 1).all()
     assert not cand.duplicated(["split", "user_row", "item"]).any()
     assert cand.loc[cand.split == "test", "label"].isna().all()
@@ -56,7 +56,7 @@ def test_tencentgr_candidates_report_and_best_ranking(tmp_cfg):
         assert (c["user"].to_numpy() == tgt["user"].to_numpy()[c["user_row"].to_numpy()]).all()
     assert cand.loc[cand.split == "test", "user_row"].max() == len(pu) - 1
     report = json.loads((out / Retrieved.REPORT).read_text())
-    assert set(report["per_source"]) == {"covisit", "content", "popular", "merged"}
+    assert set(report["per_source"]) == {"covisit", "content", "popular", "seqrec", "merged"}
     assert "recall@10" in report["per_source"]["covisit"] and report["best"] in report["per_source"]
     figs = manifests["retrieve"]["figures"]
     assert figs["best"] == report["best"] and "valid_score_merged" in figs

@@ -82,7 +82,7 @@ def tgr_cfg(tmp_path, tmp_cfg):
 def test_reranker_beats_every_single_source_and_feeds_the_ensemble(tgr_cfg, monkeypatch, tmp_cfg):
     _with_retrieve(monkeypatch)
     manifests = run_until(tgr_cfg, "stack")
-    assert list(manifests)[-3:] == ["embed", "retrieve", "stack"]
+    assert list(manifests)[-3:] == ["seqrec", "retrieve", "stack"]
     figs = manifests["stack"]["figures"]
     assert figs["sources"] == ["a", "b"] and figs["train_queries"] == 20
     assert max(figs["valid_score_a"], figs["valid_score_b"]) < 0.7
