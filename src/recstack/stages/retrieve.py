@@ -205,6 +205,9 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     figures: dict[str, Any] = {"best": best, "sources": ",".join(names), "train_queries": len(train),
                                "valid_users": len(valid), "test_users": len(pu),
                                "candidates_rows": len(table), "union_recall": report["union_recall"]}  # fmt: skip
+    # the submitted ranking's own figures: the leaderboard lists the retrieve stage as the model "retrieve:<best>"
+    figures["model"] = f"retrieve:{best}"
+    figures["valid_score"] = report["per_source"][best].get("score")
     for name, e in report["per_source"].items():
         for key in ("score", "weighted_score", "hr@10", "ndcg@10", *[f"recall@{k}" for k in ks]):
             if e.get(key) is not None:
