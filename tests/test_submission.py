@@ -150,3 +150,16 @@ def test_zip_is_byte_identical_across_runs(tmp_path):
     time.sleep(2.1)  # a zip stores times in 2-second steps: a clock-dated member would differ now
     second = write_mmctr(tmp_path / "b", ids, pred, ids, "Task2", True).read_bytes()
     assert first == second
+
+
+def test_tgr_submission_is_checked_against_the_predict_users_not_itself(tmp_path):
+    from recstack.ensemble.submission import write_tgr
+
+    top = np.arange(1, 21).reshape(2, 10)
+    with pytest.raises(DataError, match="answers 2 users; the predict set has 3"):
+        write_tgr(tmp_path, top, ["a", "b"], np.arange(30), ["a", "b", "c"])
+    with pytest.raises(DataError, match="'a' is answered twice"):
+        write_tgr(tmp_path, top, ["a", "a"], np.arange(30), ["a", "a"])
+    assert list(tmp_path.iterdir()) == []
+    write_tgr(tmp_path, top, ["a", "b"], np.arange(30), ["a", "b"])
+    assert (tmp_path / "submission.json").is_file()

@@ -73,7 +73,7 @@ def test_tgr_validator():
 
 def test_tgr_invalid_submission_writes_nothing(tmp_path):
     with pytest.raises(DataError):
-        write_tgr(tmp_path, np.array([[1] * 10]), ["u"], np.arange(20))
+        write_tgr(tmp_path, np.array([[1] * 10]), ["u"], np.arange(20), ["u"])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -110,6 +110,11 @@ def validate_tgr(top10s: list[list[int]], user_list: list[str], expected_users: 
         )
     if len(top10s) != len(user_list):
         raise DataError(f"{source}: {len(top10s)} top-10 lists for {len(user_list)} users")
+    seen: dict[str, int] = {}
+    for k, u in enumerate(map(str, user_list)):
+        if u in seen:
+            raise DataError(f"{source}: user {u!r} is answered twice (entries {seen[u]} and {k})")
+        seen[u] = k
     for k, (got, want) in enumerate(zip(user_list, expected_users, strict=True)):
         if str(got) != str(want):
             raise DataError(f"{source}: user {k} is {got!r}; expected {want!r} (users in predict order)")
@@ -130,11 +135,13 @@ def validate_tgr(top10s: list[list[int]], user_list: list[str], expected_users: 
         )
 
 
-def write_tgr(folder: Path, top10s: np.ndarray, user_list: list[str], pool: np.ndarray) -> Path:
-    """Validate, then write submission.json (what the platform takes) and submission.csv; returns the json."""
+def write_tgr(folder: Path, top10s: np.ndarray, user_list: list[str], pool: np.ndarray,
+              expected_users: list[str]) -> Path:  # fmt: skip
+    """Validate against the predict users read by prepare (`expected_users`, in answer order), then write
+    submission.json (what the platform takes) and submission.csv; returns the json."""
     rows = [list(map(int, r)) for r in np.asarray(top10s)]
     users = [str(u) for u in user_list]
-    validate_tgr(rows, users, users, pool)
+    validate_tgr(rows, users, [str(u) for u in expected_users], pool)
     json_path = folder / Submission.TGR_JSON
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps({"top10s": rows, "user_list": users}))

@@ -152,7 +152,10 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     pool = (
         pq.read_table(prep / PreparedTGR.CANDIDATES, columns=["creative_id"]).column("creative_id").to_numpy()
     )
-    path = write_tgr(ctx.out, creative[parts["test"][0]], pu["raw_user_id"].tolist(), pool)
+    # the answered users follow the ranking's queries (rows of predict_users); checked against prepare's list
+    answered = pu["raw_user_id"].to_numpy()[np.arange(len(parts["test"][0]))].tolist()
+    expected = read_table(prep, PreparedTGR.PREDICT_USERS)["raw_user_id"].tolist()
+    path = write_tgr(ctx.out, creative[parts["test"][0]], answered, pool, expected)
     figures |= {"submission": path.name, "test_users": len(pu)}
     log.info("valid score per candidate (%s weights %s): %s", ec.method, figures["weights"],
              ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))  # fmt: skip
