@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recstack.artifacts import write_table
@@ -203,3 +204,31 @@ def test_row_features_by_hand():
     want = int(np.flatnonzero(order[:10] == 7)[0]) if 7 in order[:10] else 10
     assert f["ann_rank"][0] == want and f["ann_rank"][1] == 10
     assert all(v.dtype == np.float32 for v in f.values())
+
+
+def test_stack_queries_with_several_cuts_per_user_hold_out_from_the_earliest():
+    from recstack.data.tgr_prepared import before_cuts, stack_queries
+
+    # two users; actions: 1 = click, 0 = exposure
+    ev = {
+        "user": np.array([1, 1, 1, 1, 1, 2, 2, 2]),
+        "item": np.array([10, 11, 12, 13, 14, 20, 21, 22]),
+        "action": np.array([1, 0, 1, 1, 0, 1, 0, 1]),
+    }
+    valid = pd.DataFrame({"user": np.array([], np.int64)})
+    one = stack_queries(ev, valid, 5, 0)
+    two = stack_queries(ev, valid, 5, 0, cuts=2)
+    assert one["event_index"].tolist() == [3, 7]  # the last click of each user
+    assert two["event_index"].tolist() == [2, 3, 5, 7] and two["item"].tolist() == [12, 13, 20, 22]
+    assert (two["action"] >= 1).all() and two["n_hist"].tolist() == [2, 3, 0, 2]
+    keep = before_cuts(ev["user"], two["event_index"].to_numpy())
+    assert keep.tolist() == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]  # from each user's earliest cut

@@ -100,6 +100,7 @@ class DataConfig:
     # training users outside the valid ones whose last click is held out to train level-2 models (the
     # tencentgr stacker); every model trains on events before both sets' targets (tgr_prepared.before_cuts)
     stack_users: int = 10000
+    stack_cuts: int = 1  # held-out clicks per stack user (the last ones): more level-2 training queries
     movielens: MovieLensConfig = field(default_factory=MovieLensConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # mmctr
     synthetic_tgr: SyntheticTGRConfig = field(default_factory=SyntheticTGRConfig)  # tencentgr

@@ -103,7 +103,7 @@ PIPELINES: dict[str, dict[str, Stage]] = {
             "item texts (where present) + provided emb_<id> (masked coverage) -> fused, behaviour-aligned vectors",
         ),
         "seqrec": Stage(
-            "seqrec", seqrec.run, ("prepare",), (*_SHARED, "device", "data.valid_users", "data.stack_users",
+            "seqrec", seqrec.run, ("prepare",), (*_SHARED, "device", "data.valid_users", "data.stack_users", "data.stack_cuts",
             "data.mm_feats", "data.emb_dims", "seqrec"),
             "causal transformer over event sequences, InfoNCE + logQ: top-k of the pool per query, FAISS search",
         ),
@@ -113,7 +113,7 @@ PIPELINES: dict[str, dict[str, Stage]] = {
         ),
         "retrieve": Stage(
             "retrieve", retrieve.run_tencentgr, ("prepare",),
-            (*_SHARED, "device", "retrieve", "data.valid_users", "data.stack_users"),
+            (*_SHARED, "device", "retrieve", "data.valid_users", "data.stack_users", "data.stack_cuts"),
             "candidate sources (co-visitation, content ANN, popularity, seqrec) -> merged candidates, recall",
         ),
         "stack": Stage(

@@ -125,10 +125,31 @@ def before_cuts(user: np.ndarray, cut: np.ndarray) -> np.ndarray:
 STACK_SEED_OFFSET = 1  # the stacker's queries are drawn with seed + 1: independent of the valid draw
 
 
-def stack_queries(
-    events: dict[str, np.ndarray], valid: pd.DataFrame, n_users: int, seed: int
-) -> pd.DataFrame:
-    """Level-2 training queries: the last click of up to `n_users` training users outside the local
-    validation users (same columns as valid_targets). Every model that produces level-1 scores for them
-    trains on `before_cuts` of both sets, so neither their targets nor the valid targets leak."""
-    return last_clicks(events, n_users, seed + STACK_SEED_OFFSET, valid["user"].to_numpy())
+def stack_queries(events: dict[str, np.ndarray], valid: pd.DataFrame, n_users: int, seed: int,
+                  cuts: int = 1) -> pd.DataFrame:  # fmt: skip
+    """Level-2 training queries: the last `cuts` clicks of up to `n_users` training users outside the local
+    validation users (same columns as valid_targets; by user, then time). Every model that produces level-1
+    scores for them trains on `before_cuts` of both sets (from a user's earliest cut on), so neither their
+    targets nor the valid targets leak; each query's history is its events before its own cut."""
+    last = last_clicks(events, n_users, seed + STACK_SEED_OFFSET, valid["user"].to_numpy())
+    if cuts <= 1 or not len(last):
+        return last
+    user, action = events["user"], events["action"]
+    users, start, _ = group_bounds(user)
+    rows = []
+    for g, pos in zip(
+        np.searchsorted(users, last["user"].to_numpy()), last["event_index"].to_numpy(), strict=True
+    ):
+        clicks = start[g] + np.flatnonzero(action[start[g] : pos + 1] >= 1)
+        rows.append(clicks[-cuts:])
+    pos = np.concatenate(rows).astype(np.int64)
+    g = np.searchsorted(users, user[pos])
+    return pd.DataFrame(
+        {
+            "user": user[pos].astype(np.int64),
+            "item": events["item"][pos].astype(np.int64),
+            "action": action[pos].astype(np.int8),
+            "n_hist": (pos - start[g]).astype(np.int64),
+            "event_index": pos,
+        }
+    )

@@ -98,7 +98,7 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     pool = pool_items(prep)
     pool = pool[pool > 0]  # item 0 = a cold candidate never seen in training: no source can propose it
     valid = read_table(prep, PreparedTGR.VALID)
-    train = stack_queries(ev, valid, int(cfg.data.stack_users), int(cfg.seed))
+    train = stack_queries(ev, valid, int(cfg.data.stack_users), int(cfg.seed), int(cfg.data.stack_cuts))
     write_table(ctx.out / Retrieved.QUERIES, pa.Table.from_pandas(train, preserve_index=False))
     pu = read_table(prep, PreparedTGR.PREDICT_USERS)
     pe = read_events(prep, predict=True)

@@ -150,7 +150,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     torch.manual_seed(cfg.seed + sc.seed_offset)  # the model's initialisation
     ev = read_events(prep)
     valid = read_table(prep, PreparedTGR.VALID)
-    stack = stack_queries(ev, valid, cfg.data.stack_users, cfg.seed)
+    stack = stack_queries(ev, valid, cfg.data.stack_users, cfg.seed, cfg.data.stack_cuts)
     cuts = np.concatenate([valid["event_index"].to_numpy(), stack["event_index"].to_numpy()]).astype(np.int64)
     keep = before_cuts(
         ev["user"], cuts
