@@ -38,6 +38,15 @@ def histories(user: np.ndarray, item: np.ndarray, wanted: np.ndarray) -> list[np
     return [item[slice(*where[u])] if u in where else empty for u in wanted.tolist()]
 
 
+def histories_before(user: np.ndarray, item: np.ndarray, queries: pd.DataFrame) -> list[np.ndarray]:
+    """Each held-out query's history: its user's items before its target (`event_index`, a row of the
+    event arrays), as valid_targets / stack_queries give them. Events are grouped by user."""
+    users, start, _ = group_bounds(user)
+    g = np.searchsorted(users, queries["user"].to_numpy())
+    cut = queries["event_index"].to_numpy()
+    return [item[s:c] for s, c in zip(start[g].tolist(), cut.tolist(), strict=True)]
+
+
 def read_table(folder: str | Path, name: str) -> pd.DataFrame:
     return pq.read_table(Path(folder) / name).to_pandas()
 

@@ -20,8 +20,8 @@ from recstack.data.predictions import predictions_table, ranking_table
 from recstack.data.prepared import read_hist, read_items, read_samples
 from recstack.data.tgr_prepared import (
     before_cuts,
-    group_bounds,
     histories,
+    histories_before,
     pool_items,
     read_events,
     read_table,
@@ -76,13 +76,10 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     valid = read_table(prep, PreparedTGR.VALID)
 
     # valid: popularity and histories without each valid user's events from the held-out target on
-    users, start, _ = group_bounds(ev["user"])
-    g = np.searchsorted(users, valid["user"].to_numpy())  # group of each valid user (events grouped by user)
-    cut = valid["event_index"].to_numpy()
-    keep = before_cuts(ev["user"], cut)
+    keep = before_cuts(ev["user"], valid["event_index"].to_numpy())
     pop = decayed_popularity(ev["item"][keep], ev["action"][keep], ev["ts"][keep], n_rows,
                              bc.half_life_days, bc.conversion_weight)  # fmt: skip
-    seen = [ev["item"][s:c] for s, c in zip(start[g].tolist(), cut.tolist(), strict=True)]
+    seen = histories_before(ev["user"], ev["item"], valid)
     top_v, score_v = recommend(pop, pool, seen, bc.topk, bc.exclude_seen)
     m = tencentgr_score(top_v, valid["item"].to_numpy(), k=10, action=valid["action"].to_numpy(),
                         action_weights=TGR_ACTION_WEIGHTS)  # fmt: skip

@@ -27,8 +27,8 @@ from recstack.data.predictions import predictions_table, ranking_table, read_pre
 from recstack.data.prepared import read_samples
 from recstack.data.tgr_prepared import (
     before_cuts,
-    group_bounds,
     histories,
+    histories_before,
     pool_items,
     read_events,
     read_table,
@@ -168,14 +168,6 @@ def read_candidates(path) -> tuple[pd.DataFrame, list[str]]:
     return df, sources
 
 
-def _history_of(ev: dict[str, np.ndarray], queries: pd.DataFrame) -> list[np.ndarray]:
-    """Each query user's items before its held-out target (event_index)."""
-    users, start, _ = group_bounds(ev["user"])
-    g = np.searchsorted(users, queries["user"].to_numpy())
-    cut = queries["event_index"].to_numpy()
-    return [ev["item"][s:c] for s, c in zip(start[g].tolist(), cut.tolist(), strict=True)]
-
-
 def _rows_features(part: pd.DataFrame, sources: list[str], stats: pd.DataFrame, hist: list[np.ndarray],
                    n_hist: np.ndarray, emb: np.ndarray | None, recent: int) -> pd.DataFrame:  # fmt: skip
     q = part["user_row"].to_numpy()
@@ -248,8 +240,8 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
                        rc.conversion_weight)  # fmt: skip
     pe = read_events(prep, predict=True, columns=["user", "item"])
     hists = {
-        "train": _history_of(ev, queries["train"]),
-        "valid": _history_of(ev, queries["valid"]),
+        "train": histories_before(ev["user"], ev["item"], queries["train"]),
+        "valid": histories_before(ev["user"], ev["item"], queries["valid"]),
         "test": histories(pe["user"], pe["item"], queries["test"]["user"].to_numpy()),
     }
     emb_path = ctx.input_dir("embed") / Embedded.ITEMS
