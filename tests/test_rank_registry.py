@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from recstack.config import RANK_MODELS, ConfigError
+from recstack.metrics import auc
 from recstack.models import rankers
 from recstack.paths import Paths, Predictions
 from recstack.pipeline import pipeline_of, run_until
@@ -57,9 +58,12 @@ def test_registered_ranker_gets_block_stage_and_predictions(logreg, tmp_cfg):
     stages = list(pipeline_of("mmctr"))
     assert stages.index("rank_logreg") < stages.index("ensemble")
     out = run_until(cfg, "rank_logreg")
-    assert out["rank_logreg"]["figures"]["valid_auc"] > 0
-    preds = pd.read_parquet(Paths(cfg).stage_dir("rank_logreg") / Predictions.FILE)
-    assert set(preds["split"]) == {"valid", "test"} and preds["score"].between(0, 1).all()
+    paths = Paths(cfg)
+    preds = pd.read_parquet(paths.stage_dir("rank_logreg") / Predictions.FILE)
+    assert set(preds["split"]) == {"valid", "test"}
+    valid = pd.read_parquet(paths.stage_dir("prepare") / "samples_valid.parquet")
+    p = preds[preds["split"] == "valid"].set_index("query")["score"].reindex(valid["row_id"]).to_numpy()
+    assert out["rank_logreg"]["figures"]["valid_auc"] == pytest.approx(auc(valid["label"], p), abs=1e-4)
     with pytest.raises(ConfigError, match="rank.logreg.nope"):
         tmp_cfg("mmctr_synthetic.yaml", "rank.logreg.nope=1")
 

@@ -61,7 +61,10 @@ def test_tencentgr_candidates_report_and_best_ranking(tmp_cfg):
     figs = manifests["retrieve"]["figures"]
     assert figs["best"] == report["best"] and "valid_score_merged" in figs
     board = pd.read_csv(paths.leaderboard)  # the submitted ranking is a model row of the leaderboard
-    assert f"retrieve:{report['best']}" in set(board["model"]) and figs["valid_score"] >= 0
+    assert (
+        f"retrieve:{report['best']}" in set(board["model"])
+        and figs["valid_score"] == report["per_source"][report["best"]]["score"]
+    )
     pred = pd.read_parquet(out / Predictions.FILE)
     assert set(pred["split"]) == {"valid", "test"} and (pred["item"] > 0).all()
     assert pred.groupby(["split", "query"]).size().min() >= 10
