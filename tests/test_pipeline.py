@@ -126,7 +126,7 @@ def test_cli_bad_input_exits_nonzero_with_message(tmp_path, capsys):
 
 
 def test_unseen_ids_map_to_oov_and_are_counted(tmp_cfg):
-    from recstack.data.mmctr import write_mmctr_raw
+    from recstack.data.raw.mmctr import write_mmctr_raw
 
     from conftest import tiny_raw
 

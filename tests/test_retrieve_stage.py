@@ -11,8 +11,8 @@ import pytest
 
 from recstack.artifacts import write_table
 from recstack.config import ConfigError
-from recstack.data.predictions import ranking_table
-from recstack.data.tencentgr_platform import write_platform
+from recstack.data.raw.tencentgr_platform import write_platform
+from recstack.data.tables.predictions import ranking_table
 from recstack.errors import DataError
 from recstack.paths import Paths, Predictions, PreparedTGR, Retrieved
 from recstack.pipeline import Stage, run_until

@@ -85,7 +85,7 @@ def test_cv_rejects_bad_settings():
 def _fake_retrieve_mmctr(ctx):
     """A stand-in for the retrieve stage's mmctr features (paths.Retrieved.FEATURES contract)."""
     from recstack.artifacts import write_table
-    from recstack.data.prepared import read_samples
+    from recstack.data.tables.prepared import read_samples
 
     parts = []
     for split in ("valid", "test"):

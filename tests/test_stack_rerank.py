@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from recstack.artifacts import sha256_file, write_table
-from recstack.data.tgr_prepared import pool_items, read_events, read_table, stack_queries
+from recstack.data.tables.tgr_prepared import pool_items, read_events, read_table, stack_queries
 from recstack.errors import DataError
 from recstack.paths import Paths, PreparedTGR, Retrieved
 from recstack.pipeline import Stage, run_until

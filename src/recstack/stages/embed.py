@@ -30,10 +30,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from recstack.artifacts import write_npy, write_table
-from recstack.data.mmctr import item_info_table
-from recstack.data.prepared import read_hist, read_items, read_samples
-from recstack.data.tencentgr import MM_DIMS
-from recstack.data.tgr_prepared import (
+from recstack.data.raw.mmctr import item_info_table
+from recstack.data.raw.tencentgr import MM_DIMS
+from recstack.data.tables.prepared import read_hist, read_items, read_samples
+from recstack.data.tables.tgr_prepared import (
     before_cuts,
     group_bounds,
     read_events,

@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from recstack.artifacts import write_table
-from recstack.data.predictions import predictions_table, ranking_table, read_predictions, read_ranking
-from recstack.data.prepared import read_samples
-from recstack.data.tgr_prepared import read_table
+from recstack.data.tables.predictions import predictions_table, ranking_table, read_predictions, read_ranking
+from recstack.data.tables.prepared import read_samples
+from recstack.data.tables.tgr_prepared import read_table
 from recstack.ensemble.blend import (
     blend_apply,
     blend_fixed,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from recstack.data.predictions import read_predictions
+from recstack.data.tables.predictions import read_predictions
 from recstack.ensemble.submission import MMCTR_COLUMNS, read_mmctr, validate_mmctr
 from recstack.metrics import auc, gauc, logloss
 from recstack.models.rankers import RANKERS

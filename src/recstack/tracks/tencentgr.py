@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from recstack.data.predictions import read_ranking
+from recstack.data.tables.predictions import read_ranking
 from recstack.ensemble.submission import TGR_K, read_tgr, validate_tgr
 from recstack.metrics import TGR_ACTION_WEIGHTS, tencentgr_score
 from recstack.paths import Paths, PreparedTGR

@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from recstack.artifacts import atomic_path, write_table
-from recstack.data.arrow import check_utf8
-from recstack.data.tencentgr import (
+from recstack.data.raw.arrow import check_utf8
+from recstack.data.raw.tencentgr import (
     ACTIONS,
     ITEM_SPARSE,
     MM_DIMS,
@@ -48,7 +48,7 @@ from recstack.data.tencentgr import (
     assemble,
     indexer_of,
 )
-from recstack.data.tencentgr_platform import (
+from recstack.data.raw.tencentgr_platform import (
     check_reids,
     check_unique_users,
     load_indexer,

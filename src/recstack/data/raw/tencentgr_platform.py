@@ -28,9 +28,9 @@ import orjson
 from tqdm import tqdm
 
 from recstack.artifacts import atomic_path
-from recstack.data import safe_pickle
-from recstack.data import tencentgr as tgr
-from recstack.data.tencentgr import (
+from recstack.data.raw import safe_pickle
+from recstack.data.raw import tencentgr as tgr
+from recstack.data.raw.tencentgr import (
     ACTIONS,
     ITEM_SPARSE,
     MM_DIMS,
