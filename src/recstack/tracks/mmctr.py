@@ -71,7 +71,7 @@ class Mmctr(Track):
                 "LightGBM stacker on the level-1 predictions + cheap features, user-grouped CV on valid",
             ),
             "ensemble": Stage(
-                "ensemble", ensemble.run_mmctr, ("prepare",), (*SHARED_KEYS, "ensemble"),
+                "ensemble", ensemble.stage_body(ensemble.MmctrBlending), ("prepare",), (*SHARED_KEYS, "ensemble"),
                 "blend model predictions; write the validated submission (prediction.csv / .zip)",
             ),
         }  # fmt: skip

@@ -61,7 +61,7 @@ class TencentGR(Track):
                 "LightGBM lambdarank over the retrieve stage's candidates, trained on the stacker's queries",
             ),
             "ensemble": Stage(
-                "ensemble", ensemble.run_tencentgr, ("prepare",), (*SHARED_KEYS, "ensemble"),
+                "ensemble", ensemble.stage_body(ensemble.TencentgrBlending), ("prepare",), (*SHARED_KEYS, "ensemble"),
                 "fuse the sources' rankings; write the validated top-10 submission (submission.json / .csv)",
             ),
         }  # fmt: skip
