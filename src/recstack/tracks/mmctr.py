@@ -54,7 +54,7 @@ class Mmctr(Track):
                 "read and check the raw layout; write canonical item and sample tables", reads_raw=True,
             ),
             "embed": Stage(
-                "embed", embed.run_mmctr, ("prepare",), (*SHARED_KEYS, "device", "embed"),
+                "embed", embed.stage_body(embed.mmctr_side), ("prepare",), (*SHARED_KEYS, "device", "embed"),
                 "text / image encoders + provided embeddings -> fused, behaviour-aligned item vectors; Task 1 export",
             ),
             "baseline": Stage(

@@ -39,7 +39,7 @@ class TencentGR(Track):
                 reads_raw=True,
             ),
             "embed": Stage(
-                "embed", embed.run_tencentgr, ("prepare",),
+                "embed", embed.stage_body(embed.tencentgr_side), ("prepare",),
                 (*SHARED_KEYS, "device", "embed", "data.mm_feats", "data.emb_dims"),
                 "item texts (where present) + provided emb_<id> (masked coverage) -> fused, behaviour-aligned vectors",
             ),
