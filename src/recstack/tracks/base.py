@@ -3,9 +3,11 @@ its task is scored against the local answers (`evaluate`) and a stage's test pre
 leaderboard (`test_metric`).
 
 Layering: tracks sit between the pipeline and the stages (`cli > pipeline > tracks > leaderboard > stages`,
-checked by .importlinter). A track module imports the stage modules and wires each stage's body to the
-track's own adapters (the embed stage's `ItemSide`, the build / prepare raw layouts, the submission writer of
-the ensemble stage); the stages never ask which track they run in, and the pipeline and CLI only dispatch
+checked by .importlinter). A track module imports the stage modules and wires each stage to a body: a
+shared body with the track's adapter (embed: `embed.stage_body(<its ItemSide>)`; ensemble:
+`ensemble.stage_body(<its Blending>)`, which reads, scores, blends and writes its validated submission), or
+the track's own body where the work itself differs (build / prepare: its raw layout; baseline, retrieve,
+stack: its models). The stages never ask which track they run in, and the pipeline and CLI only dispatch
 through `TRACKS`. Data flows one way: stage bodies take what differs as arguments, tracks choose them.
 
 A stage body's code lives in its stage module, not here: the stage cache keys on the source of
