@@ -33,8 +33,8 @@ import pandas as pd
 import torch
 
 from recstack.config import load_config
-from recstack.data.prepared import read_hist, read_items, read_samples
-from recstack.data.ranking import read_rank_items, read_rank_rows
+from recstack.data.tables.prepared import read_hist, read_items, read_samples
+from recstack.data.tables.ranking import read_rank_items, read_rank_rows
 from recstack.embed.align import AlignSettings, align, consecutive_pairs
 from recstack.embed.fuse import Modality, behaviour_weights, fuse, provided_modality
 from recstack.embed.image import ImageEncoder, encode_image_files

@@ -73,13 +73,13 @@ def tencentgr(users: int, workdir: Path, keep: bool) -> dict[str, float]:
     try:
         _, child_gib, out = child_py(
             "import json; from recstack.config import SyntheticTGRConfig as C; "
-            "from recstack.data.synthetic_tgr import build_and_write as b; "
+            "from recstack.data.builders.synthetic_tgr import build_and_write as b; "
             f"print(json.dumps(b(C(**{kw!r}), {str(root / 'raw')!r})))",
             log,
         )
         fig = json.loads(out.strip().splitlines()[-1])
         read_s, read_gib, _ = child_py(
-            "from recstack.data.tencentgr_platform import read_platform as r; "
+            "from recstack.data.raw.tencentgr_platform import read_platform as r; "
             f"r({str(root / 'raw')!r}, __import__('pathlib').Path({str(root / 'prepared')!r}), True, ('81', '82'))",
             log,
         )

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from recstack.config import load_config
-from recstack.data.ranking import read_matrix, read_rank_items, read_rank_rows
+from recstack.data.tables.ranking import read_matrix, read_rank_items, read_rank_rows
 from recstack.metrics import auc
 from recstack.paths import Embedded, Paths, Prepared
 from recstack.stages.rank import build_model

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from recstack.config import load_config
-from recstack.data.predictions import read_predictions
-from recstack.data.prepared import read_samples
+from recstack.data.tables.predictions import read_predictions
+from recstack.data.tables.prepared import read_samples
 from recstack.ensemble.blend import logit
 from recstack.metrics import auc
 from recstack.paths import Paths

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from recstack.config import load_config
-from recstack.data.mmctr import MmctrItems, MmctrRaw, MmctrSplit
+from recstack.data.raw.mmctr import MmctrItems, MmctrRaw, MmctrSplit
 
 ROOT = Path(__file__).resolve().parents[1]
 

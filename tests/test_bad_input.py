@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recstack import cli
-from recstack.data.mmctr import write_mmctr_raw
-from recstack.data.tencentgr_parquet import write_parquet_layout
-from recstack.data.tencentgr_platform import write_platform
+from recstack.data.raw.mmctr import write_mmctr_raw
+from recstack.data.raw.tencentgr_parquet import write_parquet_layout
+from recstack.data.raw.tencentgr_platform import write_platform
 from recstack.paths import MMCTR_SUBDIR
 
 from conftest import ROOT, tiny_raw

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recstack.config import load_config
-from recstack.data.tencentgr_platform import write_platform
+from recstack.data.raw.tencentgr_platform import write_platform
 from recstack.paths import Paths, Submission
 from recstack.pipeline import run_until
 

@@ -21,7 +21,7 @@ from transformers import (
     ViTModel,
 )
 
-from recstack.data.mmctr import read_item_info
+from recstack.data.raw.mmctr import read_item_info
 from recstack.embed.align import AlignSettings, align, consecutive_pairs
 from recstack.embed.fuse import Modality, balance, fuse, provided_modality
 from recstack.embed.hf import default_text_model

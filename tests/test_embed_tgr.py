@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recstack.data.tencentgr_platform import write_platform
+from recstack.data.raw.tencentgr_platform import write_platform
 from recstack.errors import DataError
 from recstack.paths import Embedded, Paths, PreparedTGR
 from recstack.pipeline import run_stage, run_until

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recstack.data.mmctr import read_mmctr_raw, split_table, write_mmctr_raw
+from recstack.data.raw.mmctr import read_mmctr_raw, split_table, write_mmctr_raw
 from recstack.errors import DataError
 from recstack.paths import RawMmctr
 

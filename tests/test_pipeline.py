@@ -8,7 +8,8 @@ import pytest
 
 from recstack import cli
 from recstack.paths import MANIFEST, Paths
-from recstack.pipeline import PIPELINES, pipeline_of, run_stage, run_until
+from recstack.pipeline import pipeline_of, run_stage, run_until
+from recstack.tracks import TRACKS
 
 from conftest import ROOT, SMALL_SYNTH
 
@@ -64,17 +65,21 @@ def test_interrupted_stage_never_looks_finished(synth, monkeypatch):
         (ctx.out / "predictions.parquet").write_text("half")
         raise KeyboardInterrupt
 
-    stage = PIPELINES["mmctr"]["baseline"]
-    monkeypatch.setitem(PIPELINES["mmctr"], "baseline", stage.__class__(**{**stage.__dict__, "run": boom}))
+    stage = TRACKS["mmctr"].stages["baseline"]
+    monkeypatch.setitem(
+        TRACKS["mmctr"].stages, "baseline", stage.__class__(**{**stage.__dict__, "run": boom})
+    )
     with pytest.raises(KeyboardInterrupt):
         run_stage(synth, "baseline")
     assert not out.exists()
     assert not list(out.parent.glob(".baseline.tmp-*"))
     # a previous finished result stays intact when a rerun is interrupted
-    monkeypatch.setitem(PIPELINES["mmctr"], "baseline", stage)
+    monkeypatch.setitem(TRACKS["mmctr"].stages, "baseline", stage)
     run_stage(synth, "baseline")
     before = (out / MANIFEST).read_text()
-    monkeypatch.setitem(PIPELINES["mmctr"], "baseline", stage.__class__(**{**stage.__dict__, "run": boom}))
+    monkeypatch.setitem(
+        TRACKS["mmctr"].stages, "baseline", stage.__class__(**{**stage.__dict__, "run": boom})
+    )
     with pytest.raises(KeyboardInterrupt):
         run_stage(synth, "baseline", force=True)
     assert (out / MANIFEST).read_text() == before
@@ -121,7 +126,7 @@ def test_cli_bad_input_exits_nonzero_with_message(tmp_path, capsys):
 
 
 def test_unseen_ids_map_to_oov_and_are_counted(tmp_cfg):
-    from recstack.data.mmctr import write_mmctr_raw
+    from recstack.data.raw.mmctr import write_mmctr_raw
 
     from conftest import tiny_raw
 

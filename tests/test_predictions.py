@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from recstack.artifacts import write_table
-from recstack.data.predictions import (
+from recstack.data.tables.predictions import (
     COLUMNS,
     predictions_table,
     ranking_table,

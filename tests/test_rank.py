@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recstack.data.ranking import read_rank_rows
+from recstack.data.tables.ranking import read_rank_rows
 from recstack.errors import DataError
 from recstack.paths import Paths, Prepared
 from recstack.pipeline import run_stage, run_until

@@ -128,7 +128,7 @@ def test_micro_batches_give_the_same_training_run_as_whole_batches():
     the weights after an epoch match (float error only)."""
     import numpy as np
 
-    from recstack.data.ranking import RankRows
+    from recstack.data.tables.ranking import RankRows
     from recstack.train.trainer import DeviceRows, TrainSettings, fit
 
     def rows(n, seed):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from recstack.artifacts import write_table
-from recstack.data.predictions import ranking_table
+from recstack.data.tables.predictions import ranking_table
 from recstack.models.popularity import decayed_popularity
 from recstack.retrieve.base import MISSING, Events, Ranking, drop_seen, query_histories
 from recstack.retrieve.content import Content, ContentSettings
@@ -207,7 +207,7 @@ def test_row_features_by_hand():
 
 
 def test_stack_queries_with_several_cuts_per_user_hold_out_from_the_earliest():
-    from recstack.data.tgr_prepared import before_cuts, stack_queries
+    from recstack.data.tables.tgr_prepared import before_cuts, stack_queries
 
     # two users; actions: 1 = click, 0 = exposure
     ev = {

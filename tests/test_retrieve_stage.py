@@ -11,11 +11,12 @@ import pytest
 
 from recstack.artifacts import write_table
 from recstack.config import ConfigError
-from recstack.data.predictions import ranking_table
-from recstack.data.tencentgr_platform import write_platform
+from recstack.data.raw.tencentgr_platform import write_platform
+from recstack.data.tables.predictions import ranking_table
 from recstack.errors import DataError
 from recstack.paths import Paths, Predictions, PreparedTGR, Retrieved
-from recstack.pipeline import PIPELINES, Stage, run_until
+from recstack.pipeline import Stage, run_until
+from recstack.tracks import TRACKS
 
 from conftest import SMALL_SYNTH
 from tgr_helpers import tiny_tgr
@@ -86,7 +87,7 @@ def _fake_seqrec(ctx):
 
 def test_tencentgr_reads_a_finished_seqrec_stage(tmp_cfg, monkeypatch):
     cfg = _tgr(tmp_cfg, "ensemble.sources=[retrieve]")
-    stages = dict(PIPELINES["tencentgr"])
+    stages = dict(TRACKS["tencentgr"].stages)
     stages = {k: v for k, v in stages.items() if k not in ("retrieve", "stack")}  # 2 stack users: no reranker
     order = list(stages)
     fake = Stage("seqrec", _fake_seqrec, ("prepare",), ("track",), "fake")
@@ -94,9 +95,9 @@ def test_tencentgr_reads_a_finished_seqrec_stage(tmp_cfg, monkeypatch):
     for k in order:
         if k == "ensemble":
             new["seqrec"] = fake
-            new["retrieve"] = PIPELINES["tencentgr"]["retrieve"]
+            new["retrieve"] = TRACKS["tencentgr"].stages["retrieve"]
         new[k] = stages[k]
-    monkeypatch.setitem(PIPELINES, "tencentgr", new)
+    monkeypatch.setattr(TRACKS["tencentgr"], "stages", new)
     manifests = run_until(cfg)  # the whole track: seqrec runs before retrieve, which then reads it
     assert "seqrec" in manifests["retrieve"]["inputs"]
     cand = pd.read_parquet(Paths(cfg).stage_dir("retrieve") / Retrieved.CANDIDATES)

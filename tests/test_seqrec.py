@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from recstack.config import ConfigError
-from recstack.data.predictions import COLUMNS, read_ranking
-from recstack.data.tencentgr_platform import write_platform
-from recstack.data.tgr_prepared import before_cuts, pool_items, read_events, read_table, stack_queries
+from recstack.data.raw.tencentgr_platform import write_platform
+from recstack.data.tables.predictions import COLUMNS, read_ranking
+from recstack.data.tables.tgr_prepared import before_cuts, pool_items, read_events, read_table, stack_queries
 from recstack.models.seqrec import ItemTower, SeqRec, UserTower
 from recstack.paths import Paths, Predictions, PreparedTGR, Seqrec
 from recstack.pipeline import run_until

@@ -11,8 +11,9 @@ import pytest
 from recstack.config import LgbmConfig
 from recstack.metrics import auc
 from recstack.paths import Paths
-from recstack.pipeline import PIPELINES, Stage, run_until
+from recstack.pipeline import Stage, run_until
 from recstack.stack.lgbm import cv_binary, lgbm_binary
+from recstack.tracks import TRACKS
 
 from conftest import SMALL_SYNTH
 
@@ -84,7 +85,7 @@ def test_cv_rejects_bad_settings():
 def _fake_retrieve_mmctr(ctx):
     """A stand-in for the retrieve stage's mmctr features (paths.Retrieved.FEATURES contract)."""
     from recstack.artifacts import write_table
-    from recstack.data.prepared import read_samples
+    from recstack.data.tables.prepared import read_samples
 
     parts = []
     for split in ("valid", "test"):
@@ -104,8 +105,8 @@ def stack_cfg(tmp_cfg):
 
 def test_stage_writes_oof_valid_and_mean_test_predictions_with_importances(stack_cfg, caplog, monkeypatch):
     caplog.set_level("INFO")
-    without = {k: v for k, v in PIPELINES["mmctr"].items() if k != "retrieve"}
-    monkeypatch.setitem(PIPELINES, "mmctr", without)
+    without = {k: v for k, v in TRACKS["mmctr"].stages.items() if k != "retrieve"}
+    monkeypatch.setattr(TRACKS["mmctr"], "stages", without)
     figs = run_until(stack_cfg, "stack")["stack"]["figures"]
     assert "no retrieval features" in caplog.text  # the track has no retrieve stage: skipped, logged
     folder = Paths(stack_cfg).stage_dir("stack")
@@ -121,13 +122,13 @@ def test_stage_writes_oof_valid_and_mean_test_predictions_with_importances(stack
 
 
 def test_stage_joins_the_retrieve_stage_features(stack_cfg, monkeypatch):
-    stages = {k: v for k, v in PIPELINES["mmctr"].items() if k != "retrieve"}
+    stages = {k: v for k, v in TRACKS["mmctr"].stages.items() if k != "retrieve"}
     ordered = {}
     for name, st in stages.items():
         if name == "stack":
             ordered["retrieve"] = Stage("retrieve", _fake_retrieve_mmctr, ("prepare",), ("seed",), "fake")
         ordered[name] = st
-    monkeypatch.setitem(PIPELINES, "mmctr", ordered)
+    monkeypatch.setattr(TRACKS["mmctr"], "stages", ordered)
     manifests = run_until(stack_cfg, "stack")
     assert "retrieve" in manifests["stack"]["inputs"]
     figs = manifests["stack"]["figures"]

@@ -8,11 +8,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from recstack.artifacts import sha256_file, write_table
-from recstack.data.tgr_prepared import pool_items, read_events, read_table, stack_queries
+from recstack.data.tables.tgr_prepared import pool_items, read_events, read_table, stack_queries
 from recstack.errors import DataError
 from recstack.paths import Paths, PreparedTGR, Retrieved
-from recstack.pipeline import PIPELINES, Stage, run_until
+from recstack.pipeline import Stage, run_until
 from recstack.stages.stack import read_candidates
+from recstack.tracks import TRACKS
 
 from test_movielens import fake_wheel
 
@@ -63,11 +64,11 @@ def fake_retrieve(ctx, drop_columns=()):
 
 def _with_retrieve(monkeypatch, run=fake_retrieve):
     ordered = {}
-    for name, st in PIPELINES["tencentgr"].items():
+    for name, st in TRACKS["tencentgr"].stages.items():
         if name == "stack":
             ordered["retrieve"] = Stage("retrieve", run, ("prepare",), ("seed", "data.stack_users"), "fake")
         ordered[name] = st
-    monkeypatch.setitem(PIPELINES, "tencentgr", ordered)
+    monkeypatch.setattr(TRACKS["tencentgr"], "stages", ordered)
 
 
 @pytest.fixture
@@ -129,8 +130,8 @@ def test_read_candidates_checks_the_contract(tmp_path):
 
 def test_without_a_retrieve_stage_the_whole_pipeline_skips_the_reranker(tgr_cfg, caplog, monkeypatch):
     caplog.set_level("WARNING")
-    without = {k: v for k, v in PIPELINES["tencentgr"].items() if k != "retrieve"}
-    monkeypatch.setitem(PIPELINES, "tencentgr", without)
+    without = {k: v for k, v in TRACKS["tencentgr"].stages.items() if k != "retrieve"}
+    monkeypatch.setattr(TRACKS["tencentgr"], "stages", without)
     cfg = OmegaConf.merge(tgr_cfg, {"ensemble": {"sources": ["baseline"]}})
     manifests = run_until(cfg, None)
     assert "stack" not in manifests and "ensemble" in manifests

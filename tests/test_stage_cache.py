@@ -14,7 +14,8 @@ import pytest
 
 from recstack.errors import DataError
 from recstack.paths import LOCK, Paths
-from recstack.pipeline import PIPELINES, module_closure, run_stage, run_until
+from recstack.pipeline import module_closure, run_stage, run_until
+from recstack.tracks import TRACKS
 
 from conftest import ROOT, SMALL_SYNTH
 
@@ -26,7 +27,7 @@ def test_closure_follows_imports_into_models():
     assert {"models/din.py", "models/qin.py", "models/item_encoder.py", "train/trainer.py"} <= files
     assert "stages/embed.py" not in files  # another stage's code is not this stage's
     assert not any(f.startswith("report/") for f in files)  # a plot's style change retrains nothing
-    stage = PIPELINES["mmctr"]["baseline"]
+    stage = TRACKS["mmctr"].stages["baseline"]
     assert any(p.name == "priors.py" for p in module_closure(stage.run.__module__))
 
 
@@ -73,7 +74,7 @@ def test_downstream_keys_follow_content_not_keys(synth, caplog):
     run_until(synth, "baseline")
     assert "[prepare] running" in caplog.text and "[baseline] skipped" in caplog.text
     # a forced prepare whose output differs (same key): baseline must rerun, not keep stale figures
-    stage = PIPELINES["mmctr"]["prepare"]
+    stage = TRACKS["mmctr"].stages["prepare"]
 
     def changed(ctx):
         figures = stage.run(ctx)
@@ -81,7 +82,7 @@ def test_downstream_keys_follow_content_not_keys(synth, caplog):
         return figures
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(PIPELINES["mmctr"], "prepare", replace(stage, run=changed))
+        mp.setitem(TRACKS["mmctr"].stages, "prepare", replace(stage, run=changed))
         mp.setattr("recstack.pipeline._code_fingerprint", lambda s: "same code")
         first = run_stage(synth, "baseline")
         run_stage(synth, "prepare", force=True)

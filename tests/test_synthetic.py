@@ -6,8 +6,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from recstack.config import SyntheticConfig
-from recstack.data.mmctr import read_mmctr_raw, write_mmctr_raw
-from recstack.data.synthetic import _alias_tables, _draw, build_mmctr_synthetic, write_covers
+from recstack.data.builders.synthetic import _alias_tables, _draw, build_mmctr_synthetic, write_covers
+from recstack.data.raw.mmctr import read_mmctr_raw, write_mmctr_raw
 from recstack.paths import RawMmctr
 
 from conftest import FIXTURES as _SHARED

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from recstack.config import SyntheticTGRConfig
-from recstack.data.synthetic_tgr import MAX_EVENTS, build_and_write, build_tgr_synthetic
-from recstack.data.tencentgr import ITEM_SPARSE
-from recstack.data.tencentgr_platform import read_platform
+from recstack.data.builders.synthetic_tgr import MAX_EVENTS, build_and_write, build_tgr_synthetic
+from recstack.data.raw.tencentgr import ITEM_SPARSE
+from recstack.data.raw.tencentgr_platform import read_platform
 from recstack.paths import PreparedTGR, RawTencentGR
 
 CFG = SyntheticTGRConfig(

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recstack.data import tencentgr_parquet as tp
-from recstack.data.tencentgr import TgrEvents, TgrRaw
-from recstack.data.tencentgr_parquet import read_parquet_layout, write_parquet_layout
-from recstack.data.tencentgr_platform import read_platform, write_platform
+from recstack.data.raw import tencentgr_parquet as tp
+from recstack.data.raw.tencentgr import TgrEvents, TgrRaw
+from recstack.data.raw.tencentgr_parquet import read_parquet_layout, write_parquet_layout
+from recstack.data.raw.tencentgr_platform import read_platform, write_platform
 from recstack.errors import DataError
 from recstack.paths import PreparedTGR
 

@@ -78,7 +78,7 @@ def test_tgr_invalid_submission_writes_nothing(tmp_path):
 
 
 def test_prepare_detects_the_parquet_release(tmp_cfg):
-    from recstack.data.tencentgr_parquet import write_parquet_layout
+    from recstack.data.raw.tencentgr_parquet import write_parquet_layout
     from recstack.paths import Paths
     from recstack.pipeline import run_until
 

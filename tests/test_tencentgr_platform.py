@@ -7,8 +7,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from recstack.data import safe_pickle
-from recstack.data.tencentgr_platform import (
+from recstack.data.raw import safe_pickle
+from recstack.data.raw.tencentgr_platform import (
     SeqParser,
     _Counts,
     iter_json_lines,

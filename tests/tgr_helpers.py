@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recstack.data.tencentgr import TgrEvents, TgrRaw
+from recstack.data.raw.tencentgr import TgrEvents, TgrRaw
 
 
 def tiny_tgr(seed: int = 0) -> TgrRaw:

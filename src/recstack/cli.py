@@ -13,18 +13,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from recstack import leaderboard
 from recstack.artifacts import write_text
 from recstack.config import ConfigError, load_config, to_yaml
-from recstack.ensemble.submission import MMCTR_COLUMNS, read_mmctr, read_tgr, validate_mmctr, validate_tgr
 from recstack.errors import DataError
-from recstack.metrics import TGR_ACTION_WEIGHTS, auc, gauc, logloss, tencentgr_score
-from recstack.paths import Paths, PreparedTGR
-from recstack.pipeline import PIPELINES, pipeline_of, run_until
+from recstack.paths import Paths
+from recstack.pipeline import pipeline_of, run_until
 from recstack.report.html import write_report
+from recstack.tracks import TRACKS, track_of
 
 DEFAULT_CONFIG = "configs/mmctr_movielens.yaml"
 DEFAULT_CONFIGS = (DEFAULT_CONFIG, "configs/tencentgr_movielens.yaml")  # what `./run.sh` runs
@@ -33,7 +29,7 @@ log = logging.getLogger("recstack")
 
 def _stage_help() -> str:
     lines = ["stages (run in this order by `all`):"]
-    for track in PIPELINES:
+    for track in TRACKS:
         stages = pipeline_of(track)
         lines.append(f"  track {track}:")
         lines += [f"    {s.name:<10} {s.help}" for s in stages.values()]
@@ -81,49 +77,7 @@ def setup_logging(paths: Paths, command: str) -> Path:
 
 def evaluate(cfg, submission: str) -> dict[str, float]:
     """Score a submission against the answers kept aside by our dataset builders (movielens, synthetic)."""
-    return _evaluate_tgr(cfg, submission) if cfg.track == "tencentgr" else _evaluate_mmctr(cfg, submission)
-
-
-def _no_truth(path: Path) -> DataError:
-    return DataError(
-        f"{path}: no local ground truth. Only datasets built by recstack (movielens, synthetic) keep the "
-        "hidden answers; a real challenge test set is scored by the leaderboard."
-    )
-
-
-def _evaluate_mmctr(cfg, submission: str) -> dict[str, float]:
-    truth_path = Paths(cfg).raw_mmctr.test_truth
-    if not truth_path.is_file():
-        raise _no_truth(truth_path)
-    truth = pd.read_parquet(truth_path)
-    sub = read_mmctr(submission)
-    column = sub.columns[1] if len(sub.columns) == 2 else "?"
-    if column not in MMCTR_COLUMNS:
-        column = "Task2"  # let the validator report the header
-    validate_mmctr(sub, truth["ID"].to_numpy(), column, source=str(submission))
-    merged = truth.merge(sub, on="ID", how="left")
-    y, p = merged["label"].to_numpy(), merged[column].to_numpy(np.float64)
-    return {
-        "test_auc": auc(y, p),
-        "test_logloss": logloss(y, p),
-        "test_gauc": gauc(merged["user_id"].to_numpy(), y, p),
-        "rows": float(len(merged)),
-    }
-
-
-def _evaluate_tgr(cfg, submission: str) -> dict[str, float]:
-    paths = Paths(cfg)
-    truth_path = paths.raw_tencentgr.truth
-    if not truth_path.is_file():
-        raise _no_truth(truth_path)
-    truth = pd.read_parquet(truth_path)  # user_id, creative_id, action; in predict order
-    top10s, users = read_tgr(submission)
-    pool = pd.read_parquet(paths.stage_dir("prepare") / PreparedTGR.CANDIDATES, columns=["creative_id"])
-    validate_tgr(top10s, users, truth["user_id"].astype(str).tolist(), pool["creative_id"].to_numpy(),
-                 source=str(submission))  # fmt: skip
-    m = tencentgr_score(np.asarray(top10s, np.int64), truth["creative_id"].to_numpy(), k=10,
-                        action=truth["action"].to_numpy(), action_weights=TGR_ACTION_WEIGHTS)  # fmt: skip
-    return {f"test_{k}": float(v) for k, v in m.items()} | {"rows": float(len(truth))}
+    return track_of(cfg).evaluate(cfg, submission)
 
 
 def report(configs: list[str], overrides: list[str]) -> list[Path]:
@@ -132,6 +86,7 @@ def report(configs: list[str], overrides: list[str]) -> list[Path]:
     pages = []
     for config in configs:
         cfg = load_config(config, overrides)
+        track_of(cfg)  # an unknown track: the error names the known ones
         page, counts = write_report(Paths(cfg), list(pipeline_of(cfg.track)))
         print(f"{page}  ({counts['stages']} stages, {counts['images']} images, "
               f"{counts['leaderboard_rows']} leaderboard rows)")  # fmt: skip
@@ -155,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             submission = overrides.pop(0)
         cfg = load_config(args.config, overrides)
+        track_of(cfg)  # an unknown track: the error names the known ones
         if args.command == "leaderboard":
             board = leaderboard.read(cfg)
             print(f"== leaderboard {Paths(cfg).leaderboard} ({len(board)} runs, best valid first) ==")

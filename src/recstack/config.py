@@ -13,7 +13,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-TRACKS = ("mmctr", "tencentgr")
 SOURCES = ("raw", "movielens", "synthetic")
 LAYOUTS = ("auto", "platform", "parquet")
 DEVICES = ("auto", "cpu", "cuda")
@@ -440,8 +439,6 @@ def _check(cfg: DictConfig, source: str) -> None:
     def bad(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{source}: '{key}' is {value!r}; expected one of {', '.join(allowed)}")
 
-    if cfg.track not in TRACKS:
-        bad("track", cfg.track, TRACKS)
     if cfg.data.source not in SOURCES:
         bad("data.source", cfg.data.source, SOURCES)
     if cfg.data.layout not in LAYOUTS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from recstack.artifacts import stable_hash
 from recstack.config import Config
-from recstack.data.predictions import read_predictions, read_ranking
 from recstack.errors import DataError
-from recstack.metrics import auc, tencentgr_score
-from recstack.paths import Paths, Predictions, PreparedTGR
+from recstack.paths import Paths, Predictions
 
 COLUMNS = ("time", "commit", "track", "dataset", "stage", "model", "metric", "valid", "test", "duration_s",
            "samples_per_s", "fingerprint", "config_diff", "valid_figures")  # fmt: skip
@@ -62,26 +61,13 @@ def config_diff(conf: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def test_metric(cfg: DictConfig, stage: str) -> float | None:
-    """The stage's test AUC (mmctr) or top-10 score (tencentgr) from the local hidden labels, if any."""
-    paths = Paths(cfg)
-    folder = paths.stage_dir(stage)
+TestMetric = Callable[[DictConfig, Path], "float | None"]  # a track's test figure of a stage folder
+
+
+def test_metric(cfg: DictConfig, stage: str, score: TestMetric) -> float | None:
+    """The stage's test figure from the local hidden labels as the track scores it (tracks/), if any."""
     try:
-        if cfg.track == "mmctr":
-            truth_path = paths.raw_mmctr.test_truth
-            if not truth_path.is_file():
-                return None
-            truth = pd.read_parquet(truth_path, columns=["ID", "label"])
-            p = read_predictions(folder, "test", truth["ID"].to_numpy())
-            return round(auc(truth["label"].to_numpy(), p), 5)
-        truth_path = paths.raw_tencentgr.truth
-        if not truth_path.is_file():
-            return None
-        truth = pd.read_parquet(truth_path)  # user_id, creative_id, action in predict order
-        creative = pd.read_parquet(paths.stage_dir("prepare") / PreparedTGR.ITEMS, columns=["creative_id"])
-        items, _ = read_ranking(folder, "test", len(truth))
-        top = creative["creative_id"].to_numpy()[items[:, :10]]
-        return round(tencentgr_score(top, truth["creative_id"].to_numpy(), k=10)["score"], 5)
+        return score(cfg, Paths(cfg).stage_dir(stage))
     except (DataError, FileNotFoundError, KeyError, ValueError, IndexError):
         return None  # no test predictions in that stage (or labels of another shape): nothing to show
 
@@ -91,7 +77,7 @@ def _prediction_rows(cfg: DictConfig, stage: str) -> int | None:
     return pq.read_metadata(path).num_rows if path.is_file() else None
 
 
-def row(cfg: DictConfig, manifest: dict[str, Any]) -> dict[str, Any] | None:
+def row(cfg: DictConfig, manifest: dict[str, Any], score: TestMetric) -> dict[str, Any] | None:
     """The leaderboard row of a finished stage's manifest, or None when it is not a model stage."""
     figures = manifest.get("figures", {})
     metric = next((m for m in VALID_METRICS if isinstance(figures.get(m), (int, float))), None)
@@ -112,7 +98,7 @@ def row(cfg: DictConfig, manifest: dict[str, Any]) -> dict[str, Any] | None:
         "model": str(figures.get("model", manifest["stage"])),
         "metric": metric,
         "valid": figures[metric],
-        "test": test_metric(cfg, manifest["stage"]),
+        "test": test_metric(cfg, manifest["stage"], score),
         "duration_s": round(duration, 2),
         "samples_per_s": None if speed is None else round(float(speed), 1),
         "fingerprint": stable_hash(manifest.get("config", {}))[:12],
@@ -121,9 +107,9 @@ def row(cfg: DictConfig, manifest: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def append(cfg: DictConfig, manifest: dict[str, Any]) -> dict[str, Any] | None:
+def append(cfg: DictConfig, manifest: dict[str, Any], score: TestMetric) -> dict[str, Any] | None:
     """Append the stage's row (if it is a model stage); the header is written with the first row."""
-    r = row(cfg, manifest)
+    r = row(cfg, manifest, score)
     if r is None:
         return None
     path = Paths(cfg).leaderboard

@@ -1,4 +1,6 @@
 """Stage runner: each stage is `run(ctx) -> figures`, reads only earlier stages' folders, writes its own.
+Which stages a track has, in which order, and what they read optionally comes from its module in tracks/
+(`TRACKS`); the runner itself knows no track.
 
 A stage's folder is built under a temporary name and swapped in only when the stage has finished and its
 manifest (written last) is in place, so an interrupted stage never looks finished. A stage whose inputs
@@ -19,8 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,134 +32,19 @@ from recstack import __version__, leaderboard
 from recstack.artifacts import atomic_dir, file_fingerprint, stable_hash, write_json
 from recstack.config import subset
 from recstack.errors import DataError
-from recstack.models.rankers import RANKERS
 from recstack.paths import LOCK, MANIFEST, Paths
-from recstack.stages import baseline, build, embed, ensemble, prepare, rank, retrieve, seqrec, stack
 from recstack.stages.context import StageContext
+from recstack.tracks import Stage, track_of
 from recstack.train import dist
+
+__all__ = ["Stage", "pipeline_of", "run_stage", "run_until", "stages_for"]
 
 log = logging.getLogger("recstack")
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    run: Callable[[StageContext], dict[str, Any]]
-    needs: tuple[str, ...]
-    config_keys: tuple[str, ...]
-    help: str
-    reads_raw: bool = False  # fingerprint the raw input folder
-    distributed: bool = False  # under torchrun every rank runs it (DDP training); rank 0 alone writes
-
-
-# ---- registry: one pipeline per track, stages in run order -------------------------------------------
-_SHARED = ("track", "dataset", "seed")
-PIPELINES: dict[str, dict[str, Stage]] = {
-    "mmctr": {
-        "build": Stage(
-            "build", build.run_mmctr, (), (*_SHARED, "data"),
-            "build the raw mmctr layout for data.source=movielens|synthetic under input/<dataset>/",
-        ),
-        "prepare": Stage(
-            "prepare", prepare.run_mmctr, ("build",), (*_SHARED, "data.max_hist"),
-            "read and check the raw layout; write canonical item and sample tables", reads_raw=True,
-        ),
-        "embed": Stage(
-            "embed", embed.run_mmctr, ("prepare",), (*_SHARED, "device", "embed"),
-            "text / image encoders + provided embeddings -> fused, behaviour-aligned item vectors; Task 1 export",
-        ),
-        "baseline": Stage(
-            "baseline", baseline.run_mmctr, ("prepare",), (*_SHARED, "baseline"),
-            "CTR priors + history co-clicks, logistic regression: OOF/valid/test predictions",
-        ),
-        "retrieve": Stage(
-            "retrieve", retrieve.run_mmctr, ("prepare",), (*_SHARED, "retrieve"),
-            "stacker features: target-to-history similarity (embed space), co-visitation, content-ANN rank",
-        ),
-        "stack": Stage(
-            "stack", stack.run_mmctr, ("prepare",), (*_SHARED, "stack.sources", "stack.folds", "stack.inner_valid",
-            "stack.features", "stack.user_relative", "stack.lgbm"),
-            "LightGBM stacker on the level-1 predictions + cheap features, user-grouped CV on valid",
-        ),
-        "ensemble": Stage(
-            "ensemble", ensemble.run_mmctr, ("prepare",), (*_SHARED, "ensemble"),
-            "blend model predictions; write the validated submission (prediction.csv / .zip)",
-        ),
-    },
-    "tencentgr": {
-        "build": Stage(
-            "build", build.run_tencentgr, (), (*_SHARED, "data"),
-            "build the raw TencentGR platform layout for data.source=movielens|synthetic",
-        ),
-        "prepare": Stage(
-            "prepare", prepare.run_tencentgr, ("build",),
-            (*_SHARED, "data.layout", "data.strict", "data.mm_feats", "data.emb_dims", "data.valid_users",
-             "data.eval_dir", "data.max_unknown_item_share"),
-            "stream the platform / parquet layout into canonical events, users, items, embeddings, candidates",
-            reads_raw=True,
-        ),
-        "embed": Stage(
-            "embed", embed.run_tencentgr, ("prepare",),
-            (*_SHARED, "device", "embed", "data.mm_feats", "data.emb_dims"),
-            "item texts (where present) + provided emb_<id> (masked coverage) -> fused, behaviour-aligned vectors",
-        ),
-        "seqrec": Stage(
-            "seqrec", seqrec.run, ("prepare",), (*_SHARED, "device", "data.valid_users", "data.stack_users", "data.stack_cuts",
-            "data.mm_feats", "data.emb_dims", "seqrec"),
-            "causal transformer over event sequences, InfoNCE + logQ: top-k of the pool per query, FAISS search",
-        ),
-        "baseline": Stage(
-            "baseline", baseline.run_tencentgr, ("prepare",), (*_SHARED, "baseline"),
-            "recent click popularity over the candidate pool, seen items left out: top-k per user",
-        ),
-        "retrieve": Stage(
-            "retrieve", retrieve.run_tencentgr, ("prepare",),
-            (*_SHARED, "device", "retrieve", "data.valid_users", "data.stack_users", "data.stack_cuts"),
-            "candidate sources (co-visitation, content ANN, popularity, seqrec) -> merged candidates, recall",
-        ),
-        "stack": Stage(
-            "stack", stack.run_tencentgr, ("prepare", "retrieve"), (*_SHARED, "stack.rerank"),
-            "LightGBM lambdarank over the retrieve stage's candidates, trained on the stacker's queries",
-        ),
-        "ensemble": Stage(
-            "ensemble", ensemble.run_tencentgr, ("prepare",), (*_SHARED, "ensemble"),
-            "fuse the sources' rankings; write the validated top-10 submission (submission.json / .csv)",
-        ),
-    },
-}  # fmt: skip
-
-
-RANK_KEYS = (
-    "rank.multimodal",
-    "rank.provided",
-    "rank.folds",
-    "rank.epochs",
-    "rank.patience",
-    "rank.lr_decay",
-)
-RANKS_BEFORE = ("stack", "ensemble")  # mmctr: the generated rank stages run before the first of these
-
-
-def ranker_stage(name: str) -> Stage:
-    """`rank_<name>` for a ranker of models/rankers.RANKERS: one registry line gives a model its stage."""
-    return Stage(
-        f"rank_{name}", rank.stage_body(name), ("prepare",), (*_SHARED, *RANK_KEYS, f"rank.{name}"),
-        f"{name.upper()} ranker over the shared item encoder: OOF/valid/test predictions, checkpoint",
-        distributed=True,
-    )  # fmt: skip
-
-
 def pipeline_of(track: str) -> dict[str, Stage]:
-    """A track's stages in run order; mmctr's rank stages come from the RANKERS registry."""
-    if track not in PIPELINES:
-        raise DataError(f"track {track!r} has no pipeline yet; available: {', '.join(PIPELINES)}")
-    stages = PIPELINES[track]
-    if track != "mmctr":
-        return stages
-    names = list(stages)
-    at = min((names.index(n) for n in RANKS_BEFORE if n in stages), default=len(names))
-    ranks = {f"rank_{n}": ranker_stage(n) for n in RANKERS}
-    return {**dict(list(stages.items())[:at]), **ranks, **dict(list(stages.items())[at:])}
+    """A track's stages in run order (tracks/: its module lists them, mmctr adds one per registered ranker)."""
+    return track_of(track).pipeline()
 
 
 def stages_for(cfg: DictConfig) -> dict[str, Stage]:
@@ -169,13 +55,7 @@ def _needs(cfg: DictConfig, stage: Stage) -> tuple[str, ...]:
     needs = stage.needs
     if stage.name == "ensemble":
         needs = (*needs, *cfg.ensemble.sources)
-    if stage.name == "stack":
-        # optional inputs, read when the track has them: retrieval features (mmctr), item vectors (tencentgr)
-        optional = "retrieve" if cfg.track == "mmctr" else "embed"
-        if cfg.track == "mmctr":
-            needs = (*needs, *cfg.stack.sources)
-        if optional in stages_for(cfg):
-            needs = (*needs, optional)
+    needs = (*needs, *track_of(cfg).optional_needs(cfg, stage.name))  # e.g. what the track's stacker reads
     uses_embed = cfg.rank.multimodal in ("auto", "embed") and "embed" in stages_for(cfg)
     if stage.name.startswith("rank_") and uses_embed:
         needs = (*needs, "embed")  # the item encoder projects the embed stage's matrix
@@ -371,7 +251,8 @@ def _run_stage(cfg: DictConfig, name: str, force: bool) -> dict[str, Any]:
         }
         write_json(tmp / MANIFEST, manifest)  # last: its presence means the stage finished
     log.info("[%s] done in %.1fs: %s", name, manifest["duration_s"], _short(figures))
-    leaderboard.append(cfg, manifest)  # a model stage that really ran (a skipped one returned above)
+    # a model stage that really ran (a skipped one returned above); its test figure as the track scores it
+    leaderboard.append(cfg, manifest, track_of(cfg).test_metric)
     return manifest
 
 

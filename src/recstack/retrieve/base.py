@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from recstack.data.tgr_prepared import group_bounds
+from recstack.data.tables.tgr_prepared import group_bounds
 
 MISSING = -1  # item id of an empty slot in a ranking
 ACTIONS = 3  # action codes: 0 exposure, 1 click, 2 conversion

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recstack.data.predictions import read_ranking
+from recstack.data.tables.predictions import read_ranking
 from recstack.errors import DataError
 from recstack.retrieve.base import MISSING, Events, Queries, Ranking, drop_seen
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recstack.data.prepared import read_hist, read_items, read_samples
+from recstack.data.tables.prepared import read_hist, read_items, read_samples
 from recstack.models.popularity import DAY, decayed_popularity
 
 CHUNK = 20_000  # rows per block of the (rows x history x tags x tags) comparison

@@ -16,9 +16,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from recstack.artifacts import write_table
-from recstack.data.predictions import predictions_table, ranking_table
-from recstack.data.prepared import read_hist, read_items, read_samples
-from recstack.data.tgr_prepared import (
+from recstack.data.tables.predictions import predictions_table, ranking_table
+from recstack.data.tables.prepared import read_hist, read_items, read_samples
+from recstack.data.tables.tgr_prepared import (
     before_cuts,
     histories,
     histories_before,

@@ -15,11 +15,16 @@ import pyarrow as pa
 from omegaconf import OmegaConf
 
 from recstack.artifacts import write_table
-from recstack.data.mmctr import MmctrRaw, write_mmctr_raw
-from recstack.data.movielens import build_mmctr_movielens, build_tgr_movielens, fetch_wheel, load_ml100k
-from recstack.data.synthetic import build_mmctr_synthetic, write_covers
-from recstack.data.synthetic_tgr import build_and_write
-from recstack.data.tencentgr_platform import write_platform
+from recstack.data.builders.movielens import (
+    build_mmctr_movielens,
+    build_tgr_movielens,
+    fetch_wheel,
+    load_ml100k,
+)
+from recstack.data.builders.synthetic import build_mmctr_synthetic, write_covers
+from recstack.data.builders.synthetic_tgr import build_and_write
+from recstack.data.raw.mmctr import MmctrRaw, write_mmctr_raw
+from recstack.data.raw.tencentgr_platform import write_platform
 from recstack.paths import RawMmctr, RawTencentGR
 from recstack.stages.context import StageContext
 

@@ -30,10 +30,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from recstack.artifacts import write_npy, write_table
-from recstack.data.mmctr import item_info_table
-from recstack.data.prepared import read_hist, read_items, read_samples
-from recstack.data.tencentgr import MM_DIMS
-from recstack.data.tgr_prepared import (
+from recstack.data.raw.mmctr import item_info_table
+from recstack.data.raw.tencentgr import MM_DIMS
+from recstack.data.tables.prepared import read_hist, read_items, read_samples
+from recstack.data.tables.tgr_prepared import (
     before_cuts,
     group_bounds,
     read_events,
@@ -212,9 +212,11 @@ def embed_items(ctx: StageContext, side: ItemSide) -> dict[str, Any]:
     return figures
 
 
-def run_mmctr(ctx: StageContext) -> dict[str, Any]:
-    return embed_items(ctx, mmctr_side(ctx))
+def stage_body(side: Callable[[StageContext], ItemSide]) -> Callable[[StageContext], dict[str, Any]]:
+    """The embed stage of a track whose items `side` describes (tracks/ wire `mmctr_side` / `tencentgr_side`)."""
 
+    def run(ctx: StageContext) -> dict[str, Any]:
+        return embed_items(ctx, side(ctx))
 
-def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
-    return embed_items(ctx, tencentgr_side(ctx))
+    run.__name__ = f"embed_{side.__name__}"
+    return run

@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recstack.artifacts import write_npy, write_table
-from recstack.data.mmctr import MmctrRaw, MmctrSplit, read_mmctr_raw
-from recstack.data.tencentgr_parquet import read_item_text, read_parquet_layout
-from recstack.data.tencentgr_platform import read_platform
-from recstack.data.tgr_prepared import last_clicks, read_events
+from recstack.data.raw.mmctr import MmctrRaw, MmctrSplit, read_mmctr_raw
+from recstack.data.raw.tencentgr_parquet import read_item_text, read_parquet_layout
+from recstack.data.raw.tencentgr_platform import read_platform
+from recstack.data.tables.tgr_prepared import last_clicks, read_events
 from recstack.errors import DataError
 from recstack.paths import MMCTR_SPLITS, Prepared, PreparedTGR
 from recstack.stages.context import StageContext

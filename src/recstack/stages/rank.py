@@ -24,8 +24,8 @@ import torch
 from omegaconf import OmegaConf
 
 from recstack.artifacts import atomic_path, stable_hash, write_json, write_table, write_text
-from recstack.data.predictions import predictions_table
-from recstack.data.ranking import RankItems, read_matrix, read_rank_items, read_rank_rows
+from recstack.data.tables.predictions import predictions_table
+from recstack.data.tables.ranking import RankItems, read_matrix, read_rank_items, read_rank_rows
 from recstack.errors import DataError
 from recstack.metrics import auc, gauc, logloss
 from recstack.models.item_encoder import ItemEncoder

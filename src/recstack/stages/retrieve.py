@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recstack.artifacts import write_json, write_table
-from recstack.data.predictions import ranking_table
-from recstack.data.prepared import read_hist, read_samples
-from recstack.data.tgr_prepared import (
+from recstack.data.tables.predictions import ranking_table
+from recstack.data.tables.prepared import read_hist, read_samples
+from recstack.data.tables.tgr_prepared import (
     before_cuts,
     pool_items,
     read_events,

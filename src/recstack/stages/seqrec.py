@@ -28,10 +28,10 @@ import torch
 from omegaconf import OmegaConf
 
 from recstack.artifacts import atomic_path, stable_hash, write_json, write_table, write_text
-from recstack.data.predictions import ranking_table
-from recstack.data.ranking import read_matrix
-from recstack.data.tencentgr import MM_DIMS
-from recstack.data.tgr_prepared import (
+from recstack.data.raw.tencentgr import MM_DIMS
+from recstack.data.tables.predictions import ranking_table
+from recstack.data.tables.ranking import read_matrix
+from recstack.data.tables.tgr_prepared import (
     before_cuts,
     group_bounds,
     pool_items,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from recstack.artifacts import atomic_path
-from recstack.data.ranking import RankRows
+from recstack.data.tables.ranking import RankRows
 from recstack.train import dist
 from recstack.train.trainer import DeviceRows, TrainSettings, fit, predict
 

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from recstack.artifacts import atomic_path
-from recstack.data.ranking import RankRows
+from recstack.data.tables.ranking import RankRows
 from recstack.metrics import auc, logloss
 from recstack.train import dist
 

@@ -33,9 +33,9 @@ import pyarrow as pa
 
 from recstack.artifacts import write_table
 from recstack.config import SyntheticTGRConfig
-from recstack.data.movielens import deciles
-from recstack.data.synthetic import _alias_tables, _draw
-from recstack.data.tencentgr import MM_DIMS, TgrEvents, TgrRaw
+from recstack.data.builders.movielens import deciles
+from recstack.data.builders.synthetic import _alias_tables, _draw
+from recstack.data.raw.tencentgr import MM_DIMS, TgrEvents, TgrRaw
 from recstack.paths import RawTencentGR
 
 log = logging.getLogger(__name__)
@@ -435,7 +435,7 @@ def _user_features(
 def build_and_write(cfg: SyntheticTGRConfig, root: str | Path) -> dict[str, float]:
     """Build the synthetic set and write it in the platform layout under `root`, with the truth in
     `RawTencentGR(root).truth`. Returns figures (sizes, seconds and peak RSS GiB of build and write)."""
-    from recstack.data.tencentgr_platform import write_platform
+    from recstack.data.raw.tencentgr_platform import write_platform
 
     t0 = time.perf_counter()
     raw, truth = build_tgr_synthetic(cfg)

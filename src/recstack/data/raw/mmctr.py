@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from recstack.artifacts import write_table
-from recstack.data.arrow import (
+from recstack.data.raw.arrow import (
     check_non_negative,
     float_matrix,
     int_column,

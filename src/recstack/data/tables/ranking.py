@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recstack.data.prepared import read_hist, read_items, read_samples
+from recstack.data.tables.prepared import read_hist, read_items, read_samples
 from recstack.errors import DataError
 from recstack.paths import Prepared
 

@@ -21,8 +21,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from recstack.data.mmctr import MmctrItems, MmctrRaw, MmctrSplit
-from recstack.data.movielens import deciles
+from recstack.data.builders.movielens import deciles
+from recstack.data.raw.mmctr import MmctrItems, MmctrRaw, MmctrSplit
 
 TAG_WIDTH = 5  # item_tags width in the challenge files
 POSITIVE_RATE = 0.25  # MicroLens-1M train

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from recstack.artifacts import sha256_file
-from recstack.data.mmctr import MmctrItems, MmctrRaw, MmctrSplit
-from recstack.data.tencentgr import TgrEvents, TgrRaw
+from recstack.data.raw.mmctr import MmctrItems, MmctrRaw, MmctrSplit
+from recstack.data.raw.tencentgr import TgrEvents, TgrRaw
 from recstack.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,10 @@ every item with a feature or an embedding has a row.
 
 from __future__ import annotations
 
+import logging
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +22,8 @@ import pyarrow.parquet as pq
 from recstack.artifacts import atomic_path, write_npy, write_table
 from recstack.errors import DataError
 from recstack.paths import PreparedTGR
+
+log = logging.getLogger(__name__)
 
 USER_SPARSE = ("103", "104", "105", "109")
 USER_ARRAY = ("106", "107", "108", "110")
@@ -227,3 +233,163 @@ def write_predict_users(out: Path, user: np.ndarray, raw_user_id: list[str], kno
         "known": pa.array(np.asarray(known, bool)),
     }
     write_table(out / PreparedTGR.PREDICT_USERS, pa.table(cols))
+
+
+# ---- one assembly for both layouts (platform jsonl, parquet release) ----------------------------------
+class CidIndex:
+    """Vectorised creative id -> item row lookup (0 = unknown)."""
+
+    def __init__(self, creative: np.ndarray):
+        rows = np.flatnonzero(creative)
+        rows = rows[rows > 0]
+        order = np.argsort(creative[rows], kind="stable")
+        self.keys, self.rows = creative[rows][order], rows[order]
+
+    def __call__(self, cids: np.ndarray) -> np.ndarray:
+        if not len(self.keys):
+            return np.zeros(len(cids), np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, cids), len(self.keys) - 1)
+        return np.where(self.keys[pos] == cids, self.rows[pos], 0).astype(np.int64)
+
+
+@dataclass
+class Candidates:
+    creative_id: np.ndarray  # int64, one per pool entry
+    retrieval_id: np.ndarray
+    features: dict[str, np.ndarray]  # feature id -> int64 value per entry (0 = none)
+    reid: np.ndarray | None  # the release's own reid_creative_id (parquet), checked against the indexer
+    source: str  # the file / folder read (named by warnings)
+
+
+class Layout(ABC):
+    """Where a release keeps each part: what the platform and parquet readers differ in. `assemble` does
+    the rest once (ids, cold pool items, event streams and their checks, profiles, features, embeddings)."""
+
+    indexer_path: Path  # the training indexer: creative-id errors name it
+
+    @abstractmethod
+    def indexer(self) -> dict:
+        """The checked raw id -> re-id maps ({"u", "i", "f", ...})."""
+
+    @abstractmethod
+    def candidates(self, counts: Counter) -> Candidates: ...
+
+    @abstractmethod
+    def read_train(self, sink: EventSink, n_users: int, n_items: int, counts: Counter) -> tuple[int, str]:
+        """Training sequences into `sink`; (number of training users, the source read)."""
+
+    @abstractmethod
+    def read_predict(
+        self, sink: EventSink, n_users: int, n_items: int, counts: Counter
+    ) -> tuple[np.ndarray, str]:
+        """Histories of the users to answer for into `sink`; (their user ids in answer order, the source)."""
+
+    @abstractmethod
+    def user_features(self, n_users: int, counts: Counter) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+        """(sparse feature -> value per user, array feature -> list per user), row = user re-id."""
+
+    @abstractmethod
+    def item_features(self, n_rows: int, n_items: int, counts: Counter) -> dict[str, np.ndarray]:
+        """Sparse feature -> value per item row (0 = none)."""
+
+    @abstractmethod
+    def read_mm(self, feat: str, creative: np.ndarray, lookup: CidIndex, sink: EmbeddingSink,
+                counts: Counter) -> None:  # fmt: skip
+        """The emb_<feat> vectors into `sink` (rows by `lookup` of their creative id)."""
+
+
+def apply_profiles(
+    profiles: dict[int, dict], sparse: dict[str, np.ndarray], arrays: dict[str, list], n_users: int,
+    counts: Counter,
+) -> None:  # fmt: skip
+    """User-profile records of the jsonl sequences into the user feature columns (array features as lists)."""
+    for u, uf in profiles.items():
+        if not 1 <= u <= n_users:
+            counts["profiles_unknown_user"] += 1
+            continue
+        for key, v in uf.items():
+            if key in sparse and not isinstance(v, list):
+                sparse[key][u] = v
+            elif key in arrays:
+                arrays[key][u] = v if isinstance(v, list) else [v]
+
+
+def _stream_events(path: Path, read: Callable[[EventSink], tuple]) -> tuple[tuple, int]:
+    """`read(sink)` into a new events file; (what read returned, events written); nothing left on error."""
+    sink = EventSink(path)
+    try:
+        got = read(sink)
+    except BaseException:
+        sink.abort()
+        raise
+    return got, sink.close()
+
+
+def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dict[str, int] | None,
+             max_unknown_item_share: float, counts: Counter) -> dict[str, object]:  # fmt: skip
+    """Read a release through `layout` into prepare's canonical tables in `out`; returns the figures."""
+    idx = layout.indexer()
+    n_users, n_items = max(idx["u"].values(), default=0), max(idx["i"].values(), default=0)
+    user_raw = np.full(n_users + 1, "", dtype=object)
+    for k, v in idx["u"].items():
+        user_raw[v] = str(k)
+    creative = creative_ids_from_indexer(idx["i"], n_items, layout.indexer_path)
+
+    # candidates first: items only in the pool get rows after the indexer's items
+    cand = layout.candidates(counts)
+    c_cid = cand.creative_id
+    c_item = CidIndex(creative)(c_cid)
+    cold = c_item == 0
+    if cand.reid is not None:
+        mismatch = cand.reid != c_item
+        if mismatch.any():  # the indexer decides; a different reid means another release's indexer
+            r = int(np.flatnonzero(mismatch)[0])
+            counts["candidates_reid_mismatch"] = int(mismatch.sum())
+            log.warning("%s: %d candidates' reid_creative_id disagrees with indexer.pkl (first: row %d, creative "
+                        "id %d: reid %d, indexer %d); using indexer.pkl", cand.source, int(mismatch.sum()), r,
+                        c_cid[r], cand.reid[r], c_item[r])  # fmt: skip
+    creative = np.concatenate([creative, np.unique(c_cid[cold])])
+    lookup = CidIndex(creative)
+    c_item = lookup(c_cid)
+    counts["candidates_cold"] = int(cold.sum())
+    n_rows = len(creative)
+
+    (n_train, source), counts["events"] = _stream_events(
+        out / PreparedTGR.EVENTS, lambda sink: layout.read_train(sink, n_users, n_items, counts)
+    )
+    unknown = counts["events_unknown_item"]
+    check_unknown_share(unknown, counts["events"], source, n_items, max_unknown_item_share)
+    (p_users, source), counts["predict_events"] = _stream_events(
+        out / PreparedTGR.PREDICT_EVENTS, lambda sink: layout.read_predict(sink, n_users, n_items, counts)
+    )
+    unknown = counts["events_unknown_item"] - unknown
+    check_unknown_share(unknown, counts["predict_events"], source, n_items, max_unknown_item_share)
+
+    sparse, arrays = layout.user_features(n_users, counts)
+    write_users(out, user_raw, sparse, arrays)
+    known = (p_users >= 1) & (p_users <= n_users)
+    counts["predict_users_unknown"] = int((~known).sum())  # cold-start users: answered from the pool
+    raw_ids = [user_raw[u] if k else str(u) for u, k in zip(p_users.tolist(), known.tolist(), strict=True)]
+    write_predict_users(out, p_users, raw_ids, known)
+
+    item_feats = layout.item_features(n_rows, n_items, counts)
+    for key, col in cand.features.items():  # the pool's own features fill what the item features lack
+        if key in ITEM_SPARSE:
+            f = item_feats.setdefault(key, np.zeros(n_rows, np.int64))
+            f[c_item] = np.where(f[c_item] == 0, col, f[c_item])
+    write_items(out, creative, item_feats, n_items)
+    write_candidates(out, c_cid, cand.retrieval_id, c_item,
+                     {k: v for k, v in cand.features.items() if k in ITEM_SPARSE})  # fmt: skip
+
+    dims = {**MM_DIMS, **(emb_dims or {})}
+    for feat in mm_feats:
+        esink = EmbeddingSink(out, feat, n_rows, dims[feat])
+        try:
+            layout.read_mm(feat, creative, lookup, esink, counts)
+        except BaseException:
+            esink.abort()
+            raise
+        counts[f"coverage_mm_{feat}"] = esink.close()
+
+    return {"users": n_users, "items": n_items, "items_with_pool": n_rows - 1, "candidates": len(c_cid),
+            "predict_users": len(p_users), "training_users": n_train, **counts}  # fmt: skip

@@ -30,26 +30,25 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from recstack.artifacts import atomic_path, write_table
-from recstack.data.arrow import check_utf8
-from recstack.data.tencentgr import (
+from recstack.data.raw.arrow import check_utf8
+from recstack.data.raw.tencentgr import (
     ACTIONS,
     ITEM_SPARSE,
     MM_DIMS,
     USER_ARRAY,
     USER_SPARSE,
+    Candidates,
+    CidIndex,
     EmbeddingSink,
     EventSink,
+    Layout,
     TgrEvents,
     TgrRaw,
-    check_unknown_share,
-    creative_ids_from_indexer,
+    apply_profiles,
+    assemble,
     indexer_of,
-    write_candidates,
-    write_items,
-    write_predict_users,
-    write_users,
 )
-from recstack.data.tencentgr_platform import (
+from recstack.data.raw.tencentgr_platform import (
     check_reids,
     check_unique_users,
     load_indexer,
@@ -57,7 +56,7 @@ from recstack.data.tencentgr_platform import (
     read_seq,
 )
 from recstack.errors import DataError
-from recstack.paths import PreparedTGR, RawTencentGR
+from recstack.paths import RawTencentGR
 
 log = logging.getLogger(__name__)
 BATCH_ROWS = 16_384  # rows per Arrow batch (users for seq/, items for item_feat/, ...)
@@ -155,22 +154,6 @@ def _cids(arr: pa.Array, path: Path, name: str, row0: int) -> np.ndarray:
 def _list_lengths(arr: pa.Array) -> np.ndarray:
     """Length of each list, 0 for a null list."""
     return pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-
-
-class _CidIndex:
-    """Vectorised creative id -> item row lookup (0 = unknown)."""
-
-    def __init__(self, creative: np.ndarray):
-        rows = np.flatnonzero(creative)
-        rows = rows[rows > 0]
-        order = np.argsort(creative[rows], kind="stable")
-        self.keys, self.rows = creative[rows][order], rows[order]
-
-    def __call__(self, cids: np.ndarray) -> np.ndarray:
-        if not len(self.keys):
-            return np.zeros(len(cids), np.int64)
-        pos = np.minimum(np.searchsorted(self.keys, cids), len(self.keys) - 1)
-        return np.where(self.keys[pos] == cids, self.rows[pos], 0).astype(np.int64)
 
 
 # ---- sequences -----------------------------------------------------------------------------------------
@@ -408,7 +391,7 @@ def read_candidate_parquet(folder: Path, counts: Counter):
 def read_mm_parquet(
     mm_root: Path,
     feat: str,
-    lookup: _CidIndex,
+    lookup: CidIndex,
     sink: EmbeddingSink,
     counts: Counter,
     only_missing: bool = False,
@@ -521,7 +504,7 @@ def read_item_text(path: Path, creative: np.ndarray, counts: Counter) -> np.ndar
     pf = _open(path, ("creative_id", "text"), what)
     _check_type(pf, path, "creative_id", lambda t: _is_str(t) or _is_int(t), "an integer or a digit string")
     _check_type(pf, path, "text", _is_str, "a string")
-    lookup = _CidIndex(creative)
+    lookup = CidIndex(creative)
     text = np.full(len(creative), "", dtype=object)
     item_rows: list[np.ndarray] = []
     for row0, batch in _batches(pf, ["creative_id", "text"]):
@@ -543,6 +526,89 @@ def read_item_text(path: Path, creative: np.ndarray, counts: Counter) -> np.ndar
 
 
 # ---- reading the parquet layout into the canonical tables ---------------------------------------------
+class ParquetLayout(Layout):
+    """The parquet release's folders (one, or a training + an evaluation folder), read through the shared
+    `assemble`; where the evaluation side has no parquet, the platform layout's predict_seq.jsonl /
+    predict_set.jsonl next to seq/ are read instead."""
+
+    def __init__(self, root: Path, strict: bool, eval_dir: str | Path | None):
+        train_root, eval_root = release_folders(root, eval_dir)
+        self.raw, self.strict = RawTencentGR(train_root), strict
+        self.ev = RawTencentGR(eval_root) if eval_root is not None else None
+        self.indexer_path = self.raw.indexer
+        self.profiles: dict[
+            int, dict
+        ] = {}  # profiles of predict_seq.jsonl (fallback), as the platform reader
+
+    def _eval(self, name: str) -> Path | None:
+        """The evaluation folder's `name`/ where it has one."""
+        return (
+            self.ev.parquet_dir(name) if self.ev is not None and self.ev.parquet_dir(name).is_dir() else None
+        )
+
+    def indexer(self) -> dict:
+        idx = load_indexer(self.raw.indexer)
+        if self.ev is not None and self.ev.indexer.is_file():
+            idx = merge_indexers(idx, self.raw.indexer, load_indexer(self.ev.indexer), self.ev.indexer)
+        return idx
+
+    def candidates(self, counts: Counter) -> Candidates:
+        cand_dir = (self.ev if self.ev is not None else self.raw).parquet_dir("candidate")
+        if cand_dir.is_dir():
+            return Candidates(*read_candidate_parquet(cand_dir, counts), source=str(cand_dir))
+        if self.raw.predict_set.is_file():
+            cid, rid, feat = read_candidates(self.raw.predict_set, self.strict, counts)
+            return Candidates(cid, rid, feat, None, str(self.raw.predict_set))
+        raise DataError(
+            f"{cand_dir}: folder not found; the eval side needs the candidate pool: candidate/*.parquet "
+            "(creative_id, reid_creative_id, retrieval_id, features), or the platform layout's predict_set.jsonl"
+        )
+
+    def read_train(self, sink: EventSink, n_users: int, n_items: int, counts: Counter) -> tuple[int, str]:
+        seq_dir = self.raw.parquet_dir("seq")
+        return len(read_seq_parquet(seq_dir, sink, n_items, counts, n_users=n_users)), str(seq_dir)
+
+    def read_predict(
+        self, sink: EventSink, n_users: int, n_items: int, counts: Counter
+    ) -> tuple[np.ndarray, str]:
+        pred_dir = self.ev.parquet_dir("seq") if self.ev is not None else self.raw.parquet_dir("predict_seq")
+        if pred_dir.is_dir():
+            return read_seq_parquet(pred_dir, sink, n_items, counts), str(pred_dir)
+        if self.raw.predict_seq.is_file():
+            pred = read_seq(self.raw.predict_seq, sink, n_users, n_items, self.strict, counts)
+            self.profiles = pred.profiles
+            return np.array(pred.line_users, np.int64), str(pred_dir)
+        raise DataError(
+            f"{pred_dir}: folder not found; the eval side needs the users to answer for and their "
+            "histories: predict_seq/*.parquet (user_id, seq, as seq/), or the platform layout's "
+            "predict_seq.jsonl"
+        )
+
+    def user_features(self, n_users: int, counts: Counter) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+        sparse, arrays = read_user_feat(self.raw.parquet_dir("user_feat"), n_users, counts)
+        if (ev_users := self._eval("user_feat")) is not None:  # the evaluation folder's own profiles
+            read_user_feat(ev_users, n_users, counts, into=(sparse, arrays))
+        apply_profiles(self.profiles, sparse, arrays, n_users, counts)
+        return sparse, arrays
+
+    def item_features(self, n_rows: int, n_items: int, counts: Counter) -> dict[str, np.ndarray]:
+        item_feats = read_item_feat(self.raw.parquet_dir("item_feat"), n_rows, n_items, counts)
+        if (ev_items := self._eval("item_feat")) is not None:  # fills what the training folder lacks
+            for key, col in read_item_feat(ev_items, n_rows, n_items, Counter()).items():
+                f = item_feats[key]
+                f[:] = np.where(f == 0, col, f)
+        return item_feats
+
+    def read_mm(self, feat: str, creative: np.ndarray, lookup: CidIndex, sink: EmbeddingSink,
+                counts: Counter) -> None:  # fmt: skip
+        read_mm_parquet(self.raw.parquet_dir("mm_emb"), feat, lookup, sink, counts)
+        ev_mm = self.ev.parquet_dir("mm_emb") if self.ev is not None else None
+        if ev_mm is not None and (ev_mm / f"emb_{feat}_{sink.dim}_parquet").is_dir():
+            # the evaluation folder's copy: only rows the training folder left empty (pool-only items);
+            # a second pass over a copy costs a re-read of its files, nothing else
+            read_mm_parquet(ev_mm, feat, lookup, sink, Counter(), only_missing=True)
+
+
 def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_feats: tuple[str, ...] = ("81",),
                         emb_dims: dict[str, int] | None = None, max_unknown_item_share: float = 0.05,
                         eval_dir: str | Path | None = None) -> dict[str, object]:  # fmt: skip
@@ -553,129 +619,8 @@ def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_fea
     next to seq/ are read instead. `strict` applies to those JSON-lines files (cut-off lines); parquet input
     has no partial records to skip.
     """
-    train_root, eval_root = release_folders(Path(root), eval_dir)
-    raw = RawTencentGR(train_root)
-    ev = RawTencentGR(eval_root) if eval_root is not None else None
-    counts: Counter = Counter()
-    idx = load_indexer(raw.indexer)
-    if ev is not None and ev.indexer.is_file():
-        idx = merge_indexers(idx, raw.indexer, load_indexer(ev.indexer), ev.indexer)
-    n_users, n_items = max(idx["u"].values(), default=0), max(idx["i"].values(), default=0)
-    user_raw = np.full(n_users + 1, "", dtype=object)
-    for k, v in idx["u"].items():
-        user_raw[v] = str(k)
-    creative = creative_ids_from_indexer(idx["i"], n_items, raw.indexer)
-
-    # candidates first: items only in the pool get rows after the indexer's items
-    cand_dir = ev.parquet_dir("candidate") if ev is not None else raw.parquet_dir("candidate")
-    if cand_dir.is_dir():
-        c_cid, c_rid, c_feat, c_reid = read_candidate_parquet(cand_dir, counts)
-    elif raw.predict_set.is_file():
-        c_cid, c_rid, c_feat = read_candidates(raw.predict_set, strict, counts)
-        c_reid = None
-    else:
-        raise DataError(
-            f"{cand_dir}: folder not found; the eval side needs the candidate pool: candidate/*.parquet "
-            "(creative_id, reid_creative_id, retrieval_id, features), or the platform layout's predict_set.jsonl"
-        )
-    c_item = _CidIndex(creative)(c_cid)
-    cold = c_item == 0
-    if c_reid is not None:
-        mismatch = c_reid != c_item
-        if mismatch.any():  # the indexer decides; a different reid means another release's indexer
-            r = int(np.flatnonzero(mismatch)[0])
-            counts["candidates_reid_mismatch"] = int(mismatch.sum())
-            log.warning("%s: %d candidates' reid_creative_id disagrees with indexer.pkl (first: row %d, creative "
-                        "id %d: reid %d, indexer %d); using indexer.pkl", cand_dir, int(mismatch.sum()), r,
-                        c_cid[r], c_reid[r], c_item[r])  # fmt: skip
-    extra = np.unique(c_cid[cold])
-    creative = np.concatenate([creative, extra])
-    lookup = _CidIndex(creative)
-    c_item = lookup(c_cid)
-    counts["candidates_cold"] = int(cold.sum())
-    n_rows = len(creative)
-
-    seq_dir = raw.parquet_dir("seq")
-    sink = EventSink(out / PreparedTGR.EVENTS)
-    try:
-        train_users = read_seq_parquet(seq_dir, sink, n_items, counts, n_users=n_users)
-    except BaseException:
-        sink.abort()
-        raise
-    counts["events"] = sink.close()
-    unknown = counts["events_unknown_item"]
-    check_unknown_share(unknown, counts["events"], str(seq_dir), n_items, max_unknown_item_share)
-    pred_dir = ev.parquet_dir("seq") if ev is not None else raw.parquet_dir("predict_seq")
-    profiles: dict[int, dict] = {}
-    psink = EventSink(out / PreparedTGR.PREDICT_EVENTS)
-    try:
-        if pred_dir.is_dir():
-            p_users = read_seq_parquet(pred_dir, psink, n_items, counts)
-        elif raw.predict_seq.is_file():
-            pred = read_seq(raw.predict_seq, psink, n_users, n_items, strict, counts)
-            p_users, profiles = np.array(pred.line_users, np.int64), pred.profiles
-        else:
-            raise DataError(
-                f"{pred_dir}: folder not found; the eval side needs the users to answer for and their "
-                "histories: predict_seq/*.parquet (user_id, seq, as seq/), or the platform layout's "
-                "predict_seq.jsonl"
-            )
-    except BaseException:
-        psink.abort()
-        raise
-    counts["predict_events"] = psink.close()
-    unknown = counts["events_unknown_item"] - unknown
-    check_unknown_share(unknown, counts["predict_events"], str(pred_dir), n_items, max_unknown_item_share)
-
-    sparse, arrays = read_user_feat(raw.parquet_dir("user_feat"), n_users, counts)
-    if ev is not None and ev.parquet_dir("user_feat").is_dir():  # the evaluation folder's own profiles
-        read_user_feat(ev.parquet_dir("user_feat"), n_users, counts, into=(sparse, arrays))
-    for u, uf in profiles.items():  # profiles of predict_seq.jsonl (fallback), as the platform reader
-        if not 1 <= u <= n_users:
-            counts["profiles_unknown_user"] += 1
-            continue
-        for key, v in uf.items():
-            if key in sparse and not isinstance(v, list):
-                sparse[key][u] = v
-            elif key in arrays:
-                arrays[key][u] = v if isinstance(v, list) else [v]
-    write_users(out, user_raw, sparse, arrays)
-
-    known = (p_users >= 1) & (p_users <= n_users)
-    counts["predict_users_unknown"] = int((~known).sum())  # cold-start users: answered from the pool
-    raw_ids = [user_raw[u] if k else str(u) for u, k in zip(p_users.tolist(), known.tolist(), strict=True)]
-    write_predict_users(out, p_users, raw_ids, known)
-
-    item_feats = read_item_feat(raw.parquet_dir("item_feat"), n_rows, n_items, counts)
-    if ev is not None and ev.parquet_dir("item_feat").is_dir():  # fills what the training folder lacks
-        for key, col in read_item_feat(ev.parquet_dir("item_feat"), n_rows, n_items, Counter()).items():
-            f = item_feats[key]
-            f[:] = np.where(f == 0, col, f)
-    for key, col in c_feat.items():  # the pool's own features fill what item_feat lacks
-        if key in ITEM_SPARSE:
-            f = item_feats.setdefault(key, np.zeros(n_rows, np.int64))
-            f[c_item] = np.where(f[c_item] == 0, col, f[c_item])
-    write_items(out, creative, item_feats, n_items)
-    write_candidates(out, c_cid, c_rid, c_item, {k: v for k, v in c_feat.items() if k in ITEM_SPARSE})
-
-    dims = {**MM_DIMS, **(emb_dims or {})}
-    for feat in mm_feats:
-        esink = EmbeddingSink(out, feat, n_rows, dims[feat])
-        try:
-            read_mm_parquet(raw.parquet_dir("mm_emb"), feat, lookup, esink, counts)
-            ev_mm = ev.parquet_dir("mm_emb") if ev is not None else None
-            if ev_mm is not None and (ev_mm / f"emb_{feat}_{dims[feat]}_parquet").is_dir():
-                # the evaluation folder's copy: only rows the training folder left empty (pool-only items);
-                # a second pass over a copy costs a re-read of its files, nothing else
-                read_mm_parquet(ev_mm, feat, lookup, esink, Counter(), only_missing=True)
-        except BaseException:
-            esink.abort()
-            raise
-        counts[f"coverage_mm_{feat}"] = esink.close()
-
-    figures = {"users": n_users, "items": n_items, "items_with_pool": n_rows - 1, "candidates": len(c_cid),
-               "predict_users": len(p_users), "training_users": len(train_users), **counts}  # fmt: skip
-    return figures
+    layout = ParquetLayout(Path(root), strict, eval_dir)
+    return assemble(layout, out, mm_feats, emb_dims, max_unknown_item_share, Counter())
 
 
 # ---- writing the parquet layout (tests; builders write the platform layout) ---------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from itertools import chain
 from pathlib import Path
@@ -27,8 +28,9 @@ import orjson
 from tqdm import tqdm
 
 from recstack.artifacts import atomic_path
-from recstack.data import safe_pickle
-from recstack.data.tencentgr import (
+from recstack.data.raw import safe_pickle
+from recstack.data.raw import tencentgr as tgr
+from recstack.data.raw.tencentgr import (
     ACTIONS,
     ITEM_SPARSE,
     MM_DIMS,
@@ -38,16 +40,10 @@ from recstack.data.tencentgr import (
     EventSink,
     TgrEvents,
     TgrRaw,
-    check_unknown_share,
-    creative_ids_from_indexer,
     indexer_of,
-    write_candidates,
-    write_items,
-    write_predict_users,
-    write_users,
 )
 from recstack.errors import DataError
-from recstack.paths import PreparedTGR, RawTencentGR
+from recstack.paths import RawTencentGR
 
 log = logging.getLogger(__name__)
 BATCH_EVENTS = 2_000_000
@@ -371,97 +367,56 @@ def read_candidates(path: Path, strict: bool, counts: dict[str, int]):
 
 
 # ---- reading the platform layout into the canonical tables --------------------------------------------
+class PlatformLayout(tgr.Layout):
+    """The platform layout's files (one folder), read through the shared `tgr.assemble`."""
+
+    def __init__(self, root: Path, strict: bool):
+        self.raw, self.strict = RawTencentGR(root), strict
+        self.indexer_path = self.raw.indexer
+        self.profiles: list[dict[int, dict]] = []  # user-profile records of seq.jsonl, predict_seq.jsonl
+
+    def indexer(self) -> dict:
+        return load_indexer(self.raw.indexer)
+
+    def candidates(self, counts: Counter) -> tgr.Candidates:
+        cid, rid, feat = read_candidates(self.raw.predict_set, self.strict, counts)
+        return tgr.Candidates(cid, rid, feat, None, str(self.raw.predict_set))
+
+    def read_train(self, sink: EventSink, n_users: int, n_items: int, counts: Counter) -> tuple[int, str]:
+        seq = read_seq(self.raw.seq, sink, n_users, n_items, self.strict, counts, known_users=True)
+        self.profiles.append(seq.profiles)
+        return len(seq.line_users), str(self.raw.seq)
+
+    def read_predict(
+        self, sink: EventSink, n_users: int, n_items: int, counts: Counter
+    ) -> tuple[np.ndarray, str]:
+        pred = read_seq(self.raw.predict_seq, sink, n_users, n_items, self.strict, counts)
+        self.profiles.append(pred.profiles)
+        return np.array(pred.line_users, np.int64), str(self.raw.predict_seq)
+
+    def user_features(self, n_users: int, counts: Counter) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+        sparse = {k: np.zeros(n_users + 1, np.int64) for k in USER_SPARSE}
+        arrays: dict[str, list] = {k: [[] for _ in range(n_users + 1)] for k in USER_ARRAY}
+        for profiles in self.profiles:  # profiles from both files
+            tgr.apply_profiles(profiles, sparse, arrays, n_users, counts)
+        return sparse, arrays
+
+    def item_features(self, n_rows: int, n_items: int, counts: Counter) -> dict[str, np.ndarray]:
+        path = self.raw.item_feat_dict
+        return read_item_feat_dict(path, n_rows, self.strict, counts) if path.is_file() else {}
+
+    def read_mm(self, feat: str, creative: np.ndarray, lookup: tgr.CidIndex, sink: EmbeddingSink,
+                counts: Counter) -> None:  # fmt: skip
+        cid_to_row = {int(c): r for r, c in enumerate(creative.tolist()) if r}
+        read_mm(self.raw.creative_emb, feat, cid_to_row, sink, self.strict, counts)
+
+
 def read_platform(root: str | Path, out: Path, strict: bool = True, mm_feats: tuple[str, ...] = ("81",),
                   emb_dims: dict[str, int] | None = None, max_unknown_item_share: float = 0.05,
                   ) -> dict[str, object]:  # fmt: skip
-    raw = RawTencentGR(Path(root))
-    counts: dict[str, int] = _Counts()
-    idx = load_indexer(raw.indexer)
-    n_users, n_items = max(idx["u"].values(), default=0), max(idx["i"].values(), default=0)
-    user_raw = np.full(n_users + 1, "", dtype=object)
-    for k, v in idx["u"].items():
-        user_raw[v] = str(k)
-    creative = creative_ids_from_indexer(idx["i"], n_items, raw.indexer)
-
-    # candidates first: items only in the pool get rows after the indexer's items
-    c_cid, c_rid, c_feat = read_candidates(raw.predict_set, strict, counts)
-    cid_to_row = {int(c): r for r, c in enumerate(creative) if r}
-    cold = np.array([c not in cid_to_row for c in c_cid.tolist()])
-    extra = np.unique(c_cid[cold])
-    for r, c in enumerate(extra.tolist(), n_items + 1):
-        cid_to_row[c] = r
-    creative = np.concatenate([creative, extra])
-    c_item = np.array([cid_to_row[c] for c in c_cid.tolist()], np.int64)
-    counts["candidates_cold"] = int(cold.sum())
-    n_rows = len(creative)
-
-    sink = EventSink(out / PreparedTGR.EVENTS)
-    try:
-        seq = read_seq(raw.seq, sink, n_users, n_items, strict, counts, known_users=True)
-    except BaseException:
-        sink.abort()
-        raise
-    counts["events"] = sink.close()
-    unknown = counts["events_unknown_item"]
-    check_unknown_share(unknown, counts["events"], str(raw.seq), n_items, max_unknown_item_share)
-    psink = EventSink(out / PreparedTGR.PREDICT_EVENTS)
-    try:
-        pred = read_seq(raw.predict_seq, psink, n_users, n_items, strict, counts)
-    except BaseException:
-        psink.abort()
-        raise
-    counts["predict_events"] = psink.close()
-    unknown = counts["events_unknown_item"] - unknown
-    check_unknown_share(
-        unknown, counts["predict_events"], str(raw.predict_seq), n_items, max_unknown_item_share
-    )
-
-    # users: profiles from both files; array features as lists
-    sparse = {k: np.zeros(n_users + 1, np.int64) for k in USER_SPARSE}
-    arrays = {k: [[] for _ in range(n_users + 1)] for k in USER_ARRAY}
-    for profiles in (seq.profiles, pred.profiles):
-        for u, uf in profiles.items():
-            if not 1 <= u <= n_users:
-                counts["profiles_unknown_user"] += 1
-                continue
-            for key, v in uf.items():
-                if key in sparse and not isinstance(v, list):
-                    sparse[key][u] = v
-                elif key in arrays:
-                    arrays[key][u] = v if isinstance(v, list) else [v]
-    write_users(out, user_raw, sparse, arrays)
-
-    p_users = np.array(pred.line_users, np.int64)
-    known = (p_users >= 1) & (p_users <= n_users)
-    counts["predict_users_unknown"] = int((~known).sum())  # cold-start users: answered from the pool
-    raw_ids = [user_raw[u] if k else str(u) for u, k in zip(p_users.tolist(), known.tolist(), strict=True)]
-    write_predict_users(out, p_users, raw_ids, known)
-
-    item_feats = (
-        read_item_feat_dict(raw.item_feat_dict, n_rows, strict, counts)
-        if raw.item_feat_dict.is_file()
-        else {}
-    )
-    for key, col in c_feat.items():  # the pool's own features fill what item_feat_dict lacks
-        if key in ITEM_SPARSE:
-            f = item_feats.setdefault(key, np.zeros(n_rows, np.int64))
-            f[c_item] = np.where(f[c_item] == 0, col, f[c_item])
-    write_items(out, creative, item_feats, n_items)
-    write_candidates(out, c_cid, c_rid, c_item, {k: v for k, v in c_feat.items() if k in ITEM_SPARSE})
-
-    dims = {**MM_DIMS, **(emb_dims or {})}
-    for feat in mm_feats:
-        esink = EmbeddingSink(out, feat, n_rows, dims[feat])
-        try:
-            read_mm(raw.creative_emb, feat, cid_to_row, esink, strict, counts)
-        except BaseException:
-            esink.abort()
-            raise
-        counts[f"coverage_mm_{feat}"] = esink.close()
-
-    figures = {"users": n_users, "items": n_items, "items_with_pool": n_rows - 1, "candidates": len(c_cid),
-               "predict_users": len(p_users), "training_users": len(seq.line_users), **counts}  # fmt: skip
-    return figures
+    """Read the platform layout under `root` into prepare's canonical tables in `out`; returns the figures."""
+    layout = PlatformLayout(Path(root), strict)
+    return tgr.assemble(layout, out, mm_feats, emb_dims, max_unknown_item_share, _Counts())
 
 
 class _Counts(dict):

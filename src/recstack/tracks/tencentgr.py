@@ -1,0 +1,104 @@
+"""The tencentgr track (Tencent 2025 All-Modality Generative Recommendation): rank the candidate pool per
+user, scored by 0.31*HR@10 + 0.69*NDCG@10 (clicks and conversions weighted as the final round). Its stages,
+in run order; its submission is `submission.json` (+ `.csv`), the top 10 creative ids per predict user,
+checked by ensemble/submission.validate_tgr before it is written and before it is scored here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from recstack.data.tables.predictions import read_ranking
+from recstack.ensemble.submission import TGR_K, read_tgr, validate_tgr
+from recstack.metrics import TGR_ACTION_WEIGHTS, tencentgr_score
+from recstack.paths import Paths, PreparedTGR
+from recstack.stages import baseline, build, embed, ensemble, prepare, retrieve, seqrec, stack
+from recstack.tracks.base import SHARED_KEYS, Stage, Track, no_truth
+
+HELD_OUT = ("data.valid_users", "data.stack_users", "data.stack_cuts")  # which events each model may train on
+
+
+class TencentGR(Track):
+    name = "tencentgr"
+
+    def __init__(self) -> None:
+        self.stages = {
+            "build": Stage(
+                "build", build.run_tencentgr, (), (*SHARED_KEYS, "data"),
+                "build the raw TencentGR platform layout for data.source=movielens|synthetic",
+            ),
+            "prepare": Stage(
+                "prepare", prepare.run_tencentgr, ("build",),
+                (*SHARED_KEYS, "data.layout", "data.strict", "data.mm_feats", "data.emb_dims", "data.valid_users",
+                 "data.eval_dir", "data.max_unknown_item_share"),
+                "stream the platform / parquet layout into canonical events, users, items, embeddings, candidates",
+                reads_raw=True,
+            ),
+            "embed": Stage(
+                "embed", embed.stage_body(embed.tencentgr_side), ("prepare",),
+                (*SHARED_KEYS, "device", "embed", "data.mm_feats", "data.emb_dims"),
+                "item texts (where present) + provided emb_<id> (masked coverage) -> fused, behaviour-aligned vectors",
+            ),
+            "seqrec": Stage(
+                "seqrec", seqrec.run, ("prepare",), (*SHARED_KEYS, "device", *HELD_OUT, "data.mm_feats",
+                "data.emb_dims", "seqrec"),
+                "causal transformer over event sequences, InfoNCE + logQ: top-k of the pool per query, FAISS search",
+            ),
+            "baseline": Stage(
+                "baseline", baseline.run_tencentgr, ("prepare",), (*SHARED_KEYS, "baseline"),
+                "recent click popularity over the candidate pool, seen items left out: top-k per user",
+            ),
+            "retrieve": Stage(
+                "retrieve", retrieve.run_tencentgr, ("prepare",), (*SHARED_KEYS, "device", "retrieve", *HELD_OUT),
+                "candidate sources (co-visitation, content ANN, popularity, seqrec) -> merged candidates, recall",
+            ),
+            "stack": Stage(
+                "stack", stack.run_tencentgr, ("prepare", "retrieve"), (*SHARED_KEYS, "stack.rerank"),
+                "LightGBM lambdarank over the retrieve stage's candidates, trained on the stacker's queries",
+            ),
+            "ensemble": Stage(
+                "ensemble", ensemble.stage_body(ensemble.TencentgrBlending), ("prepare",), (*SHARED_KEYS, "ensemble"),
+                "fuse the sources' rankings; write the validated top-10 submission (submission.json / .csv)",
+            ),
+        }  # fmt: skip
+
+    def optional_needs(self, cfg: DictConfig, stage: str) -> tuple[str, ...]:
+        if stage == "stack" and "embed" in self.stages:  # history similarity in the embed space
+            return ("embed",)
+        return ()
+
+    def _truth(self, cfg: DictConfig) -> pd.DataFrame:
+        truth_path = Paths(cfg).raw_tencentgr.truth
+        if not truth_path.is_file():
+            raise no_truth(truth_path)
+        return pd.read_parquet(truth_path)  # user_id, creative_id, action; in predict order
+
+    def evaluate(self, cfg: DictConfig, submission: str) -> dict[str, float]:
+        truth = self._truth(cfg)
+        top10s, users = read_tgr(submission)
+        pool = pd.read_parquet(
+            Paths(cfg).stage_dir("prepare") / PreparedTGR.CANDIDATES, columns=["creative_id"]
+        )
+        validate_tgr(top10s, users, truth["user_id"].astype(str).tolist(), pool["creative_id"].to_numpy(),
+                     source=str(submission))  # fmt: skip
+        m = tencentgr_score(np.asarray(top10s, np.int64), truth["creative_id"].to_numpy(), k=TGR_K,
+                            action=truth["action"].to_numpy(), action_weights=TGR_ACTION_WEIGHTS)  # fmt: skip
+        return {f"test_{k}": float(v) for k, v in m.items()} | {"rows": float(len(truth))}
+
+    def test_metric(self, cfg: DictConfig, folder: Path) -> float | None:
+        if not Paths(cfg).raw_tencentgr.truth.is_file():
+            return None
+        truth = self._truth(cfg)
+        creative = pd.read_parquet(
+            Paths(cfg).stage_dir("prepare") / PreparedTGR.ITEMS, columns=["creative_id"]
+        )
+        items, _ = read_ranking(folder, "test", len(truth))
+        top = creative["creative_id"].to_numpy()[items[:, :TGR_K]]
+        return round(tencentgr_score(top, truth["creative_id"].to_numpy(), k=TGR_K)["score"], 5)
+
+
+TENCENTGR = TencentGR()
