@@ -37,6 +37,7 @@ from recstack.ensemble.blend import logit
 from recstack.errors import DataError
 from recstack.metrics import auc, tencentgr_score
 from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retrieved, Stacked
+from recstack.retrieve.base import backfill, top_k_groups
 from recstack.stack.features import history_similarity, item_stats, mmctr_features, user_relative
 from recstack.stack.lgbm import cv_binary, fit_lambdarank, lgbm_binary
 from recstack.stages.context import StageContext
@@ -194,22 +195,12 @@ def _rows_features(part: pd.DataFrame, sources: list[str], stats: pd.DataFrame, 
 
 def _topk_matrix(user_row: np.ndarray, item: np.ndarray, score: np.ndarray, n_users: int, k: int,
                  fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(U, k) items by descending score per user; users short of k get the next `fill` items they lack."""
-    df = pd.DataFrame({"u": user_row, "item": item, "s": score}).sort_values(["u", "s"], ascending=[True, False],
-                                                                             kind="stable")  # fmt: skip
-    df = df[df.groupby("u").cumcount() < k]
-    items = np.full((n_users, k), -1, np.int64)
-    scores = np.full((n_users, k), -np.inf)
-    pos = df.groupby("u").cumcount().to_numpy()
-    items[df["u"].to_numpy(), pos] = df["item"].to_numpy()
-    scores[df["u"].to_numpy(), pos] = df["s"].to_numpy()
-    for u in np.flatnonzero((items < 0).any(1)):
-        have = items[u][items[u] >= 0]
-        extra = fill[~np.isin(fill, have)][: k - len(have)]
-        items[u, len(have) : len(have) + len(extra)] = extra
-    lo = np.nanmin(np.where(np.isfinite(scores), scores, np.nan)) if np.isfinite(scores).any() else 0.0
-    scores = np.where(np.isfinite(scores), scores, lo - 1.0)  # padded items rank below every scored one
-    return items, scores
+    """(U, k) items by descending score per user (ties: lower item first); users short of k get the next
+    `fill` items they lack (retrieve.base.backfill), scored below every scored item."""
+    top = top_k_groups(user_row, item, score, n_users, k, np.float64)
+    items, _ = backfill(top.items, k, shared=fill)
+    lo = np.nanmin(top.scores) if (~np.isnan(top.scores)).any() else 0.0
+    return items, np.where(np.isnan(top.scores), lo - 1.0, top.scores)  # padded items rank below the rest
 
 
 def source_topk(part: pd.DataFrame, source: str, n_users: int, k: int) -> np.ndarray:
