@@ -11,7 +11,7 @@ import pytest
 from recstack.artifacts import write_table
 from recstack.data.tables.predictions import ranking_table
 from recstack.models.popularity import decayed_popularity
-from recstack.retrieve.base import MISSING, Events, Ranking, drop_seen, query_histories
+from recstack.retrieve.base import MISSING, Events, Ranking, backfill, drop_seen, query_histories
 from recstack.retrieve.content import Content, ContentSettings
 from recstack.retrieve.covisit import CovisitSettings, fit_covisit, score_queries
 from recstack.retrieve.features import covisit_lookup, row_features
@@ -232,3 +232,32 @@ def test_stack_queries_with_several_cuts_per_user_hold_out_from_the_earliest():
         False,
         False,
     ]  # from each user's earliest cut
+
+
+def brute_backfill(own: np.ndarray, fallback: np.ndarray, shared: np.ndarray, k: int) -> list[list[int]]:
+    out = []
+    for q in range(len(own)):
+        row: list[int] = []
+        for x in [*own[q].tolist(), *fallback[q].tolist(), *shared.tolist()]:
+            if x != MISSING and x not in row and len(row) < k:
+                row.append(x)
+        out.append(row + [MISSING] * (k - len(row)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_backfill_equals_a_loop_and_marks_the_filled_slots(seed):
+    rng = np.random.default_rng(seed)
+    q, k = 37, 9
+    own = np.where(rng.random((q, 6)) < 0.3, MISSING, rng.integers(1, 20, (q, 6)))
+    own = np.array([np.r_[r[r != MISSING], r[r == MISSING]] for r in own])  # a ranking: compacted rows
+    fallback = np.where(rng.random((q, 5)) < 0.3, MISSING, rng.integers(1, 20, (q, 5)))  # repeats own items
+    shared = rng.permutation(np.arange(1, 12))  # fewer than some rows need: MISSING at the end
+    items, filled = backfill(own, k, fallback, shared, chunk=8)  # several chunks
+    assert items.tolist() == brute_backfill(own, fallback, shared, k)
+    n_own = [len(set(r[r != MISSING].tolist())) for r in own]
+    assert filled.tolist() == [
+        [n <= j and items[r, j] != MISSING for j in range(k)] for r, n in enumerate(n_own)
+    ]
+    only_own, none = backfill(own, k)
+    assert not none.any() and only_own.tolist() == brute_backfill(own, own[:, :0], shared[:0], k)

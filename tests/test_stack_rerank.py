@@ -77,7 +77,8 @@ def tgr_cfg(tmp_path, tmp_cfg):
     cache.mkdir(parents=True)
     wheel = fake_wheel(cache / "recbole-1.2.1-py3-none-any.whl", users=40, items=80, per_user=14)
     return tmp_cfg("tencentgr_movielens.yaml", f"data.movielens.wheel_sha256={sha256_file(wheel)}",
-                   "data.valid_users=12", "data.stack_users=20", "stack.rerank.lgbm.min_child_samples=5")  # fmt: skip
+                   "data.valid_users=12", "data.stack_users=20", "stack.rerank.lgbm.min_child_samples=5",
+                   "stack.rerank.rich_features=false")  # fmt: skip
 
 
 def test_reranker_beats_every_single_source_and_feeds_the_ensemble(tgr_cfg, monkeypatch, tmp_cfg):
@@ -99,10 +100,18 @@ def test_reranker_beats_every_single_source_and_feeds_the_ensemble(tgr_cfg, monk
     # the ensemble fuses the baseline and the reranker, and submits the best validated ranking
     cfg = tmp_cfg("tencentgr_movielens.yaml", *[f"{k}={v}" for k, v in (
         ("data.movielens.wheel_sha256", tgr_cfg.data.movielens.wheel_sha256), ("data.valid_users", 12),
-        ("data.stack_users", 20), ("stack.rerank.lgbm.min_child_samples", 5))], "ensemble.sources=[baseline,stack]")  # fmt: skip
+        ("data.stack_users", 20), ("stack.rerank.lgbm.min_child_samples", 5), ("stack.rerank.rich_features", "false"))],
+        "ensemble.sources=[baseline,stack]")  # fmt: skip
     ens = run_until(cfg, "ensemble")["ensemble"]["figures"]
     assert ens["submitted"] == "stack" and ens["valid_score"] == figs["valid_score"]
     assert sum(ens["weights"]) == pytest.approx(1.0) and ens["valid_score_blend"] <= ens["valid_score"]
+    # the rich features (noise on this toy data: 12 valid users, 0.917 = one target out of the top 10)
+    rich_cfg = OmegaConf.merge(tgr_cfg, {"stack": {"rerank": {"rich_features": True}}})
+    rich = run_until(rich_cfg, "stack")["stack"]["figures"]
+    assert rich["valid_score"] > 0.9 and rich["lift_over_best_source"] > 0.1
+    assert {"a_score_gap", "clicks_30d", "last_click_days", "covisit_last1", "covisit_last5", "sim_max30",
+            "user_gap_days"} <= set(rich["features"])  # fmt: skip
+    assert any(f.startswith("match_i") for f in rich["features"])
 
 
 def test_candidates_missing_a_column_are_an_error_naming_it(tgr_cfg, monkeypatch):
@@ -136,3 +145,39 @@ def test_without_a_retrieve_stage_the_whole_pipeline_skips_the_reranker(tgr_cfg,
     manifests = run_until(cfg, None)
     assert "stack" not in manifests and "ensemble" in manifests
     assert "[stack] not run: it needs stage(s) retrieve" in caplog.text
+
+
+def test_rich_features_by_hand():
+    from recstack.models.popularity import DAY
+    from recstack.stack.features import feature_match, history_pair_sums, user_normalised, windowed_popularity
+    from recstack.stages.stack import prune
+
+    # clicks of item 5 at days 1, 9, 10 (an exposure at day 9.5 counts nothing); item 6 at day 2
+    item, action = np.array([5, 5, 5, 5, 6]), np.array([1, 0, 1, 2, 1])
+    ts = (np.array([1.0, 9.5, 9.0, 10.0, 2.0]) * DAY).astype(np.int64)
+    q_time = np.array([10.0 * DAY, 9.0 * DAY, np.nan])  # query 2 has no history
+    query, cand = np.array([0, 0, 1, 2]), np.array([5, 6, 5, 5])
+    f = windowed_popularity(item, action, ts, q_time, query, cand, (1.5, 30.0))
+    assert f["clicks_1.5d"][:3].tolist() == [2, 0, 1] and f["clicks_30d"][:3].tolist() == [3, 1, 2]
+    assert f["clicks_before"][:3].tolist() == [3, 1, 2] and f["last_click_days"][:3].tolist() == [0, 8, 0]
+    assert np.isnan(f["clicks_30d"][3]) and f["click_trend"][0] == pytest.approx(2 / 3)
+
+    hist = [np.array([1, 2, 3]), np.array([4]), np.array([], np.int64)]
+    w = {(3, 9): 1.0, (2, 9): 10.0, (1, 9): 100.0, (4, 9): 7.0}
+    pairs = history_pair_sums(hist, np.array([0, 1, 2]), np.array([9, 9, 9]),
+                              lambda a, b: np.array([w.get((x, y), 0.0) for x, y in zip(a, b, strict=True)]), (1, 2, 5), "cv")  # fmt: skip
+    assert pairs["cv_last1"].tolist() == [1, 7, 0] and pairs["cv_last2"].tolist() == [11, 7, 0]
+    assert pairs["cv_last5"].tolist() == [111, 7, 0]
+
+    codes = np.array([[0], [1], [1], [2], [0], [1]])  # item -> genre (0 = none)
+    m = feature_match(codes, ["g"], hist, np.array([0, 0, 1, 2]), np.array([5, 4, 3, 5]), 2)["match_g"]
+    assert (
+        m[0] == pytest.approx(0.5) and np.isnan(m[1]) and m[2] == 0 and np.isnan(m[3])
+    )  # last 2: items 2, 3
+
+    part = pd.DataFrame({"user_row": [0, 0, 1], "a_score": [1.0, 3.0, np.nan], "a_rank": [1, 0, -1],
+                         "b_score": [0.5, np.nan, 2.0], "b_rank": [150, -1, 99]})  # fmt: skip
+    gap = user_normalised(part, ["a_score", "b_score"])
+    assert gap["a_score_gap"][:2].tolist() == [-2, 0] and np.isnan(gap["a_score_gap"][2])
+    assert prune(part, ["a", "b"], 100)["b_rank"].tolist() == [150, -1, 99]
+    assert prune(part, ["a", "b"], 1)["a_rank"].tolist() == [0] and len(prune(part, ["a", "b"], 0)) == 3

@@ -330,6 +330,16 @@ class RerankConfig:
     history: int = 10  # recent history items whose mean / max embedding similarity is a feature
     half_life_days: float = 30.0  # decayed item popularity feature (as the tencentgr baseline's config)
     conversion_weight: float = 2.5  # popularity feature: conversions weigh 2.5, clicks 1 (final-round metric)
+    # candidates kept: those some source ranks above `depth` (0 = all). MovieLens valid (3 seeds, rich
+    # features): depth 100 0.194, 200 0.195, all 814 per user 0.191; depth 100 trains in a third of the time
+    depth: int = 100
+    # per-query normalised source scores, popularity in `windows_days` before the query's time, co-visitation
+    # with the last `covisit_lasts` items, item-feature match with the last `history` items, similarity to the
+    # last `long_history` items, user activity: MovieLens valid 0.186 -> 0.191 (mean of 3 seeds, all depths)
+    rich_features: bool = True
+    windows_days: list[float] = field(default_factory=lambda: [7.0, 30.0, 180.0])
+    covisit_lasts: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
+    long_history: int = 30
 
 
 @dataclass

@@ -73,10 +73,8 @@ class Ranking:
     scores: np.ndarray  # (Q, K) float32, NaN where empty
 
     @staticmethod
-    def empty(n_queries: int, k: int) -> Ranking:
-        return Ranking(
-            np.full((n_queries, k), MISSING, np.int64), np.full((n_queries, k), np.nan, np.float32)
-        )
+    def empty(n_queries: int, k: int, dtype: type = np.float32) -> Ranking:
+        return Ranking(np.full((n_queries, k), MISSING, np.int64), np.full((n_queries, k), np.nan, dtype))
 
 
 class Source(Protocol):
@@ -106,22 +104,64 @@ def query_histories(events: Events, users: np.ndarray, split: str, cut: np.ndarr
     return Queries(split, users, offsets, events.item[rows], events.action[rows], events.ts[rows])
 
 
-def compact(group: np.ndarray, item: np.ndarray, score: np.ndarray, n_groups: int, k: int) -> Ranking:
-    """Rows already sorted by group, best first within a group -> the first k of each, (n_groups, k) padded."""
+def compact(group: np.ndarray, item: np.ndarray, score: np.ndarray, n_groups: int, k: int,
+            dtype: type = np.float32) -> Ranking:  # fmt: skip
+    """Rows already sorted by group, best first within a group -> the first k of each, (n_groups, k) padded.
+    Scores are kept as `dtype` (float64 where float32 rounding would tie distinct model scores)."""
     first = np.searchsorted(group, np.arange(n_groups))
     rank = np.arange(len(group)) - first[group] if len(group) else np.zeros(0, np.int64)
     keep = rank < k
-    out = Ranking.empty(n_groups, k)
+    out = Ranking.empty(n_groups, k, dtype)
     out.items[group[keep], rank[keep]] = item[keep]
     out.scores[group[keep], rank[keep]] = score[keep]
     return out
 
 
-def top_k_groups(group: np.ndarray, item: np.ndarray, score: np.ndarray, n_groups: int,
-                 k: int) -> Ranking:  # fmt: skip
+def top_k_groups(group: np.ndarray, item: np.ndarray, score: np.ndarray, n_groups: int, k: int,
+                 dtype: type = np.float32) -> Ranking:  # fmt: skip
     """Per group the k items of highest score (ties: lower item first) -> (n_groups, k) padded."""
     order = np.lexsort((item, -score, group))
-    return compact(group[order], item[order], score[order], n_groups, k)
+    return compact(group[order], item[order], score[order], n_groups, k, dtype)
+
+
+def backfill(items: np.ndarray, k: int, fallback: np.ndarray | None = None, shared: np.ndarray | None = None,
+             chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(Q, k) items: each row's own `items` (MISSING dropped, order kept), then the items of its `fallback`
+    row (Q, F), then of the `shared` list (P,) of distinct items (e.g. the pool by popularity), each taken only if not listed
+    already; MISSING where all run out. Also (Q, k) bool: the slot came from a fallback. The one top-k with
+    backfill of the retrieve stage, the stacker and (for its short rows) the seqrec stage.
+    Vectorised over rows in chunks: a row's first occurrence of an item is found by a stable sort of the row,
+    so memory is chunk x (K + F + 2k) whatever the pool's size (2k shared items always suffice: at most k
+    of them are listed already)."""
+    items = np.asarray(items, np.int64)
+    n_q = len(items)
+    own_w = items.shape[1] if items.ndim == 2 else 0
+    parts = [items.reshape(n_q, own_w)]
+    if fallback is not None:
+        parts.append(np.asarray(fallback, np.int64).reshape(n_q, -1))
+    if shared is not None:
+        head = np.asarray(shared, np.int64)[: 2 * k]
+        parts.append(np.broadcast_to(head, (n_q, len(head))))
+    width = sum(p.shape[1] for p in parts)
+    out = np.full((n_q, k), MISSING, np.int64)
+    filled = np.zeros((n_q, k), bool)
+    if width == 0 or k == 0:
+        return out, filled
+    for a in range(0, n_q, chunk):
+        m = np.concatenate([p[a : a + chunk] for p in parts], axis=1)  # (B, W)
+        order = np.argsort(m, axis=1, kind="stable")  # equal items: the earliest column first
+        srt = np.take_along_axis(m, order, 1)
+        dup_sorted = np.zeros_like(srt, bool)
+        dup_sorted[:, 1:] = srt[:, 1:] == srt[:, :-1]
+        dup = np.zeros_like(dup_sorted)
+        np.put_along_axis(dup, order, dup_sorted, 1)
+        ok = (m != MISSING) & ~dup
+        pos = np.argsort(~ok, axis=1, kind="stable")[:, :k]  # the kept columns, in column order
+        take = np.take_along_axis(ok, pos, 1)
+        width_k = pos.shape[1]
+        out[a : a + chunk, :width_k] = np.where(take, np.take_along_axis(m, pos, 1), MISSING)
+        filled[a : a + chunk, :width_k] = take & (pos >= own_w)
+    return out, filled
 
 
 def drop_seen(ranking: Ranking, queries: Queries, k: int, seen: bool = True) -> Ranking:

@@ -12,6 +12,7 @@ item to the user's recent history in the embed space.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,4 +134,88 @@ def history_similarity(emb: np.ndarray, hist: list[np.ndarray], query: np.ndarra
         out["sim_last"][a : a + CHUNK] = np.where(ok, np.einsum("nd,nd->n", cand, last[q]), np.nan)
         sims = np.einsum("nd,nrd->nr", cand, hv[q])  # (B, R)
         out["sim_max"][a : a + CHUNK] = np.where(ok, np.where(mask[q], sims, -np.inf).max(1), np.nan)
+    return out
+
+
+def user_normalised(part: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
+    """Each score column relative to its query's best candidate (score - the query's max): a source's
+    scale drifts between users (co-visitation sums grow with history length), its lead over the query's
+    other candidates does not. NaN stays NaN (the source did not propose the item)."""
+    q = part["user_row"].to_numpy()
+    out = {}
+    for c in columns:
+        s = part[c].astype(np.float64)
+        out[f"{c}_gap"] = (s - s.groupby(q).transform("max").to_numpy()).to_numpy(np.float32)
+    return out
+
+
+def windowed_popularity(item: np.ndarray, action: np.ndarray, ts: np.ndarray, q_time: np.ndarray,
+                        query: np.ndarray, cand: np.ndarray, windows_days: tuple[float, ...]) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per (query, candidate) row, from the given (training) events: the candidate's clicks in each window
+    of days before the query's time (its last history event), days since its last click before then, and
+    the share of its clicks that fell in the shortest window (trend). Popularity "now" for each query
+    rather than at the end of the data: a MovieLens query may sit months before the last event.
+    NaN where the query has no time (no history)."""
+    click = action >= 1
+    big = np.int64(1) << 40  # ts in seconds < 2**40
+    key = np.sort(item[click].astype(np.int64) * big + ts[click].astype(np.int64))
+    has = np.isfinite(q_time)
+    t = np.where(has, q_time, 0).astype(np.int64)[query]
+    base = cand.astype(np.int64) * big
+    upto = np.searchsorted(key, base + t, side="right")
+    start = np.searchsorted(key, base)
+    out: dict[str, np.ndarray] = {}
+    for w in windows_days:
+        lo = np.searchsorted(key, base + t - np.int64(w * DAY), side="right")
+        out[f"clicks_{w:g}d"] = np.where(has[query], upto - np.maximum(lo, start), np.nan).astype(np.float32)
+    out["clicks_before"] = np.where(has[query], upto - start, np.nan).astype(np.float32)
+    last = np.where(upto > start, key[np.maximum(upto - 1, 0)] - base, -1)
+    out["last_click_days"] = np.where(has[query] & (upto > start), (t - last) / DAY, np.nan).astype(
+        np.float32
+    )
+    short = out[f"clicks_{min(windows_days):g}d"]
+    out["click_trend"] = (short / np.maximum(out["clicks_before"], 1)).astype(np.float32)
+    return out
+
+
+def _recent_matrix(hist: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, n) the last n history items, most recent first, and their mask."""
+    pad = np.zeros((len(hist), n), np.int64)
+    mask = np.zeros((len(hist), n), bool)
+    for q, h in enumerate(hist):
+        h = h[::-1][:n]
+        pad[q, : len(h)], mask[q, : len(h)] = h, True
+    return pad, mask
+
+
+def history_pair_sums(hist: list[np.ndarray], query: np.ndarray, cand: np.ndarray,
+                      lookup: Callable[[np.ndarray, np.ndarray], np.ndarray], lasts: tuple[int, ...],
+                      name: str) -> dict[str, np.ndarray]:  # fmt: skip
+    """`name`_last<n>: sum of lookup(a, candidate) over the query's last n history items a (e.g. the
+    co-visitation weight w(a -> candidate)), for each n of `lasts`: the latest item alone says more about
+    the next one than the recency-weighted sum the source ranks by."""
+    n_max = max(lasts)
+    pad, mask = _recent_matrix(hist, n_max)
+    acc = np.zeros(len(query), np.float64)
+    out = {}
+    for j in range(n_max):
+        ok = mask[query, j]
+        acc[ok] += lookup(pad[query[ok], j], cand[ok])
+        if j + 1 in lasts:
+            out[f"{name}_last{j + 1}"] = acc.astype(np.float32)
+    return out
+
+
+def feature_match(codes: np.ndarray, names: list[str], hist: list[np.ndarray], query: np.ndarray,
+                  cand: np.ndarray, recent: int) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per item feature column (codes: (items, C), 0 = none): the share of the query's last `recent`
+    history items with the candidate's value (e.g. the same genre). NaN without history or value."""
+    pad, mask = _recent_matrix(hist, recent)
+    n = np.maximum(mask.sum(1), 1)[query]
+    out = {}
+    for c, name in enumerate(names):
+        v = codes[cand, c]
+        same = (codes[pad[query], c] == v[:, None]) & mask[query]
+        share = same.sum(1) / n
+        out[f"match_{name}"] = np.where((v != 0) & mask[query].any(1), share, np.nan).astype(np.float32)
     return out

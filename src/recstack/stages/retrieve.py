@@ -40,7 +40,7 @@ from recstack.data.tables.tgr_prepared import (
 from recstack.errors import DataError
 from recstack.metrics import auc
 from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retrieved
-from recstack.retrieve.base import MISSING, Events, Ranking, query_histories
+from recstack.retrieve.base import MISSING, Events, Ranking, backfill, query_histories
 from recstack.retrieve.covisit import fit_covisit
 from recstack.retrieve.features import FEATURES, row_features, train_sequences
 from recstack.retrieve.index import VectorIndex, set_threads
@@ -73,20 +73,19 @@ def _topk(rc: Any, name: str) -> int:
     return int(rc[name].topk)
 
 
-def _backfill(r: Ranking, fallback: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Q, k) items of `r`, empty slots filled with the first `fallback` items not already listed."""
-    items = np.zeros((len(r.items), k), np.int64)
-    scores = np.zeros((len(r.items), k), np.float32)
-    for q in range(len(r.items)):
-        own = r.items[q][r.items[q] != MISSING][:k]
-        fill = fallback[q][~np.isin(fallback[q], own)] if len(own) < k else fallback[q][:0]
-        fill = fill[fill != MISSING][: k - len(own)]
-        row = np.r_[own, fill]
-        items[q, : len(row)] = row
-        s = r.scores[q][: len(own)]
-        scores[q, : len(own)] = s
-        scores[q, len(own) : len(row)] = (np.nanmin(s) if len(s) else 0.0) - 1.0 - np.arange(len(fill))
-    return items, scores
+def _backfill(r: Ranking, fallback: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, k) items of `r`, empty slots filled with the first items of `fallback` (Q, F), then of `pool`,
+    not already listed (base.backfill); a filled slot scores below the row's own items, in fill order."""
+    items, filled = backfill(r.items, k, fallback, pool)
+    n_q, width = r.scores.shape
+    own = np.full((n_q, k), np.nan, np.float32)
+    own[:, : min(width, k)] = r.scores[:, :k]
+    own = np.where(filled | (items == MISSING), np.nan, own)  # own items are a ranking's compacted prefix
+    has = ~np.isnan(own).all(1)
+    lo = np.where(has, np.nanmin(np.where(has[:, None], own, 0.0), axis=1), 0.0).astype(np.float32)
+    j = np.cumsum(filled, axis=1) - 1  # the slot's place among the row's filled ones
+    scores = np.where(filled, (lo - np.float32(1.0))[:, None] - j, np.nan_to_num(own, nan=0.0))
+    return items, scores.astype(np.float32)
 
 
 def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
@@ -197,9 +196,8 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     # predictions: the best validated ranking, backfilled by the fused one then by the pool
     k = min(int(rc.predictions_topk), len(pool))
     out = {}
-    for split, n in (("valid", len(valid)), ("test", len(pu))):
-        fallback = np.concatenate([rankings[split][MERGED].items, np.tile(pool, (n, 1))], axis=1)
-        out[split] = _backfill(rankings[split][best], fallback, k)
+    for split in ("valid", "test"):
+        out[split] = _backfill(rankings[split][best], rankings[split][MERGED].items, pool, k)
     write_table(ctx.out / Predictions.FILE, ranking_table(out))
 
     figures: dict[str, Any] = {"best": best, "sources": ",".join(names), "train_queries": len(train),
