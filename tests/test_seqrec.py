@@ -105,7 +105,9 @@ def test_full_softmax_equals_cross_entropy_over_the_catalogue_with_seen_items_le
         g = torch.Generator().manual_seed(0)
         got = tr.batch_loss(model, store, b, weights, rate, rate, drawable, g, s).item()
         with torch.no_grad():
-            h = F.normalize(model(b["user"], item, b["action"], b["gap"], valid, torch.ones_like(item)), dim=-1)
+            h = F.normalize(
+                model(b["user"], item, b["action"], b["gap"], valid, torch.ones_like(item)), dim=-1
+            )
             v = F.normalize(model.item_table(), dim=-1)
         want, rows = 0.0, 0
         for r in range(2):
@@ -113,7 +115,11 @@ def test_full_softmax_equals_cross_entropy_over_the_catalogue_with_seen_items_le
                 if not valid[r, p]:
                     continue
                 target = int(store.item[b["next"][r, p]])
-                keep = [i for i in range(1, n) if i == target or not (mask_seen and i in item[r, : p + 1].tolist())]
+                keep = [
+                    i
+                    for i in range(1, n)
+                    if i == target or not (mask_seen and i in item[r, : p + 1].tolist())
+                ]
                 logits = h[r, p] @ v[keep].T / t  # no logQ: every item is a candidate exactly once
                 want += float(torch.logsumexp(logits, 0) - logits[keep.index(target)])
                 rows += 1

@@ -236,7 +236,9 @@ def evaluate(model: SeqRec, store: EventStore, w: Windows, target: np.ndarray, a
 def seen_in_window(item: torch.Tensor, valid: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
     """item, valid (B, L); cand (M,) item ids -> (B, L, M) bool: candidate m is among the window's events up
     to and including position t (what the query after event t has seen)."""
-    col = torch.full((int(torch.maximum(item.max(), cand.max())) + 1,), -1, dtype=torch.long, device=item.device)
+    col = torch.full(
+        (int(torch.maximum(item.max(), cand.max())) + 1,), -1, dtype=torch.long, device=item.device
+    )
     col[cand] = torch.arange(len(cand), device=item.device)  # item -> candidate column (-1: none)
     c = torch.where(valid, col[item], -1)  # (B, L)
     hit = torch.zeros(*item.shape, len(cand) + 1, dtype=torch.int8, device=item.device)  # last column: none
@@ -280,7 +282,11 @@ def batch_loss(model: SeqRec, store: EventStore, b: dict[str, torch.Tensor], wei
         ):  # expected count of an item among the negatives: m x target popularity + K x rate
             logq = torch.log((m * pop + s.negatives * rate).clamp(min=1e-12)).float()
             lq_pos, lq_neg = logq[tgt], logq[neg_id]
-        skip = seen_in_window(b["item"], b["valid"], neg_id)[sel] if full and s.exclude_seen and s.mask_seen else None
+        skip = (
+            seen_in_window(b["item"], b["valid"], neg_id)[sel]
+            if full and s.exclude_seen and s.mask_seen
+            else None
+        )
         return infonce_loss(q, vec[: len(tgt)], vec[len(tgt) :], tgt, neg_id, lq_pos, lq_neg, w[sel],
                             s.temperature, skip)  # fmt: skip
 
