@@ -6,7 +6,8 @@
 
 Quality: every run goes through the pipeline (`run_until(cfg, "seqrec")`, the stage forced), one data split
 (`seed` fixed) and `seqrec.seed_offset` = 0, 1, 2 for the model's initialisation and draws; prints the valid
-score (0.31 HR@10 + 0.69 NDCG@10) mean and standard deviation per loss, and the popularity baseline's.
+score (0.31 HR@10 + 0.69 NDCG@10) mean and standard deviation per loss, the popularity baseline's and the
+retrieve stage's co-visitation source's on the same valid users.
 Scale: a TencentGR-1M-shaped synthetic slice (100 events per user) prepared once, then a short training run
 in a child process: training samples/s (windows of up to 100 events) and the child's peak RSS.
 """
@@ -50,13 +51,19 @@ def quality(args: argparse.Namespace) -> None:
                   f" NDCG@10 {m['valid_ndcg@10']:.4f}), best step {m['best_step']}/{m['steps_planned']},"
                   f" {secs[-1]:.0f} s", flush=True)  # fmt: skip
         rows[loss] = (float(np.mean(scores)), float(np.std(scores)), float(np.mean(secs)))
+    # the retrieve stage's co-visitation source on the same valid users (the bar of issue 12); it reads the
+    # last seqrec run as one more source, which does not change the co-visitation figure
+    cov = run_stage(cfg, "retrieve", force=True)["figures"].get("valid_score_covisit", float("nan"))
     print(f"\n{cfg.dataset} ({args.config}, {' '.join(args.set)}), valid users {cfg.data.valid_users}")
     print("| model | valid score mean | std | runs | s per run |\n| --- | ---: | ---: | ---: | ---: |")
     print(f"| popularity (baseline stage) | {pop:.4f} | - | 1 | - |")
+    print(f"| co-visitation (retrieve stage) | {cov:.4f} | - | 1 | - |")
     for loss, (mean, std, sec) in rows.items():
         print(f"| seqrec loss={loss} | {mean:.4f} | {std:.4f} | {args.seeds} | {sec:.0f} |")
     if {"infonce", "bce"} <= set(rows):
         print(f"infonce / bce = {rows['infonce'][0] / max(rows['bce'][0], 1e-9):.2f}x")
+    if "infonce" in rows:
+        print(f"infonce / co-visitation = {rows['infonce'][0] / max(cov, 1e-9):.2f}x")
 
 
 def scale(args: argparse.Namespace) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+import torch.nn.functional as F
 
-from recstack.config import ConfigError
+from recstack.config import ConfigError, load_config
 from recstack.data.raw.tencentgr_platform import write_platform
 from recstack.data.tables.predictions import COLUMNS, read_ranking
 from recstack.data.tables.tgr_prepared import before_cuts, pool_items, read_events, read_table, stack_queries
@@ -22,6 +26,7 @@ from recstack.retrieve.index import VectorIndex, search_excluding
 from recstack.stages.seqrec import mips
 from recstack.train import seqrec as tr
 
+from conftest import ROOT
 from tgr_helpers import tiny_tgr
 
 
@@ -80,6 +85,56 @@ def test_infonce_equals_a_hand_computed_value():
     sp = lambda x: math.log1p(math.exp(x))  # noqa: E731 (softplus)
     want = (sp(-1.0) + sp(1.0) + 2.5 * (sp(-2.0) + sp(2.0))) / 3.5
     assert b == pytest.approx(want, rel=1e-6)
+
+
+def test_full_softmax_equals_cross_entropy_over_the_catalogue_with_seen_items_left_out():
+    model = tiny_model(mm=False)
+    n = model.items.n_items
+    item = torch.tensor([[0, 3, 5, 3, 7], [2, 4, 6, 8, 9]])  # row 0: one padded slot; item 3 seen twice
+    store = tr.EventStore(torch.cat([item.flatten(), torch.tensor([1])]).int(),
+                          torch.ones(11, dtype=torch.int8), torch.zeros(11, dtype=torch.int8))  # fmt: skip
+    valid = item > 0
+    b = {"user": torch.tensor([1, 2]), "item": item, "action": torch.ones_like(item), "gap": torch.zeros_like(item),
+         "valid": valid, "next": torch.arange(10).view(2, 5) + 1}  # fmt: skip
+    drawable, t = torch.arange(1, n), 0.2
+    weights = torch.tensor([0.0, 1.0, 2.5])
+    rate = torch.full((n,), 1.0 / (n - 1))
+    rate[0] = 0
+    for mask_seen in (False, True):
+        s = tr.SeqTrainSettings(temperature=t, full_softmax_items=n, mask_seen=mask_seen, logq=True)
+        g = torch.Generator().manual_seed(0)
+        got = tr.batch_loss(model, store, b, weights, rate, rate, drawable, g, s).item()
+        with torch.no_grad():
+            h = F.normalize(
+                model(b["user"], item, b["action"], b["gap"], valid, torch.ones_like(item)), dim=-1
+            )
+            v = F.normalize(model.item_table(), dim=-1)
+        want, rows = 0.0, 0
+        for r in range(2):
+            for p in range(5):
+                if not valid[r, p]:
+                    continue
+                target = int(store.item[b["next"][r, p]])
+                keep = [
+                    i
+                    for i in range(1, n)
+                    if i == target or not (mask_seen and i in item[r, : p + 1].tolist())
+                ]
+                logits = h[r, p] @ v[keep].T / t  # no logQ: every item is a candidate exactly once
+                want += float(torch.logsumexp(logits, 0) - logits[keep.index(target)])
+                rows += 1
+        assert got == pytest.approx(want / rows, rel=1e-5), mask_seen
+    # the seen mask: position p of a window has seen its own events up to p, padding never
+    seen = tr.seen_in_window(item, valid, torch.tensor([3, 7, 0]))
+    assert seen[0, :, 0].tolist() == [False, True, True, True, True]
+    assert seen[0, :, 1].tolist() == [False, False, False, False, True] and not seen[:, :, 2].any()
+
+
+def test_warmup_then_cosine_decay_over_the_remaining_steps():
+    f = [tr.lr_factor(t, 10, 110) for t in range(111)]
+    assert f[0] == pytest.approx(0.1) and f[9] == 1.0 and f[10] == 1.0  # the peak is reached
+    assert f[60] == pytest.approx(0.5) and f[110] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))
 
 
 def test_logq_subtracts_each_candidates_log_sampling_rate():
@@ -242,3 +297,26 @@ def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
 def test_bad_seqrec_config_is_an_error_naming_the_key(tmp_cfg, override, msg):
     with pytest.raises(ConfigError, match=msg):
         tmp_cfg("tencentgr_real.yaml", "seqrec.heads=4", override)
+
+
+def test_stage_bytes_are_identical_across_two_processes(tmp_path):
+    """Two separate processes (different hash seeds) on the same data write the same bytes: nothing depends
+    on string hashing, and the float sums do not depend on the machine's load (seqrec.threads)."""
+    out = []
+    for run in ("a", "b"):
+        args = [
+            f"input_root={tmp_path / run / 'in'}",
+            f"output_root={tmp_path / run / 'out'}",
+            *TINY,
+            "seqrec.multimodal=provided",
+        ]  # no embed stage: prepare + seqrec only (seconds)
+        cfg = load_config(ROOT / "configs" / "tencentgr_real.yaml", args)
+        write_platform(tiny_tgr(), Paths(cfg).raw_dir, {"82": 8})
+        env = {**os.environ, "PYTHONHASHSEED": "1" if run == "a" else "2",
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+        subprocess.run([sys.executable, "-m", "recstack", "seqrec", "--config", str(ROOT / "configs" / "tencentgr_real.yaml"),
+                        *args], check=True, env=env, capture_output=True)  # fmt: skip
+        d = Paths(cfg).stage_dir("seqrec")
+        out.append([(d / f).read_bytes() for f in (Predictions.FILE, Seqrec.MODEL)])  # curve.csv: timings
+    for name, a, b in zip((Predictions.FILE, Seqrec.MODEL), *out, strict=True):
+        assert a == b, f"seqrec {name} differs between two processes"

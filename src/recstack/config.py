@@ -373,9 +373,15 @@ class SeqrecConfig:
     inbatch: int = 1024  # the batch's other positives used as negatives (at most)
     logq: bool = True  # subtract log sampling rate of every candidate (Yi et al. 2019)
     uniform_mix: float = 0.1  # share of shared negatives drawn uniformly (cold and never-clicked items too)
+    # a catalogue of at most this many drawable items gets the exact softmax over all of them instead of
+    # sampled negatives (MovieLens: 1,682 items; a (positions x items) logit matrix of this width is cheap)
+    full_softmax_items: int = 4096
+    # with exclude_seen, the items a position has already seen in its window are no negatives of the exact
+    # softmax: they are filtered at inference, so training need not push them down (bench/README.md)
+    mask_seen: bool = True
     lr: float = 2e-3
     weight_decay: float = 0.01
-    warmup: int = 100  # steps of linear warmup before the cosine decay
+    warmup: int = 100  # steps of linear warmup, then cosine decay to 0 over the remaining steps
     batch_size: int = 128  # windows (users) per step
     epochs: int = 20
     min_steps: int = 1000  # step floor: a small data set still gets enough updates
@@ -391,6 +397,10 @@ class SeqrecConfig:
     index: str = "Flat"  # FAISS index_factory string of the pool search (retrieve/index.py)
     # added to `seed` for the model's initialisation and draws only: seeds over one data split (bench)
     seed_offset: int = 0
+    # CPU threads of the stage's torch ops (0 = torch's default, every core). With 2+ threads the MKL float
+    # sums of a step vary between processes (a separate run gave other bytes; bench/README.md), so the
+    # default is 1: bit-identical outputs across processes. A GPU run is unaffected.
+    threads: int = 1
     progress: bool = True
 
 

@@ -139,12 +139,23 @@ def profile_rows(user: np.ndarray, n_users: int) -> np.ndarray:
 def settings(ctx: StageContext, key: str) -> SeqTrainSettings:
     sc = ctx.cfg.seqrec
     keys = ("loss", "temperature", "negatives", "inbatch", "logq", "uniform_mix", "lr", "weight_decay", "warmup",
-            "batch_size", "epochs", "min_steps", "eval_every", "patience", "max_len", "exclude_seen", "progress")  # fmt: skip
+            "batch_size", "epochs", "min_steps", "eval_every", "patience", "max_len", "exclude_seen", "progress",
+            "full_softmax_items", "mask_seen")  # fmt: skip
     return SeqTrainSettings(**{k: sc[k] for k in keys}, seed=ctx.cfg.seed + sc.seed_offset,
                             resume=ctx.paths.resume_dir("seqrec") / Seqrec.RESUME, resume_key=key)  # fmt: skip
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
+    before = torch.get_num_threads()
+    if ctx.cfg.seqrec.threads > 0:  # why 1 by default: config.SeqrecConfig.threads
+        torch.set_num_threads(ctx.cfg.seqrec.threads)
+    try:
+        return _run(ctx)
+    finally:
+        torch.set_num_threads(before)  # the next stage in this process gets its threads back
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
     cfg, sc, prep = ctx.cfg, ctx.cfg.seqrec, ctx.input_dir("prepare")
     device = dist.resolve_device(cfg.device)
     torch.manual_seed(cfg.seed + sc.seed_offset)  # the model's initialisation

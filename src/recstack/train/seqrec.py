@@ -6,10 +6,14 @@ Python). Every event after a window's first is the next-item target of the event
 by the metric's action weights (click 1, conversion 2.5, exposure 0). Losses:
   - infonce: cosine / temperature against the positive, the batch's other positives and a shared set of
     items sampled by popularity (mixed with uniform), each logit minus log of its sampling rate (logQ,
-    Yi et al. 2019), accidental hits of the positive masked; when every drawable item fits in the
-    negatives + in-batch budget (MovieLens: 1,682 items), the exact softmax over all of them instead;
+    Yi et al. 2019), accidental hits of the positive masked; when the drawable items number at most
+    `full_softmax_items` (MovieLens: 1,682), the exact softmax over all of them instead (SASRec with
+    cross-entropy over the whole catalogue beats its sampled BCE by a wide margin: Klenitskiy & Vasilev
+    2023, "Turning Dross Into Gold Loss"); with `exclude_seen` the items a position has already seen in its
+    window are no negatives there (they are filtered out at inference too);
   - bce: the official TencentGR baseline: dot product, one uniformly random negative per position.
-Schedule: max(min_steps, epochs x batches) steps, AdamW, linear warmup then cosine decay, evaluation on the
+Schedule: max(min_steps, epochs x batches) steps, AdamW, linear warmup then cosine decay to 0 over the steps
+after the warmup, evaluation on the
 valid queries every `eval_every` steps with early stopping; every step draws from generators seeded by
 (seed, step), so a run resumed from its last evaluation's checkpoint repeats the uninterrupted run.
 """
@@ -97,15 +101,19 @@ def gather(store: EventStore, w: Windows, idx: torch.Tensor, max_len: int) -> di
 
 def infonce_loss(q: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, pos_id: torch.Tensor,
                  neg_id: torch.Tensor, logq_pos: torch.Tensor | None, logq_neg: torch.Tensor | None,
-                 weight: torch.Tensor, temperature: float) -> torch.Tensor:  # fmt: skip
+                 weight: torch.Tensor, temperature: float,
+                 skip: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """q (N, d) queries, pos (N, d) their targets, neg (M, d) shared negatives; ids to mask accidental hits;
-    logq_* the log sampling rate of each target / negative (None: no correction); weight (N,)."""
+    logq_* the log sampling rate of each target / negative (None: no correction); weight (N,); skip (N, M)
+    bool: negatives left out of a row (items that query has already seen)."""
     q, pos, neg = F.normalize(q, dim=-1), F.normalize(pos, dim=-1), F.normalize(neg, dim=-1)
     lp = (q * pos).sum(-1, keepdim=True) / temperature  # (N, 1)
     ln = q @ neg.T / temperature  # (N, M)
     if logq_pos is not None and logq_neg is not None:
         lp, ln = lp - logq_pos[:, None], ln - logq_neg[None, :]
     ln = ln.masked_fill(neg_id[None, :] == pos_id[:, None], float("-inf"))  # the positive is no negative
+    if skip is not None:
+        ln = ln.masked_fill(skip, float("-inf"))
     nll = torch.logsumexp(torch.cat([lp, ln], 1), 1) - lp[:, 0]  # (N,)
     return (nll * weight).sum() / weight.sum()
 
@@ -125,6 +133,7 @@ class SeqTrainSettings:
     inbatch: int = 1024
     logq: bool = True
     uniform_mix: float = 0.1
+    full_softmax_items: int = 4096
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: int = 100
@@ -136,6 +145,7 @@ class SeqTrainSettings:
     max_len: int = 100
     topk_eval: int = 10
     exclude_seen: bool = True
+    mask_seen: bool = True
     seed: int = 2025
     progress: bool = True
     resume: Path | None = None
@@ -223,6 +233,19 @@ def evaluate(model: SeqRec, store: EventStore, w: Windows, target: np.ndarray, a
     return tencentgr_score(top, target, k=10, action=action, action_weights=ACTION_WEIGHTS)
 
 
+def seen_in_window(item: torch.Tensor, valid: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    """item, valid (B, L); cand (M,) item ids -> (B, L, M) bool: candidate m is among the window's events up
+    to and including position t (what the query after event t has seen)."""
+    col = torch.full(
+        (int(torch.maximum(item.max(), cand.max())) + 1,), -1, dtype=torch.long, device=item.device
+    )
+    col[cand] = torch.arange(len(cand), device=item.device)  # item -> candidate column (-1: none)
+    c = torch.where(valid, col[item], -1)  # (B, L)
+    hit = torch.zeros(*item.shape, len(cand) + 1, dtype=torch.int8, device=item.device)  # last column: none
+    hit.scatter_(2, torch.where(c >= 0, c, len(cand)).unsqueeze(-1), 1)
+    return hit.cummax(1).values[..., :-1].bool()
+
+
 def batch_loss(model: SeqRec, store: EventStore, b: dict[str, torch.Tensor], weights: torch.Tensor,
                pop: torch.Tensor, rate: torch.Tensor, drawable: torch.Tensor, g: torch.Generator,
                s: SeqTrainSettings) -> torch.Tensor | None:  # fmt: skip
@@ -235,7 +258,7 @@ def batch_loss(model: SeqRec, store: EventStore, b: dict[str, torch.Tensor], wei
     if not sel.any():
         return None
     tgt = store.item[nxt][sel].long()  # (N,) target items
-    full = s.loss == "infonce" and len(drawable) <= s.negatives + s.inbatch
+    full = s.loss == "infonce" and len(drawable) <= s.full_softmax_items
     if s.loss == "bce":
         neg_id = drawable[torch.randint(len(drawable), (len(tgt),), generator=g, device=device)]
     elif full:  # a catalogue no larger than the negatives one would draw: exact softmax over all of it
@@ -259,8 +282,21 @@ def batch_loss(model: SeqRec, store: EventStore, b: dict[str, torch.Tensor], wei
         ):  # expected count of an item among the negatives: m x target popularity + K x rate
             logq = torch.log((m * pop + s.negatives * rate).clamp(min=1e-12)).float()
             lq_pos, lq_neg = logq[tgt], logq[neg_id]
+        skip = (
+            seen_in_window(b["item"], b["valid"], neg_id)[sel]
+            if full and s.exclude_seen and s.mask_seen
+            else None
+        )
         return infonce_loss(q, vec[: len(tgt)], vec[len(tgt) :], tgt, neg_id, lq_pos, lq_neg, w[sel],
-                            s.temperature)  # fmt: skip
+                            s.temperature, skip)  # fmt: skip
+
+
+def lr_factor(t: int, warmup: int, total: int) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to 0 at `total` (the decay starts after the
+    warmup: a warmup that is a large share of a short schedule would otherwise never reach the peak)."""
+    if t < warmup:
+        return (t + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min((t - warmup) / max(total - warmup, 1), 1.0)))
 
 
 def fit(model: SeqRec, store: EventStore, train: Windows, valid: Windows, valid_target: np.ndarray,
@@ -278,8 +314,7 @@ def fit(model: SeqRec, store: EventStore, train: Windows, valid: Windows, valid_
     drawable = torch.nonzero(rate > 0).squeeze(1)  # bce: uniform over items that can be drawn
     seen = seen_lists(store, valid) if s.exclude_seen else None
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min((t + 1) / max(s.warmup, 1), 1.0) * 0.5
-                                              * (1 + math.cos(math.pi * min(t / total, 1.0))))  # fmt: skip
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, s.warmup, total))
     best, bad, start = FitResult(-1.0, -1, total), 0, 0
     if s.resume is not None and s.resume.is_file():
         ck = torch.load(s.resume, map_location="cpu", weights_only=False)
