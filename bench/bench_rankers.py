@@ -169,10 +169,11 @@ def ours_like_for_like(cfg, a, device, keep: np.ndarray | None) -> dict:
             "threads": torch.get_num_threads()}  # fmt: skip
 
 
-def fuxictr_like_for_like(data: Path, a) -> dict:
+def fuxictr_like_for_like(data: Path, a, workers: int) -> dict:
     args = [str(PEER_PY), str(ROOT / "bench" / "peer_din.py"), "--lib", "fuxictr", "--data", str(data),
             "--emb", str(a.emb), "--batch", str(a.batch), "--epochs", str(a.epochs), "--lr", str(a.lr),
-            "--seed", str(a.seed), "--activation", "relu", "--like-for-like", "--threads", "1"]  # fmt: skip
+            "--seed", str(a.seed), "--activation", "relu", "--like-for-like", "--threads", "1",
+            "--workers", str(workers)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run(args, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -201,39 +202,37 @@ def like_for_like(cfg, a) -> None:
     print(f"{cfg.dataset}: {len(rows['train'])} train / {len(rows['valid'])} valid rows; emb {a.emb}, attention "
           f"[{4 * a.emb}, {2 * a.emb}] ReLU, DNN [{8 * a.emb}, {4 * a.emb}], batch {a.batch}, lr {a.lr}, "
           f"{a.epochs} epochs, 1 thread each, {a.repeats} repeats", flush=True)  # fmt: skip
-    pairs = []
+    pairs = []  # (repeat, ours, FuxiCTR with some loader workers)
+    workers = [int(x) for x in a.peer_workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         data = export(rows, items, Path(tmp))
-        for i in range(a.repeats):
+        for i in range(1, a.repeats + 1):
             ours_r = ours_like_for_like(cfg, a, device, keep)
-            print(json.dumps({"repeat": i + 1} | ours_r), flush=True)
-            fux_r = fuxictr_like_for_like(data, a)
-            print(json.dumps({"repeat": i + 1} | fux_r), flush=True)
-            pairs.append((ours_r, fux_r))
-    print(
-        "\n| repeat | side | train-loop samples/s | samples/s incl. load | load s | best valid AUC | target AUC "
-        "| wall s to target |\n|---|---|---:|---:|---:|---:|---:|---:|"
-    )
-    ratios, ratios_load, ratios_tt = [], [], []
-    for i, (o, f) in enumerate(pairs, 1):
+            print(json.dumps({"repeat": i} | ours_r), flush=True)
+            for w in workers:
+                fux_r = fuxictr_like_for_like(data, a, w)
+                print(json.dumps({"repeat": i} | fux_r), flush=True)
+                pairs.append((i, ours_r, fux_r))
+    print("\n| repeat | side | train-loop samples/s | samples/s incl. load | load s | best valid AUC | target AUC "
+          "| wall s to target |\n|---|---|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    ratios: dict[int, list[tuple[float, float, float | None]]] = {w: [] for w in workers}
+    for i, o, f in pairs:
         target = a.target_auc or min(o["valid_auc"], f["valid_auc"])
-        tt = {k: time_to(r["curve"], target) for k, r in (("o", o), ("f", f))}
-        for k, r in (("o", o), ("f", f)):
-            t = f"{tt[k]:.0f}" if tt[k] is not None else "not reached"
-            print(f"| {i} | {'recstack' if k == 'o' else 'FuxiCTR'} | {r['samples_per_s']:,.0f} "
-                  f"| {r['samples_per_s_with_load']:,.0f} | {r['load_s']:.1f} | {r['valid_auc']:.4f} "
-                  f"| {target:.4f} | {t} |")  # fmt: skip
-        ratios.append(o["samples_per_s"] / f["samples_per_s"])
-        ratios_load.append(o["samples_per_s_with_load"] / f["samples_per_s_with_load"])
-        if tt["o"] is not None and tt["f"] is not None:
-            ratios_tt.append(tt["f"] / tt["o"])
-    fmt = ", ".join
-    print(
-        f"\nsamples/s ratio recstack / FuxiCTR, train loop: {fmt(f'{r:.2f}x' for r in ratios)} "
-        f"(median {np.median(ratios):.2f}x); with data loading: {fmt(f'{r:.2f}x' for r in ratios_load)}"
-    )
-    if ratios_tt:
-        print(f"time to the target valid AUC, FuxiCTR / recstack: {fmt(f'{r:.2f}x' for r in ratios_tt)}")
+        t_o, t_f = time_to(o["curve"], target), time_to(f["curve"], target)
+        for side, r, t in (("recstack", o, t_o), (f"FuxiCTR ({f['workers']} loader workers)", f, t_f)):
+            print(f"| {i} | {side} | {r['samples_per_s']:,.0f} | {r['samples_per_s_with_load']:,.0f} "
+                  f"| {r['load_s']:.1f} | {r['valid_auc']:.4f} | {target:.4f} "
+                  f"| {'not reached' if t is None else f'{t:.0f}'} |")  # fmt: skip
+        ratios[f["workers"]].append((o["samples_per_s"] / f["samples_per_s"],
+                                     o["samples_per_s_with_load"] / f["samples_per_s_with_load"],
+                                     None if t_o is None or t_f is None else t_f / t_o))  # fmt: skip
+    for w, rs in ratios.items():
+        loop, load, tt = (
+            ", ".join("-" if x is None else f"{x:.2f}x" for x in col) for col in zip(*rs, strict=True)
+        )
+        print(f"\nrecstack / FuxiCTR ({w} loader workers), samples/s: train loop {loop} (median "
+              f"{np.median([r[0] for r in rs]):.2f}x), with data loading {load}; time to the target valid AUC, "
+              f"FuxiCTR / recstack: {tt}")  # fmt: skip
 
 
 def gpu_mode(a) -> None:
@@ -298,6 +297,10 @@ def main() -> None:
     p.add_argument("--variants", default="qin,qin+compile,din", help="--gpu: models to time")
     p.add_argument("--like-for-like", action="store_true", help="our DIN vs FuxiCTR's, one definition")
     p.add_argument("--repeats", type=int, default=2, help="--like-for-like: alternating pairs")
+    p.add_argument("--peer-workers", default="0",
+                   help="--like-for-like: FuxiCTR NpzDataLoader worker processes, comma-separated runs per repeat "
+                   "(0: batches assembled in its training thread, one CPU thread like ours; 1: its default, a "
+                   "second process)")  # fmt: skip
     p.add_argument("--target-auc", type=float, default=0.0,
                    help="--like-for-like: valid AUC to time; 0 = the lower of the two sides' best")  # fmt: skip
     p.add_argument("overrides", nargs="*", help="config overrides (key=value), e.g. output_root=...")

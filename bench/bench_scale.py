@@ -114,7 +114,8 @@ def run_track(a) -> None:
     for name in names:
         if name not in wanted:
             continue
-        row = {"track": a.track, "scale": a.scale, "stage": name, "date": time.strftime("%Y-%m-%d %H:%M")}
+        row = {"track": a.track, "scale": a.scale, "stage": name, "date": time.strftime("%Y-%m-%d %H:%M"),
+               "extra": " ".join(a.overrides)}  # fmt: skip
         blocked = sorted(up[name] & failed)
         if blocked:
             failed.add(name)
@@ -144,12 +145,15 @@ def print_table(root: Path, track: str | None = None) -> None:
     for r in rows:  # the last run of each (track, scale, stage)
         if track is None or r["track"] == track:
             latest[(r["track"], r["scale"], r["stage"])] = r
-    print("\n| track | scale | stage | wall s | peak RSS GiB | status |\n|---|---:|---|---:|---:|---|")
+    print(
+        "\n| track | scale | stage | wall s | peak RSS GiB | status | extra overrides |\n"
+        "|---|---:|---|---:|---:|---|---|"
+    )
     for (t, s, name), r in latest.items():
         wall = f"{r['wall_s']:,.0f}" if r.get("wall_s") is not None else "-"
         rss = f"{r['peak_rss_gib']:.2f}" if r.get("peak_rss_gib") is not None else "-"
         note = r["status"] + (f": {r['last_line']}" if r.get("last_line") else "")
-        print(f"| {t} | {s:g} | {name} | {wall} | {rss} | {note} |")
+        print(f"| {t} | {s:g} | {name} | {wall} | {rss} | {note} | {r.get('extra', '')} |")
     for t in sorted({k[0] for k in latest}):
         print(f"{t} sizes at scale 1: {FULL[t]}; fixed: {FIXED[t] + SCALE_OVERRIDES[t]}")
 

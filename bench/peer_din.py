@@ -145,7 +145,8 @@ def run_fuxictr(d, a) -> dict:
     os.makedirs(os.path.join(tmp, fmap.dataset_id), exist_ok=True)  # BaseModel saves its checkpoint here
     t_start = time.perf_counter()  # data loading (npz -> its loaders) and model building are in the clock
     model = DIN(fmap, model_root=tmp, verbose=0, metrics=["AUC"])
-    gen = {s: NpzDataLoader(fmap, os.path.join(tmp, f"{s}.npz"), batch_size=a.batch, shuffle=s == "train")
+    gen = {s: NpzDataLoader(fmap, os.path.join(tmp, f"{s}.npz"), batch_size=a.batch, shuffle=s == "train",
+                            num_workers=a.workers)
            for s in splits}  # fmt: skip
     load_s = time.perf_counter() - t_start
     evals: list[float] = []
@@ -174,7 +175,7 @@ def run_fuxictr(d, a) -> dict:
     return {"model": "fuxictr DIN", "valid_auc": valid, "test_auc": test, "samples_per_s": epochs * n / train_s,
             "epochs": epochs, "load_s": load_s, "train_s": train_s, "eval_s": sum(evals), "curve": curve,
             "samples_per_s_with_load": epochs * n / (train_s + load_s), "activation": act,
-            "threads": torch.get_num_threads()}  # fmt: skip
+            "threads": torch.get_num_threads(), "workers": a.workers}  # fmt: skip
 
 
 def main() -> None:
@@ -194,6 +195,9 @@ def main() -> None:
     )
     p.add_argument("--like-for-like", action="store_true", help="our DIN's definition (see the docstring)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="FuxiCTR NpzDataLoader worker processes (its default 1: batches are assembled in a "
+                   "second process; 0: in the training thread)")  # fmt: skip
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
