@@ -92,6 +92,29 @@ def parse_time(text: str) -> tuple[float | None, float | None]:
     return wall, rss
 
 
+def available_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
+def watch(proc: subprocess.Popen, min_gib: float) -> float | None:
+    """Wait for the stage; stop it (SIGTERM to `timeout`, which passes it on) when the machine's available
+    memory falls under min_gib, before the kernel's OOM killer picks a process of someone else's. Returns the
+    available GiB it was stopped at, or None."""
+    while proc.poll() is None:
+        time.sleep(1.0)
+        avail = available_gib()
+        if min_gib > 0 and avail < min_gib:
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            for pid in kids.read_text().split() if kids.is_file() else []:
+                os.kill(int(pid), 15)
+            proc.wait()
+            return avail
+    return None
+
+
 def last_progress(log: Path) -> str:
     """The last non-empty line of a stage's log (tqdm bars and log lines end in \\r or \\n)."""
     text = log.read_text(errors="replace") if log.is_file() else ""
@@ -125,9 +148,13 @@ def run_track(a) -> None:
             cmd = ["/usr/bin/time", "-v", "timeout", str(a.timeout), py, "-m", "recstack", name,
                    "--config", str(CONFIGS[a.track]), *overrides]  # fmt: skip
             with log.open("w") as f:
-                rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+                proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                low = watch(proc, a.min_available_gib)
+                rc = proc.returncode
             wall, rss = parse_time(log.read_text(errors="replace"))
             status = "ok" if rc == 0 else ("timed out" if rc == 124 else f"failed (exit {rc})")
+            if low is not None:
+                status = f"stopped: the machine's available memory fell to {low:.1f} GiB"
             if rc != 0:
                 failed.add(name)
             row |= {"status": status, "wall_s": wall, "peak_rss_gib": rss, "log": str(log),
@@ -165,6 +192,8 @@ def main() -> None:
     p.add_argument("--root", default="/tmp/bench")
     p.add_argument("--stages", default="", help="comma-separated subset (default: every stage of the track)")
     p.add_argument("--timeout", type=int, default=1500, help="seconds per stage before it is stopped")
+    p.add_argument("--min-available-gib", type=float, default=2.0,
+                   help="stop a stage when the machine's MemAvailable falls under this (0: never)")  # fmt: skip
     p.add_argument("--table", action="store_true", help="print the recorded results and exit")
     p.add_argument("overrides", nargs="*", help="more config overrides (key=value)")
     a = p.parse_args()
