@@ -4,11 +4,23 @@
     python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt   # peers, once
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_rankers.py                  # quality + CPU speed table
     .venv/bin/python bench/bench_rankers.py --gpu      # QIN samples/s at MicroLens-1M size (needs CUDA)
+    .venv/bin/python bench/bench_rankers.py --like-for-like --repeats 2   # DIN vs FuxiCTR's, one thread each
 
 Quality: valid and test AUC (test labels from the builder's local_truth) of our DIN and QIN with and without
 the multimodal matrix (the embed stage's when it ran, else the provided one; MovieLens ships none), and of
 FuxiCTR's DIN and deepctr-torch's DIN, each run in .venv-bench in a child process (their numpy/pandas pins
 clash with ours). Speed: training samples/s (the train loop only, evaluation excluded), same batch size.
+--like-for-like: our DIN and FuxiCTR's on one model definition (item id + the two context levels, embedding
+--emb, attention MLP [4E, 2E] with ReLU (the challenge's DIN), DNN [8E, 4E] over [target, interest,
+target * interest, context], N(0, 0.01) embeddings, Adam, --batch, --epochs, valid AUC after every epoch),
+one thread each (torch.set_num_threads(1) and OMP_NUM_THREADS=1 on both sides), ours in this process and
+FuxiCTR's in .venv-bench, alternating (ours, FuxiCTR, ours, FuxiCTR, ...) so that a machine's load falls on
+both. Each side's clock starts before it reads its training data from disk (ours: the prepare stage's
+parquet tables -> tensors; FuxiCTR: its npz files -> NpzDataLoader) and includes building the model. Printed:
+train-loop samples/s (evaluation excluded; FuxiCTR's loop includes its DataLoader's batch assembly, ours
+slices tensors), samples/s with the data loading, their ratios, and the wall time (loading + training +
+every evaluation so far) at which each side's valid AUC first reaches the target (--target-auc, default the
+lower of the two sides' best valid AUCs of the same repeat).
 --gpu: builds nothing; expects the synthetic MicroLens-1M-sized set (3.6M train rows) from
     python -m recstack prepare --config configs/mmctr_synthetic.yaml data.synthetic.users=360000 \
         data.synthetic.items=91717 data.synthetic.images=false
@@ -21,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +49,7 @@ from recstack.data.tables.ranking import read_matrix, read_rank_items, read_rank
 from recstack.metrics import auc
 from recstack.paths import Embedded, Paths, Prepared
 from recstack.stages.rank import build_model
-from recstack.train import dist
+from recstack.train import dist, trainer
 from recstack.train.trainer import DeviceRows, TrainSettings, fit, predict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +129,112 @@ def peers(data: Path, a) -> list[dict]:
     return out
 
 
+def ours_like_for_like(cfg, a, device, keep: np.ndarray | None) -> dict:
+    """Our DIN on the peers' features, the clock started before the prepared tables are read."""
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    prep = Paths(cfg).stage_dir("prepare")
+    items = read_rank_items(prep)
+    rows = {s: read_rank_rows(prep, s, len(items)) for s in ("train", "valid")}
+    if keep is not None:
+        rows["train"] = rows["train"].take(keep)
+    cards = [int(max(r.context[:, j].max() for r in rows.values())) + 1 for j in range(2)]
+    arch = {"emb_dim": a.emb, "attention_units": [4 * a.emb, 2 * a.emb], "dnn_units": [8 * a.emb, 4 * a.emb],
+            "dropout": 0.0}  # fmt: skip
+    torch.manual_seed(a.seed)
+    model = build_model("din", items, None, cards, arch, device, side=False)
+    d = {k: DeviceRows.of(r, device) for k, r in rows.items()}
+    load_s = time.perf_counter() - t_start
+    stamps: list[float] = []
+    plain = trainer.predict
+
+    def stamped(*args, **kwargs):  # fit evaluates valid once per epoch through trainer.predict
+        out = plain(*args, **kwargs)
+        stamps.append(time.perf_counter() - t_start)
+        return out
+
+    s = TrainSettings(epochs=a.epochs, patience=a.epochs, lr=a.lr, batch_size=a.batch, seed=a.seed,
+                      micro_batch=a.micro_batch, progress=False, desc="din")  # fmt: skip
+    trainer.predict = stamped
+    try:
+        res = fit(model, d["train"], d["valid"], s)
+    finally:
+        trainer.predict = plain
+    train_s = sum(r["seconds"] for r in res.curve)
+    n = len(rows["train"])
+    return {"model": "recstack DIN", "valid_auc": res.best_auc, "epochs": len(res.curve),
+            "samples_per_s": len(res.curve) * n / train_s, "load_s": load_s, "train_s": train_s,
+            "samples_per_s_with_load": len(res.curve) * n / (train_s + load_s),
+            "curve": [(t, r["valid_auc"]) for t, r in zip(stamps, res.curve, strict=True)],
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def fuxictr_like_for_like(data: Path, a, workers: int) -> dict:
+    args = [str(PEER_PY), str(ROOT / "bench" / "peer_din.py"), "--lib", "fuxictr", "--data", str(data),
+            "--emb", str(a.emb), "--batch", str(a.batch), "--epochs", str(a.epochs), "--lr", str(a.lr),
+            "--seed", str(a.seed), "--activation", "relu", "--like-for-like", "--threads", "1",
+            "--workers", str(workers)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(args, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"FuxiCTR DIN failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def time_to(curve: list, target: float) -> float | None:
+    """Seconds (since the side's clock started) at the first evaluation whose valid AUC reaches target."""
+    return next((t for t, v in curve if v >= target - 1e-9), None)
+
+
+def like_for_like(cfg, a) -> None:
+    if not PEER_PY.is_file():
+        raise SystemExit(f"{PEER_PY} missing: python3.11 -m venv .venv-bench && "
+                         ".venv-bench/bin/pip install -r requirements-bench.txt")  # fmt: skip
+    device = torch.device("cpu")
+    prep = Paths(cfg).stage_dir("prepare")
+    items = read_rank_items(prep)
+    rows = {s: read_rank_rows(prep, s, len(items)) for s in ("train", "valid")}
+    keep = None
+    if a.train_rows and a.train_rows < len(rows["train"]):  # the same subsample for both sides
+        keep = np.sort(np.random.default_rng(a.seed).choice(len(rows["train"]), a.train_rows, replace=False))
+        rows["train"] = rows["train"].take(keep)
+    print(f"{cfg.dataset}: {len(rows['train'])} train / {len(rows['valid'])} valid rows; emb {a.emb}, attention "
+          f"[{4 * a.emb}, {2 * a.emb}] ReLU, DNN [{8 * a.emb}, {4 * a.emb}], batch {a.batch}, lr {a.lr}, "
+          f"{a.epochs} epochs, 1 thread each, {a.repeats} repeats", flush=True)  # fmt: skip
+    pairs = []  # (repeat, ours, FuxiCTR with some loader workers)
+    workers = [int(x) for x in a.peer_workers.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = export(rows, items, Path(tmp))
+        for i in range(1, a.repeats + 1):
+            ours_r = ours_like_for_like(cfg, a, device, keep)
+            print(json.dumps({"repeat": i} | ours_r), flush=True)
+            for w in workers:
+                fux_r = fuxictr_like_for_like(data, a, w)
+                print(json.dumps({"repeat": i} | fux_r), flush=True)
+                pairs.append((i, ours_r, fux_r))
+    print("\n| repeat | side | train-loop samples/s | samples/s incl. load | load s | best valid AUC | target AUC "
+          "| wall s to target |\n|---|---|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    ratios: dict[int, list[tuple[float, float, float | None]]] = {w: [] for w in workers}
+    for i, o, f in pairs:
+        target = a.target_auc or min(o["valid_auc"], f["valid_auc"])
+        t_o, t_f = time_to(o["curve"], target), time_to(f["curve"], target)
+        for side, r, t in (("recstack", o, t_o), (f"FuxiCTR ({f['workers']} loader workers)", f, t_f)):
+            print(f"| {i} | {side} | {r['samples_per_s']:,.0f} | {r['samples_per_s_with_load']:,.0f} "
+                  f"| {r['load_s']:.1f} | {r['valid_auc']:.4f} | {target:.4f} "
+                  f"| {'not reached' if t is None else f'{t:.0f}'} |")  # fmt: skip
+        ratios[f["workers"]].append((o["samples_per_s"] / f["samples_per_s"],
+                                     o["samples_per_s_with_load"] / f["samples_per_s_with_load"],
+                                     None if t_o is None or t_f is None else t_f / t_o))  # fmt: skip
+    for w, rs in ratios.items():
+        loop, load, tt = (
+            ", ".join("-" if x is None else f"{x:.2f}x" for x in col) for col in zip(*rs, strict=True)
+        )
+        print(f"\nrecstack / FuxiCTR ({w} loader workers), samples/s: train loop {loop} (median "
+              f"{np.median([r[0] for r in rs]):.2f}x), with data loading {load}; time to the target valid AUC, "
+              f"FuxiCTR / recstack: {tt}")  # fmt: skip
+
+
 def gpu_mode(a) -> None:
     """Training samples/s at MicroLens-1M size: QIN at the reference sizes (eager and torch.compile) and DIN
     at the challenge baseline's sizes, bf16 autocast, batch 8192. Steady state = median over the epochs
@@ -176,11 +295,21 @@ def main() -> None:
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--gpu", action="store_true", help="QIN speed at MicroLens-1M size (CUDA)")
     p.add_argument("--variants", default="qin,qin+compile,din", help="--gpu: models to time")
+    p.add_argument("--like-for-like", action="store_true", help="our DIN vs FuxiCTR's, one definition")
+    p.add_argument("--repeats", type=int, default=2, help="--like-for-like: alternating pairs")
+    p.add_argument("--peer-workers", default="0",
+                   help="--like-for-like: FuxiCTR NpzDataLoader worker processes, comma-separated runs per repeat "
+                   "(0: batches assembled in its training thread, one CPU thread like ours; 1: its default, a "
+                   "second process)")  # fmt: skip
+    p.add_argument("--target-auc", type=float, default=0.0,
+                   help="--like-for-like: valid AUC to time; 0 = the lower of the two sides' best")  # fmt: skip
     p.add_argument("overrides", nargs="*", help="config overrides (key=value), e.g. output_root=...")
     a = p.parse_args()
     if a.gpu:
         return gpu_mode(a)
     cfg = load_config(a.config, a.overrides)
+    if a.like_for_like:
+        return like_for_like(cfg, a)
     device = dist.resolve_device(cfg.device)
     items, rows, mm, mm_name = load(cfg)
     print(f"{cfg.dataset}: {len(rows['train'])} train rows, emb {a.emb}, batch {a.batch}, {a.epochs} epochs, "
