@@ -426,6 +426,9 @@ class Config:
     dataset: str = "movielens"
     seed: int = 2025
     device: str = "auto"
+    # torch deterministic algorithms, cuDNN without autotuning, one CPU thread (device.deterministic_mode):
+    # identical bytes on a GPU too, at some speed; off by default (the CPU default run is identical anyway)
+    deterministic: bool = False
     input_root: str = "input"
     output_root: str = "outputs"
     data: DataConfig = field(default_factory=DataConfig)

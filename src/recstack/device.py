@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -16,3 +18,32 @@ def resolve_device(pref: str = "auto") -> torch.device:
     if not torch.cuda.is_available():
         raise DataError("device=cuda but torch sees no CUDA GPU; use device=auto or device=cpu")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+@contextmanager
+def deterministic_mode(on: bool) -> Iterator[None]:
+    """`deterministic=true` around a stage: torch's deterministic algorithms (warn_only: an op without one
+    is named in a warning instead of stopping the run), cuDNN without autotuning, the cuBLAS workspace
+    setting its deterministic GEMMs need, and one CPU thread (multi-threaded float sums differed between two
+    processes of the same seqrec run: bench/README.md, seqrec reproducibility). Slower; off by default.
+    Settings are restored afterwards, so a stage never leaks them into the next."""
+    if not on:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.get_num_threads(), cudnn.deterministic, cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))  # fmt: skip
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.set_num_threads(prev[2])
+        cudnn.deterministic, cudnn.benchmark = prev[3], prev[4]
+        if prev[5] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = prev[5]

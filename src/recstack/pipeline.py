@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 from recstack import __version__, leaderboard
 from recstack.artifacts import atomic_dir, file_fingerprint, stable_hash, write_json
 from recstack.config import subset
+from recstack.device import deterministic_mode
 from recstack.errors import DataError
 from recstack.paths import LOCK, MANIFEST, Paths
 from recstack.stages.context import StageContext
@@ -227,7 +228,7 @@ def _run_stage(cfg: DictConfig, name: str, force: bool) -> dict[str, Any]:
         return old
     if dist.rank() > 0:  # torchrun worker: trains alongside rank 0 in a scratch folder; rank 0 writes
         if stage.distributed:
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp, deterministic_mode(bool(cfg.deterministic)):
                 stage.run(StageContext(cfg, paths, Path(tmp)))
         return {}
     removed = remove_stale(out_dir)
@@ -235,7 +236,7 @@ def _run_stage(cfg: DictConfig, name: str, force: bool) -> dict[str, Any]:
         log.info("[%s] removed %d folder(s) left by an interrupted run: %s", name, len(removed), removed)
     log.info("[%s] running -> %s", name, out_dir)
     t0 = time.perf_counter()
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp, deterministic_mode(bool(cfg.deterministic)):
         figures = stage.run(StageContext(cfg, paths, tmp)) or {}
         manifest = {
             "stage": name,

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from recstack.errors import DataError
 from recstack.stages.context import StageContext
 
-SHARED_KEYS = ("track", "dataset", "seed")  # the config keys every stage's cache key holds
+SHARED_KEYS = ("track", "dataset", "seed", "deterministic")  # the config keys every stage's cache key holds
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,61 @@
+"""`deterministic=true`: torch's deterministic algorithms, cuDNN without autotuning and one CPU thread while a
+stage runs, restored afterwards; part of every stage's cache key (it can change a trained model's bytes)."""
+
+import os
+
+import torch
+
+from recstack.config import subset
+from recstack.device import deterministic_mode
+from recstack.pipeline import pipeline_of
+
+
+def test_the_switch_sets_and_restores_torch_state():
+    torch.set_num_threads(2)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.get_num_threads(),
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    with deterministic_mode(True):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.get_num_threads() == 1
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    after = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.get_num_threads(),
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    assert after == before
+    with deterministic_mode(False):
+        assert torch.get_num_threads() == 2 and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_the_switch_is_in_every_stage_key(tmp_cfg):
+    on, off = tmp_cfg("tencentgr_synthetic.yaml", "deterministic=true"), tmp_cfg("tencentgr_synthetic.yaml")
+    for track in ("mmctr", "tencentgr"):
+        for stage in pipeline_of(track).values():
+            assert subset(on, stage.config_keys) != subset(off, stage.config_keys), stage.name
+
+
+def test_a_stage_runs_under_the_switch(tmp_cfg, monkeypatch):
+    """The runner wraps the stage body: inside it the torch state is the deterministic one."""
+    from recstack import pipeline
+    from recstack.tracks import TRACKS
+
+    seen = {}
+
+    def body(ctx):
+        seen["det"], seen["threads"] = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+        return {}
+
+    import dataclasses
+
+    stages = dict(TRACKS["tencentgr"].stages)
+    stages["build"] = dataclasses.replace(stages["build"], run=body)
+    monkeypatch.setattr(TRACKS["tencentgr"], "stages", stages)
+    cfg = tmp_cfg("tencentgr_synthetic.yaml", "deterministic=true")
+    pipeline.run_stage(cfg, "build", force=True)
+    assert seen == {"det": True, "threads": 1}
+    assert not torch.are_deterministic_algorithms_enabled()
