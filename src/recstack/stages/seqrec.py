@@ -44,6 +44,7 @@ from recstack.errors import DataError
 from recstack.metrics import tencentgr_score
 from recstack.models.seqrec import ItemTower, SeqRec, UserTower
 from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Seqrec
+from recstack.retrieve.base import backfill
 from recstack.retrieve.index import IndexSettings, VectorIndex, search_excluding
 from recstack.stages.context import StageContext
 from recstack.train import dist
@@ -252,14 +253,18 @@ def fill_seen(
     index: VectorIndex, q: np.ndarray, top: np.ndarray, scores: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """A user who has seen nearly the whole pool gets fewer than k unseen items (id -1): fill the rest
-    with the best seen ones (as the popularity baseline does), so every row holds k distinct pool items."""
+    with the best seen ones (as the popularity baseline does), so every row holds k distinct pool items.
+    The fill is retrieve.base.backfill (the one top-k with backfill) over an unfiltered search; a filled
+    slot's score is that search's score of the item."""
     short = np.flatnonzero((top < 0).any(1))
     if len(short):
-        s_all, i_all = index.search(q[short], top.shape[1])
-        for r, ss, ii in zip(short.tolist(), s_all, i_all, strict=True):
-            n = int((top[r] >= 0).sum())
-            extra = ~np.isin(ii, top[r, :n])
-            top[r, n:], scores[r, n:] = ii[extra][: top.shape[1] - n], ss[extra][: top.shape[1] - n]
+        k = top.shape[1]
+        s_all, i_all = index.search(q[short], k)  # (S, k) each, seen items included
+        items, filled = backfill(top[short], k, fallback=i_all)  # (S, k)
+        hit = i_all[:, None, :] == items[:, :, None]  # (S, k, k): where each listed item sits in the search
+        fill_scores = np.take_along_axis(s_all, hit.argmax(2), 1)  # (S, k)
+        top[short] = items
+        scores[short] = np.where(filled & hit.any(2), fill_scores, scores[short])
     return top, scores
 
 
