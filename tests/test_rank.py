@@ -10,6 +10,7 @@ import pytest
 
 from recstack.data.tables.ranking import read_rank_rows
 from recstack.errors import DataError
+from recstack.metrics import auc
 from recstack.paths import Paths, Prepared
 from recstack.pipeline import run_stage, run_until
 from recstack.train import trainer
@@ -52,12 +53,22 @@ def test_rankers_write_predictions_metrics_curve_and_feed_the_ensemble(rank_cfg)
     assert list(manifests) == ["build", "prepare", "baseline", "rank_din", "rank_qin", "ensemble"]
     for stage in ("rank_din", "rank_qin"):
         figs = manifests[stage]["figures"]
-        assert figs["multimodal"] == "provided:item_emb_d128" and 0 <= figs["valid_auc"] <= 1
+        assert figs["multimodal"] == "provided:item_emb_d128"
         # the synthetic builder keeps test labels aside: scored in metrics.json, never in the printed figures
         assert not any(k.startswith("test_") for k in figs)
         folder = Paths(cfg).stage_dir(stage)
-        assert 0 <= json.loads((folder / "metrics.json").read_text())["test_auc"] <= 1
         preds = _preds(cfg, stage)
+        # both AUCs recomputed from the scored rows and the labels (valid: prepared; test: the builder's truth)
+        valid = pd.read_parquet(Paths(cfg).stage_dir("prepare") / "samples_valid.parquet")
+        truth = pd.read_parquet(Paths(cfg).raw_mmctr.test_truth).set_index("ID")["label"]
+        by_split = {k: g.set_index("query")["score"] for k, g in preds.groupby("split")}
+        assert figs["valid_auc"] == pytest.approx(
+            auc(valid["label"], by_split["valid"].reindex(valid["row_id"])), abs=1e-4
+        )
+        test_auc = json.loads((folder / "metrics.json").read_text())["test_auc"]
+        assert test_auc == pytest.approx(
+            auc(truth.reindex(by_split["test"].index), by_split["test"]), abs=1e-4
+        )
         assert sorted(preds["split"].unique()) == ["test", "valid"]  # folds=0: no in-sample train rows
         assert len(preds) == 300 and np.isfinite(preds["score"]).all()
         curve = pd.read_csv(folder / "curve.csv")
