@@ -6,7 +6,8 @@ variants, on a finished run's folders (the stack stage's own code, written to a 
         [--set key=value ...]
 
 Prints, per variant and seed, the valid score (0.31 HR@10 + 0.69 NDCG@10 on the local validation users)
-and the lift over the best single source of the same run; then the mean over seeds. The seed moves only
+and the lift over the best single source of the same run; then the mean and std over seeds and the
+mean's lift over each source. The seed moves only
 the reranker (its CV folds and bagging): the candidates are the run's. No local_truth is read.
 """
 
@@ -24,11 +25,25 @@ from recstack.paths import Paths
 from recstack.stages.context import StageContext
 from recstack.stages.stack import run_tencentgr
 
+FOURTH = {"skip_sources": [], "agreement": False, "bag": 0, "taste": False}  # the fourth session's stage
 VARIANTS = {  # name -> stack.rerank overrides
-    "base": {"rich_features": False, "depth": 0},  # the stage's features before, all candidates
-    "rich": {"rich_features": True, "depth": 0},  # + the rich features, all candidates
-    "rich_d100": {"rich_features": True, "depth": 100},  # the default: candidates in some source's top 100
-    "rich_d200": {"rich_features": True, "depth": 200},
+    "base": {**FOURTH, "rich_features": False, "depth": 0},  # the stage's features before, all candidates
+    "rich": {**FOURTH, "rich_features": True, "depth": 0},  # + the rich features, all candidates
+    "rich_d100": {**FOURTH, "rich_features": True, "depth": 100},  # the fourth session's default
+    "rich_d200": {**FOURTH, "rich_features": True, "depth": 200},
+    # fifth session: one change at a time over rich_d100, then together (the default)
+    "no_merged": {
+        **FOURTH,
+        "skip_sources": ["merged"],
+    },  # the fused ranking tuned on these queries: no feature
+    "agree": {**FOURTH, "agreement": True},  # + cross-source agreement, per-query z-scores
+    "bag": {**FOURTH, "bag": 1},  # + the CV fold models averaged in
+    "bag3": {**FOURTH, "bag": 3},  # 3 rounds of CV fold models + refit averaged
+    "taste": {**FOURTH, "taste": True},  # + click rate, popularity against the user's history
+    "bag3_nomerged": {**FOURTH, "bag": 3, "skip_sources": ["merged"]},
+    "default": {},  # the config's defaults
+    "default_merged": {"skip_sources": []},  # the defaults with the merged ranking a feature again
+    "default_d200": {"depth": 200},
 }
 
 
@@ -52,7 +67,10 @@ def main() -> None:
             scores.append(f["valid_score"])
             print(f"{name:<10} {seed:>5} {f['valid_score']:>7.4f} {best:>10} {f[f'valid_score_{best}']:.4f} "
                   f"{f['lift_over_best_source']:>+7.1%} {f['trees']:>5}", flush=True)  # fmt: skip
-        print(f"{name:<10} {'mean':>5} {np.mean(scores):>7.4f}", flush=True)
+        mean = np.mean(scores)
+        vs = "  ".join(f"vs {s} {mean / f[f'valid_score_{s}'] - 1:+.1%}" for s in f["sources"]
+                       if f[f"valid_score_{s}"] > 0)  # fmt: skip
+        print(f"{name:<10} {'mean':>5} {mean:>7.4f} +- {np.std(scores):.4f}  {vs}", flush=True)
 
 
 if __name__ == "__main__":

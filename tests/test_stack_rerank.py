@@ -181,3 +181,70 @@ def test_rich_features_by_hand():
     assert gap["a_score_gap"][:2].tolist() == [-2, 0] and np.isnan(gap["a_score_gap"][2])
     assert prune(part, ["a", "b"], 100)["b_rank"].tolist() == [150, -1, 99]
     assert prune(part, ["a", "b"], 1)["a_rank"].tolist() == [0] and len(prune(part, ["a", "b"], 0)) == 3
+
+
+def test_agreement_features_by_hand():
+    from recstack.stack.features import source_agreement, user_standardised
+
+    part = pd.DataFrame({"user_row": [0, 0, 0, 1], "a_rank": [0, 12, -1, 3], "b_rank": [5, 60, 2, -1],
+                         "a_score": [3.0, 1.0, np.nan, 7.0], "b_score": [0.5, 0.1, 0.9, np.nan]})  # fmt: skip
+    f = source_agreement(part, ["a", "b"], top=(10, 50), rrf_k=60.0)
+    assert f["best_rank"].tolist() == [0, 12, 2, 3]
+    assert f["n_top10"].tolist() == [2, 0, 1, 1] and f["n_top50"].tolist() == [2, 1, 1, 1]
+    assert f["rrf_equal"][1] == pytest.approx(1 / 72 + 1 / 120) and f["rrf_equal"][2] == pytest.approx(1 / 62)
+    z = user_standardised(part, ["a_score", "b_score"])
+    s = np.array([3.0, 1.0])
+    assert z["a_score_z"][:2] == pytest.approx((s - s.mean()) / s.std(ddof=1))
+    assert np.isnan(z["a_score_z"][2]) and z["a_score_z"][3] == 0  # not proposed; a query's only candidate
+    b = np.array([0.5, 0.1, 0.9])
+    assert z["b_score_z"][:3] == pytest.approx((b - b.mean()) / b.std(ddof=1)) and np.isnan(z["b_score_z"][3])
+
+
+def test_bagged_ranker_scores_the_mean_of_the_fold_models_and_the_refit():
+    from recstack.config import LgbmConfig
+    from recstack.stack.lgbm import fit_lambdarank
+
+    rng = np.random.default_rng(0)
+    n_q, per = 60, 12
+    query = np.repeat(np.arange(n_q), per)
+    x = pd.DataFrame({"f": rng.normal(size=n_q * per), "g": rng.normal(size=n_q * per)})
+    label = np.zeros(n_q * per, np.int32)
+    label[np.arange(n_q) * per + x["f"].to_numpy().reshape(n_q, per).argmax(1)] = 1  # target = the largest f
+    lc = LgbmConfig(num_leaves=4, n_estimators=60, early_stopping=10, min_child_samples=5)
+    plain = fit_lambdarank(x, label, query, np.ones(len(x)), lc, 3, 0)
+    bagged = fit_lambdarank(x, label, query, np.ones(len(x)), lc, 3, 0, bag=1)
+    assert not plain.bag and len(bagged.bag) == 3
+    expect = np.mean([m.predict(x) for m in [bagged.model, *bagged.bag]], axis=0)
+    assert bagged.predict(x) == pytest.approx(expect)
+    assert np.allclose(plain.predict(x), bagged.model.predict(x))  # same refit; the bag adds the folds
+    assert not np.allclose(bagged.predict(x), plain.predict(x))
+    rounds = fit_lambdarank(x, label, query, np.ones(len(x)), lc, 3, 0, bag=2)
+    assert len(rounds.bag) == 2 * 3 + 1 and len(rounds.cv) == 6  # 2 rounds of 3 folds, round 1's refit
+    assert {f["round"] for f in rounds.cv} == {0, 1} and np.allclose(
+        rounds.model.predict(x), plain.predict(x)
+    )
+    with pytest.raises(ValueError, match="stack.rerank.bag is -1"):
+        fit_lambdarank(x, label, query, np.ones(len(x)), lc, 3, 0, bag=-1)
+    top = bagged.predict(x).reshape(n_q, per).argmax(1)
+    assert (top == x["f"].to_numpy().reshape(n_q, per).argmax(1)).mean() > 0.8  # it learnt the planted rule
+
+
+def test_skip_sources_leaving_no_feature_source_is_an_error(tgr_cfg, monkeypatch):
+    _with_retrieve(monkeypatch)
+    cfg = OmegaConf.merge(tgr_cfg, {"stack": {"rerank": {"skip_sources": ["a", "b"]}}})
+    with pytest.raises(DataError, match=r"skip_sources \['a', 'b'\] leaves none"):
+        run_until(cfg, "stack")
+
+
+def test_popularity_taste_by_hand():
+    from recstack.stack.features import popularity_taste
+
+    clicks, events = np.array([0.0, 3.0, 1.0, 7.0]), np.array([0.0, 4.0, 4.0, 7.0])  # item 0: never seen
+    hist = [np.array([1, 2]), np.array([], np.int64), np.array([3, 0])]
+    f = popularity_taste(clicks, events, hist, np.array([0, 1, 2]), np.array([3, 3, 1]), recent=5)
+    assert f["click_rate"][0] == 1.0 and f["click_rate"][2] == 0.75
+    assert f["pop_vs_user"][0] == pytest.approx(np.log(8) - (np.log(4) + np.log(2)) / 2)
+    assert f["rate_vs_user"][0] == pytest.approx(1.0 - (0.75 + 0.25) / 2)
+    assert np.isnan(f["pop_vs_user"][1]) and np.isnan(f["rate_vs_user"][1])  # no history
+    assert f["rate_vs_user"][2] == pytest.approx(0.75 - 1.0)  # item 0 has no rate: left out of the mean
+    assert f["pop_vs_user"][2] == pytest.approx(np.log(4) - np.log(8) / 2)

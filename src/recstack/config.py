@@ -340,6 +340,22 @@ class RerankConfig:
     windows_days: list[float] = field(default_factory=lambda: [7.0, 30.0, 180.0])
     covisit_lasts: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
     long_history: int = 30
+    # sources whose own score / rank columns are no features (they still prune): retrieve's fused "merged"
+    # ranking has its fusion weights tuned on these very training queries' targets (stages/retrieve.py), so on
+    # them it looks better than it is on new users (MovieLens: top-10 score 0.196 on the training queries vs
+    # 0.190 on valid, while seqrec scores 0.179 vs 0.190): the ranker over-trusted it. The ranker sees the
+    # sources it fuses and the untuned agreement features (agreement) instead
+    skip_sources: list[str] = field(default_factory=lambda: ["merged"])
+    # cross-source agreement per candidate, untuned: best rank over the sources, how many rank it in their top
+    # 10 / 50, equal-weight reciprocal-rank sum; and each source's score standardised within its query
+    agreement: bool = True
+    # rounds of (CV fold models + refit) averaged at prediction; 0 = the one refitted model. A ~1,000-query
+    # ranker is noisy (valid score +-0.003 with the LightGBM seed alone); MovieLens valid, 3 seeds: see
+    # bench/README.md fifth session
+    bag: int = 3
+    # the candidate's click rate, and its popularity / click rate against the means over the user's last
+    # `history` items (stack/features.popularity_taste)
+    taste: bool = True
 
 
 @dataclass

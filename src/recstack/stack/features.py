@@ -219,3 +219,58 @@ def feature_match(codes: np.ndarray, names: list[str], hist: list[np.ndarray], q
         share = same.sum(1) / n
         out[f"match_{name}"] = np.where((v != 0) & mask[query].any(1), share, np.nan).astype(np.float32)
     return out
+
+
+def source_agreement(part: pd.DataFrame, sources: list[str], top: tuple[int, ...] = (10, 50),
+                     rrf_k: float = 60.0) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per candidate, how the `sources` (their `<s>_rank`, -1 = not proposed) agree on it: the best rank
+    any of them gives it, how many rank it within each `top`, and the equal-weight reciprocal-rank sum
+    sum_s 1 / (rrf_k + rank_s) (Cormack et al. 2009). No weight is fitted, so these mean the same on the
+    ranker's training queries as on new users (unlike a fusion tuned on those queries)."""
+    ranks = part[[f"{s}_rank" for s in sources]].to_numpy(np.float64)  # (N, S)
+    has = ranks >= 0
+    out = {"best_rank": np.where(has.any(1), np.where(has, ranks, np.inf).min(1), np.nan).astype(np.float32)}
+    for t in top:
+        out[f"n_top{t}"] = (has & (ranks < t)).sum(1).astype(np.float32)
+    out["rrf_equal"] = np.where(has, 1.0 / (rrf_k + np.where(has, ranks, 0.0)), 0.0).sum(1).astype(np.float32)
+    return out
+
+
+def user_standardised(part: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
+    """Each score column as a z-score within its query: (score - the query's mean) / its std over the
+    candidates the source proposed. The gap to the best (user_normalised) says how far below the top an
+    item is; this says how far above the query's bulk, which separates a confident source (one clear
+    winner) from a flat one. NaN stays NaN; a query with one proposed candidate gets 0."""
+    q = part["user_row"].to_numpy()
+    out = {}
+    for c in columns:
+        s = part[c].astype(np.float64)
+        g = s.groupby(q)
+        std = g.transform("std").to_numpy()
+        z = (s.to_numpy() - g.transform("mean").to_numpy()) / np.where(std > 0, std, 1.0)
+        out[f"{c}_z"] = np.where(np.isnan(std) & ~np.isnan(s.to_numpy()), 0.0, z).astype(np.float32)
+    return out
+
+
+def popularity_taste(pop_clicks: np.ndarray, pop_events: np.ndarray, hist: list[np.ndarray], query: np.ndarray,
+                     cand: np.ndarray, recent: int) -> dict[str, np.ndarray]:  # fmt: skip
+    """The candidate's click rate (clicks / events: on MovieLens the share of its ratings >= 4, how well
+    liked it is rather than how often seen) and how its popularity compares with what the user watches:
+    log(1 + clicks) of the candidate minus the mean of it over the query's last `recent` history items
+    (a user of niche items vs of blockbusters), the same for the click rate. NaN without history."""
+    rate = np.where(pop_events > 0, pop_clicks / np.maximum(pop_events, 1), np.nan)
+    logpop = np.log1p(pop_clicks)
+    pad, mask = _recent_matrix(hist, recent)
+    n = mask.sum(1)
+    has = n > 0
+    user_pop = np.where(has, (logpop[pad] * mask).sum(1) / np.maximum(n, 1), np.nan)
+    r = np.where(mask, rate[pad], np.nan)
+    valid_r = mask & ~np.isnan(r)
+    user_rate = np.where(
+        valid_r.any(1), np.where(valid_r, r, 0).sum(1) / np.maximum(valid_r.sum(1), 1), np.nan
+    )
+    return {
+        "click_rate": rate[cand].astype(np.float32),
+        "pop_vs_user": (logpop[cand] - user_pop[query]).astype(np.float32),
+        "rate_vs_user": (rate[cand] - user_rate[query]).astype(np.float32),
+    }

@@ -140,12 +140,15 @@ def _group_sizes(query: np.ndarray) -> np.ndarray:
 
 @dataclass
 class RankModel:
-    model: lgb.LGBMRanker
-    trees: int
-    cv: list[dict[str, Any]]  # per fold: queries, best trees, NDCG@10 of the held-out queries
+    model: lgb.LGBMRanker  # refitted on all training queries (the first round's)
+    trees: int  # of `model`
+    cv: list[dict[str, Any]]  # per round and fold: queries, best trees, NDCG@10 of the held-out queries
+    bag: list[lgb.LGBMRanker] = field(default_factory=list)  # further models averaged in when bagging
 
     def predict(self, x: pd.DataFrame) -> np.ndarray:
-        return self.model.predict(x)
+        """The refitted model's score, or with `bag` the mean over it and the bagged models (fold models at
+        their own best iteration, other rounds' refits; same objective and data, so one score scale)."""
+        return np.mean([m.predict(x) for m in [self.model, *self.bag]], axis=0)
 
     def gain(self) -> dict[str, float]:
         g = self.model.booster_.feature_importance("gain")
@@ -156,33 +159,45 @@ class RankModel:
 
 
 def fit_lambdarank(x: pd.DataFrame, label: np.ndarray, query: np.ndarray, weight: np.ndarray, lc: Any,
-                   folds: int, seed: int) -> RankModel:  # fmt: skip
+                   folds: int, seed: int, bag: int = 0) -> RankModel:  # fmt: skip
     """LightGBM lambdarank; rows sorted by `query`, `label` 0/1 (the held-out target), `weight` the query's
     metric weight on every row of it (LightGBM scales each row's gradient by its weight: conversions 2.5).
     The number of trees is the mean best iteration of a query-grouped CV over these rows; then one model is
-    refitted on all of them."""
+    refitted on all of them. `bag` >= 1: that many rounds (each its own fold split and LightGBM seed), and
+    the prediction is the mean over every round's fold models and refit: one ~1,000-query fit is noisy (its
+    valid score moves by +-0.003 with the seed alone)."""
     if len(x) == 0 or label.sum() == 0:
         raise DataError(
             "stack (tencentgr): no training query has its target among the candidates, nothing to learn from "
             "(raise data.stack_users or the retrieve sources' topk)"
         )
+    if bag < 0:
+        raise ValueError(f"stack.rerank.bag is {bag}; expected 0 (no bagging) or a number of rounds")
     uq, q_index = np.unique(query, return_inverse=True)
-    params = _params(lc, seed)
-    cv = []
-    if folds >= 2 and len(uq) >= folds:
-        fold_of = np.random.default_rng(seed).permutation(len(uq))[q_index] % folds
-        for k in range(folds):
-            tr, te = fold_of != k, fold_of == k
-            m = lgb.LGBMRanker(objective="lambdarank", **params)
-            m.fit(x[tr], label[tr], sample_weight=weight[tr], group=_group_sizes(query[tr]),
-                  eval_X=(x[te],), eval_y=(label[te],), eval_group=[_group_sizes(query[te])], eval_at=[10],
-                  callbacks=[lgb.early_stopping(lc.early_stopping, verbose=False)])  # fmt: skip
-            best = int(m.best_iteration_ or lc.n_estimators)
-            cv.append({"fold": k, "queries": int(len(np.unique(query[te]))), "trees": best,
-                       "ndcg@10": round(float(m.best_score_["valid_0"]["ndcg@10"]), 5)})  # fmt: skip
-        trees = max(1, round(float(np.mean([f["trees"] for f in cv]))))
-    else:
-        trees = lc.n_estimators
-    model = lgb.LGBMRanker(objective="lambdarank", **{**params, "n_estimators": trees})
-    model.fit(x, label, sample_weight=weight, group=_group_sizes(query))
-    return RankModel(model, trees, cv)
+    models, cvs, trees_of = [], [], []
+    for r in range(max(bag, 1)):
+        r_seed = seed + 7919 * r  # round r's folds and LightGBM seed (apart from the next seeds a user tries)
+        params = _params(lc, r_seed)
+        cv = []
+        if folds >= 2 and len(uq) >= folds:
+            fold_of = np.random.default_rng(r_seed).permutation(len(uq))[q_index] % folds
+            for k in range(folds):
+                tr, te = fold_of != k, fold_of == k
+                m = lgb.LGBMRanker(objective="lambdarank", **params)
+                m.fit(x[tr], label[tr], sample_weight=weight[tr], group=_group_sizes(query[tr]),
+                      eval_X=(x[te],), eval_y=(label[te],), eval_group=[_group_sizes(query[te])], eval_at=[10],
+                      callbacks=[lgb.early_stopping(lc.early_stopping, verbose=False)])  # fmt: skip
+                best = int(m.best_iteration_ or lc.n_estimators)
+                cv.append({"round": r, "fold": k, "queries": int(len(np.unique(query[te]))), "trees": best,
+                           "ndcg@10": round(float(m.best_score_["valid_0"]["ndcg@10"]), 5)})  # fmt: skip
+                if bag:
+                    models.append(m)
+            trees = max(1, round(float(np.mean([f["trees"] for f in cv]))))
+        else:
+            trees = lc.n_estimators
+        refit = lgb.LGBMRanker(objective="lambdarank", **{**params, "n_estimators": trees})
+        refit.fit(x, label, sample_weight=weight, group=_group_sizes(query))
+        models.insert(r, refit)  # the refits first: models[0] is round 0's
+        cvs += cv
+        trees_of.append(trees)
+    return RankModel(models[0], trees_of[0], cvs, models[1:])

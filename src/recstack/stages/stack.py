@@ -49,8 +49,11 @@ from recstack.stack.features import (
     history_similarity,
     item_stats,
     mmctr_features,
+    popularity_taste,
+    source_agreement,
     user_normalised,
     user_relative,
+    user_standardised,
     windowed_popularity,
 )
 from recstack.stack.lgbm import cv_binary, fit_lambdarank, lgbm_binary
@@ -326,6 +329,10 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     k = min(rc.topk, len(pool))
     contexts = _contexts(ctx, ev, pe, keep, queries, n_rows) if rc.rich_features else {}
 
+    feat_sources = [s for s in sources if s not in rc.skip_sources]  # why skipped: config.RerankConfig
+    if not feat_sources:
+        raise DataError(f"stack.rerank.skip_sources {list(rc.skip_sources)} leaves none of the candidates' "
+                        f"sources {sources} as features")  # fmt: skip
     parts, x = {}, {}
     for split, qs in queries.items():
         part = (
@@ -338,9 +345,17 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
                             f"the split has {len(qs)} queries")  # fmt: skip
         part = prune(part, sources, rc.depth)
         n_hist = np.array([len(h) for h in hists[split]], np.int64)
-        feats = _rows_features(part, sources, stats, hists[split], n_hist, emb, rc.history)
+        feats = _rows_features(part, feat_sources, stats, hists[split], n_hist, emb, rc.history)
         if rc.rich_features:
-            feats = feats.assign(**_rich_features(part, sources, hists[split], contexts[split], emb, rc))
+            feats = feats.assign(**_rich_features(part, feat_sources, hists[split], contexts[split], emb, rc))
+        if rc.agreement:
+            feats = feats.assign(**source_agreement(part, feat_sources),
+                                 **user_standardised(part, [f"{s}_score" for s in feat_sources]))  # fmt: skip
+        if rc.taste:
+            feats = feats.assign(**popularity_taste(stats["pop_clicks"].to_numpy(np.float64),
+                                                    stats["pop_events"].to_numpy(np.float64), hists[split],
+                                                    part["user_row"].to_numpy(), part["item"].to_numpy(),
+                                                    rc.history))  # fmt: skip
         parts[split], x[split] = part, feats
     train = parts["train"]
     if not len(train):
@@ -352,7 +367,7 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     weight = pos_weight  # the contract's label is the target's metric weight: click 1, conversion 2.5
     model = fit_lambdarank(x["train"][has_target].reset_index(drop=True), label[has_target],
                            train["user_row"].to_numpy()[has_target], weight[has_target], rc.lgbm, rc.folds,
-                           cfg.seed)  # fmt: skip
+                           cfg.seed, rc.bag)  # fmt: skip
 
     out, figures = {}, {"model": "lgbm_lambdarank", "sources": sources}
     for split in ("valid", "test"):
