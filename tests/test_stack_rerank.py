@@ -112,6 +112,17 @@ def test_reranker_beats_every_single_source_and_feeds_the_ensemble(tgr_cfg, monk
     assert {"a_score_gap", "clicks_30d", "last_click_days", "covisit_last1", "covisit_last5", "sim_max30",
             "user_gap_days"} <= set(rich["features"])  # fmt: skip
     assert any(f.startswith("match_i") for f in rich["features"])
+    assert {"best_rank", "n_top10", "rrf_equal", "a_score_z", "click_rate", "pop_vs_user"} <= set(
+        rich["features"]
+    )
+    # a skipped source still prunes and is reported, but is no feature; skipping every source is an error
+    one = OmegaConf.merge(rich_cfg, {"stack": {"rerank": {"skip_sources": ["b"]}}})
+    figs = run_until(one, "stack")["stack"]["figures"]
+    assert figs["sources"] == ["a", "b"] and "valid_score_b" in figs and "a_rank" in figs["features"]
+    assert not any(f.startswith("b_") for f in figs["features"])
+    none = OmegaConf.merge(tgr_cfg, {"stack": {"rerank": {"skip_sources": ["a", "b"]}}})
+    with pytest.raises(DataError, match=r"skip_sources \['a', 'b'\] leaves none"):
+        run_until(none, "stack")
 
 
 def test_candidates_missing_a_column_are_an_error_naming_it(tgr_cfg, monkeypatch):
@@ -227,13 +238,6 @@ def test_bagged_ranker_scores_the_mean_of_the_fold_models_and_the_refit():
         fit_lambdarank(x, label, query, np.ones(len(x)), lc, 3, 0, bag=-1)
     top = bagged.predict(x).reshape(n_q, per).argmax(1)
     assert (top == x["f"].to_numpy().reshape(n_q, per).argmax(1)).mean() > 0.8  # it learnt the planted rule
-
-
-def test_skip_sources_leaving_no_feature_source_is_an_error(tgr_cfg, monkeypatch):
-    _with_retrieve(monkeypatch)
-    cfg = OmegaConf.merge(tgr_cfg, {"stack": {"rerank": {"skip_sources": ["a", "b"]}}})
-    with pytest.raises(DataError, match=r"skip_sources \['a', 'b'\] leaves none"):
-        run_until(cfg, "stack")
 
 
 def test_popularity_taste_by_hand():
