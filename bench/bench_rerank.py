@@ -6,8 +6,9 @@ variants, on a finished run's folders (the stack stage's own code, written to a 
         [--set key=value ...]
 
 Prints, per variant and seed, the valid score (0.31 HR@10 + 0.69 NDCG@10 on the local validation users)
-and the lift over the best single source of the same run; then the mean and std over seeds and the
-mean's lift over each source. The seed moves only
+and the lift over the best single source of the same run, and the CV NDCG@10 over the training queries
+(mean over folds and rounds, each at its early-stopped best: a second, optimistic but label-honest view
+from 3x the valid users' queries); then the mean and std over seeds and the mean's lift over each source. The seed moves only
 the reranker (its CV folds and bagging): the candidates are the run's. No local_truth is read.
 """
 
@@ -31,18 +32,17 @@ VARIANTS = {  # name -> stack.rerank overrides
     "rich": {**FOURTH, "rich_features": True, "depth": 0},  # + the rich features, all candidates
     "rich_d100": {**FOURTH, "rich_features": True, "depth": 100},  # the fourth session's default
     "rich_d200": {**FOURTH, "rich_features": True, "depth": 200},
-    # fifth session: one change at a time over rich_d100, then together (the default)
-    "no_merged": {
-        **FOURTH,
-        "skip_sources": ["merged"],
-    },  # the fused ranking tuned on these queries: no feature
+    # fifth session: one change at a time over rich_d100, then together
+    "no_merged": {**FOURTH, "skip_sources": ["merged"]},  # the fusion tuned on these queries: no feature
     "agree": {**FOURTH, "agreement": True},  # + cross-source agreement, per-query z-scores
     "bag": {**FOURTH, "bag": 1},  # + the CV fold models averaged in
     "bag3": {**FOURTH, "bag": 3},  # 3 rounds of CV fold models + refit averaged
     "taste": {**FOURTH, "taste": True},  # + click rate, popularity against the user's history
     "bag3_nomerged": {**FOURTH, "bag": 3, "skip_sources": ["merged"]},
-    "default": {},  # the config's defaults
-    "default_merged": {"skip_sources": []},  # the defaults with the merged ranking a feature again
+    "bag_taste": {**FOURTH, "bag": 1, "taste": True},
+    "default": {},  # the config's defaults (rich_d100 + bag 1)
+    "all": {"skip_sources": ["merged"], "agreement": True, "taste": True, "bag": 1},  # every change together
+    "all_bag3": {"skip_sources": ["merged"], "agreement": True, "taste": True, "bag": 3},
     "default_d200": {"depth": 200},
 }
 
@@ -56,7 +56,9 @@ def main() -> None:
     args = ap.parse_args()
     base = load_config(args.config, args.overrides)
     paths = Paths(base)
-    print(f"{'variant':<10} {'seed':>5} {'valid':>7} {'best source':>18} {'lift':>7} {'trees':>5}")
+    print(
+        f"{'variant':<10} {'seed':>5} {'valid':>7} {'best source':>18} {'lift':>7} {'trees':>5} {'cv ndcg':>7}"
+    )
     for name in args.variants:
         scores = []
         for seed in args.seeds:
@@ -66,7 +68,7 @@ def main() -> None:
             best = f["best_source"]
             scores.append(f["valid_score"])
             print(f"{name:<10} {seed:>5} {f['valid_score']:>7.4f} {best:>10} {f[f'valid_score_{best}']:.4f} "
-                  f"{f['lift_over_best_source']:>+7.1%} {f['trees']:>5}", flush=True)  # fmt: skip
+                  f"{f['lift_over_best_source']:>+7.1%} {f['trees']:>5} {np.mean(f['cv_ndcg@10']):>7.4f}", flush=True)  # fmt: skip
         mean = np.mean(scores)
         vs = "  ".join(f"vs {s} {mean / f[f'valid_score_{s}'] - 1:+.1%}" for s in f["sources"]
                        if f[f"valid_score_{s}"] > 0)  # fmt: skip
