@@ -5,7 +5,8 @@ that saw the row's label.
   the other folds, early-stopped on a further held-out share of *their* users (never on the scored fold), and
   predicts its fold (out-of-fold) and the unlabelled rows (averaged over the K models).
 - `fit_lambdarank` (tencentgr reranker): the number of trees is chosen by CV over the training queries, then
-  one model is refitted on all of them; the rows it will be scored on (valid users) take no part.
+  one model is refitted on all of them (with `bag`, averaged with the CV models); the rows it will be scored
+  on (valid users) take no part.
 """
 
 from __future__ import annotations

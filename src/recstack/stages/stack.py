@@ -9,7 +9,8 @@ ranker: DIN alone is most of the default run's 10 minutes on 2 cores (bench/READ
 
 tencentgr: LightGBM lambdarank over the retrieve stage's merged candidates, trained on the stacker's
 training queries (held-out last clicks of training users outside the valid users), trees chosen by CV over
-those queries; the valid users are scored once and never fitted. Its top `stack.rerank.topk` per user is a
+those queries, the CV models averaged with the refitted one (stack.rerank.bag); the valid users are scored
+once and never fitted. Its top `stack.rerank.topk` per user is a
 ranking the ensemble can use.
 """
 
