@@ -100,6 +100,22 @@ def test_a_float16_matrix_is_kept_float16_and_cast_at_use():
     assert enc.mm_proj[0].weight.grad is not None and not enc.mm0.requires_grad
 
 
+@torch.no_grad()
+def test_id_dropout_drops_whole_items_in_training_only():
+    torch.manual_seed(0)
+    enc = ItemEncoder(columns(), 4, "concat", id_dropout=0.5)
+    ids = torch.arange(1, 26).repeat(3)  # every trained item three times
+    enc.train()
+    idp = enc.features(ids)[:, :4].view(3, 25, 4)  # the id part
+    full = enc.id_emb(enc.id_index[ids[:25]])  # (25, 4)
+    dropped = (idp == 0).all(-1)  # (3, 25)
+    assert (dropped == dropped[0]).all()  # an item is dropped at every position of one call or at none
+    kept = ~dropped[0]
+    assert 5 < int(kept.sum()) < 20 and torch.equal(idp[0, kept], full[kept])
+    assert torch.equal(enc.features(ids)[:, 4:], enc.eval().features(ids)[:, 4:])  # other parts untouched
+    assert torch.equal(enc.features(ids)[:25, :4], full)  # eval: nothing dropped
+
+
 class OldMmctrEncoder(nn.Module):
     """The mmctr ItemEncoder before it took generic columns (commit 0fb5179): the DIN / QIN submissions were
     produced by it, so the generic encoder must draw the same initial weights and compute the same bits."""

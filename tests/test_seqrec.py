@@ -255,7 +255,7 @@ TINY = ("data.mm_feats=['81','82']", "data.emb_dims={'82': 8}", "data.valid_user
     [
         (),
         ("seqrec.loss=bce", "seqrec.multimodal=provided"),
-        ("seqrec.negatives=64", "seqrec.next_action=false"),
+        ("seqrec.negatives=64", "seqrec.next_action=false", "seqrec.id_dropout=0.3"),
     ],
 )  # sampled negatives + logQ; the official recipe; the exact softmax (21 items fit 64 + 8 negatives)
 def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
@@ -292,7 +292,7 @@ def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
     "override, msg",
     [("seqrec.loss=softmax", "'seqrec.loss' is 'softmax'"), ("seqrec.multimodal=x", "'seqrec.multimodal'"),
      ("seqrec.dim=10", "multiple of seqrec.heads"),
-     ("seqrec.topk=5", "expected >= 10"), ("seqrec.temp=0.1", "unknown config key 'seqrec.temp'")],
+     ("seqrec.topk=5", "expected >= 10"), ("seqrec.id_dropout=1.0", "seqrec.id_dropout is 1.0"), ("seqrec.temp=0.1", "unknown config key 'seqrec.temp'")],
 )  # fmt: skip
 def test_bad_seqrec_config_is_an_error_naming_the_key(tmp_cfg, override, msg):
     with pytest.raises(ConfigError, match=msg):

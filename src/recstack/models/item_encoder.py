@@ -96,7 +96,12 @@ class ItemEncoder(nn.Module):
     `combine`: "concat" (D = parts x dim, the rankers), "sum" (D = dim) or "project" (a Linear of the
     concatenation to D = dim, the sequence retriever)."""
 
-    def __init__(self, cols: ItemColumns, dim: int, combine: Combine = "concat", init_std: float = 1.0):
+    def __init__(self, cols: ItemColumns, dim: int, combine: Combine = "concat", init_std: float = 1.0,
+                 id_dropout: float = 0.0):  # fmt: skip
+        """id_dropout: in training, the share of items whose id embedding is zeroed at each call (one draw per
+        item, so the table path drops an item on the input and output side alike): the features and
+        multimodal vectors must then carry the item alone, as they do for a cold item (DropoutNet, Volkovs et
+        al., NeurIPS 2017). 0 draws nothing (the rankers)."""
         super().__init__()
         if combine not in COMBINES:
             raise ValueError(f"combine={combine!r}; expected one of {COMBINES}")
@@ -127,12 +132,18 @@ class ItemEncoder(nn.Module):
         self.mm_proj = nn.ModuleList(nn.Linear(m.shape[1], dim) for m in cols.multimodal.values())
         parts = 1 + len(cols.lists) + (1 if cols.sparse else 0) + len(cols.multimodal)
         self.out = nn.Linear(parts * dim, dim) if combine == "project" else None
-        self.combine, self.n_items = combine, len(cols.id_index)
+        self.combine, self.n_items, self.id_dropout = combine, len(cols.id_index), id_dropout
         self.n_lists, self.n_mm = len(cols.lists), len(cols.multimodal)
         self.dim = parts * dim if combine == "concat" else dim  # output width D
 
     def parts(self, ids: torch.Tensor) -> list[torch.Tensor]:  # ids (...) long item ids -> each (..., d)
-        parts = [self.id_emb(self.id_index[ids])]  # unseen items: the zero row
+        e = self.id_emb(self.id_index[ids])  # (..., d); unseen items: the zero row
+        if self.training and self.id_dropout > 0:
+            keep = (
+                torch.rand(self.n_items, device=ids.device) >= self.id_dropout
+            )  # (I,) per item, not position
+            e = e * keep[ids].unsqueeze(-1)
+        parts = [e]
         for k, emb in enumerate(self.list_emb):
             parts.append(masked_mean(emb, getattr(self, f"list{k}")[ids]))  # (..., d)
         if self.sparse_emb is not None:

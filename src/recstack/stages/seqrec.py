@@ -197,7 +197,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
     # the shared item encoder, projected to one vector: id | sparse features | each matrix (kept float16)
     cols = ItemColumns(id_index, sparse=feats, multimodal={k: torch.from_numpy(m) for k, m in mats.items()})
-    items = ItemEncoder(cols, sc.dim, "project", sc.emb_std)
+    items = ItemEncoder(cols, sc.dim, "project", sc.emb_std, sc.id_dropout)
     model = SeqRec(items, UserTower(u_sparse, u_arrays, sc.dim, sc.emb_std), sc.dim, sc.layers, sc.heads,
                    sc.max_len, sc.dropout, sc.next_action, sc.emb_std).to(device)  # fmt: skip
     prepare_key = json.loads((prep / MANIFEST).read_text())["key"]
