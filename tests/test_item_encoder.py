@@ -177,3 +177,47 @@ def test_bad_item_columns_are_errors_naming_the_column(change, msg):
         ItemColumns(base.id_index, **kw)
     with pytest.raises(ValueError, match="combine='mean'"):
         ItemEncoder(base, 4, "mean")  # type: ignore[arg-type]
+
+
+class OldSeqrecItemTower(nn.Module):
+    """seqrec's own item tower before the move (commit 0fb5179): [id | one offset table of the sparse
+    columns, missing masked | a Linear per matrix] -> Linear."""
+
+    def __init__(self, id_index, feats, mats, dim):
+        super().__init__()
+        self.id_index, self.feats, self.mats = id_index, feats, mats
+        cards = [int(feats[:, j].max()) + 1 for j in range(feats.shape[1])]
+        self.offsets = torch.tensor([0, *cards[:-1]]).cumsum(0)
+        self.id_emb = embedding(int(id_index.max()) + 1, dim, padding_idx=0)
+        self.feat_emb = embedding(sum(cards), dim)
+        self.mm_proj = nn.ModuleList(nn.Linear(m.shape[1], dim) for m in mats)
+        self.out = nn.Linear((2 + len(mats)) * dim, dim)
+
+    def forward(self, ids):
+        c = self.feats[ids]
+        parts = [
+            self.id_emb(self.id_index[ids]),
+            (self.feat_emb(c + self.offsets) * (c != 0).unsqueeze(-1)).sum(-2),
+        ]
+        parts += [proj(m[ids].float()) for proj, m in zip(self.mm_proj, self.mats, strict=True)]
+        return self.out(torch.cat(parts, -1))
+
+
+@torch.no_grad()
+def test_project_is_the_old_seqrec_item_tower_given_its_weights():
+    """The move of seqrec onto the shared encoder changed its initial draws, not the function it computes."""
+    torch.manual_seed(0)
+    cols = columns(mm_dtype=torch.float16)
+    cols.lists = {}
+    old = OldSeqrecItemTower(
+        cols.id_index, torch.stack(list(cols.sparse.values()), 1), list(cols.multimodal.values()), 4
+    )
+    new = ItemEncoder(cols, 4, "project")
+    new.id_emb.weight.copy_(old.id_emb.weight)
+    for j, table in enumerate(new.sparse_emb.tables):  # the old table's slice of column j, row 0 unused
+        rows = old.feat_emb.weight[int(old.offsets[j]) : int(old.offsets[j]) + table.num_embeddings]
+        table.weight[1 : len(rows)].copy_(rows[1:])
+    new.mm_proj.load_state_dict(old.mm_proj.state_dict())
+    new.out.load_state_dict(old.out.state_dict())
+    ids = torch.arange(30).view(5, 6)
+    torch.testing.assert_close(new.features(ids), old(ids), atol=1e-6, rtol=0)
