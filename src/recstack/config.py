@@ -368,8 +368,9 @@ class SeqrecConfig:
     dropout: float = 0.1
     emb_std: float = 0.02  # embedding init (GPT-2): small tokens keep the pre-norm residual stream stable
     # share of items whose id embedding is dropped at each training step (models/item_encoder.py): the
-    # features and multimodal vectors learn to carry an item alone, as for a cold item; 0 = off (the
-    # measured default until a 3-seed bench says otherwise, bench/README.md fifth session)
+    # features and multimodal vectors learn to carry an item alone, as for a cold item. 0 = off here; 0.3 in
+    # configs/tencentgr_movielens.yaml (+0.007 valid score over 5 paired seeds, bench/README.md fifth session);
+    # not yet measured on the synthetic / TencentGR-shaped data
     id_dropout: float = 0.0
     next_action: bool = True  # queries are told the next event's action (a click at inference): TAAC 2025
     temperature: float = 0.05  # cosine / T; strong TAAC 2025 solutions use 0.02-0.1 (tuned on valid)
