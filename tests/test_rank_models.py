@@ -6,9 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from recstack.data.tables.ranking import RankItems
 from recstack.models.din import DIN, TargetAttention
-from recstack.models.item_encoder import ItemEncoder
+from recstack.models.item_encoder import ItemColumns, ItemEncoder
 from recstack.models.qin import QIN, SparseTargetAttention
+from recstack.stages.rank import item_columns
 
 
 def encoder(n_items=40, dim=8, mm_dim=12, multimodal=True, seed=0) -> ItemEncoder:
@@ -19,7 +21,13 @@ def encoder(n_items=40, dim=8, mm_dim=12, multimodal=True, seed=0) -> ItemEncode
     tags[0] = 0
     levels = torch.randint(0, 11, (n_items, 2), generator=g)
     mm = torch.randn(n_items, mm_dim, generator=g) if multimodal else None
-    return ItemEncoder(id_index, tags, levels, mm, dim)
+    return ItemEncoder(mmctr_columns(id_index, tags, levels, mm), dim)
+
+
+def mmctr_columns(id_index, tags, levels, mm, side=True) -> ItemColumns:
+    """The mmctr item side as stages/rank.item_columns builds it."""
+    items = RankItems(id_index.numpy(), tags.numpy(), levels.numpy())
+    return item_columns(items, None if mm is None else mm.numpy(), side)
 
 
 def batch(b=6, length=10, n_items=40, seed=1):
@@ -40,7 +48,7 @@ def test_item_table_path_equals_per_position_path():
     torch.testing.assert_close(h, enc.features(hist), atol=1e-5, rtol=0)
     torch.testing.assert_close(t[:3], small, atol=1e-5, rtol=0)
     assert enc.dim == 4 * 8 and encoder(multimodal=False).dim == 3 * 8
-    ids_only = ItemEncoder(enc.id_index, enc.tags, enc.levels, None, 8, side=False)
+    ids_only = ItemEncoder(mmctr_columns(enc.id_index, enc.list0, enc.sparse, None, side=False), 8)
     assert ids_only.dim == 8 and ids_only(hist)[0].shape == (*hist.shape, 8)
 
 

@@ -19,7 +19,8 @@ from recstack.config import ConfigError, load_config
 from recstack.data.raw.tencentgr_platform import write_platform
 from recstack.data.tables.predictions import COLUMNS, read_ranking
 from recstack.data.tables.tgr_prepared import before_cuts, pool_items, read_events, read_table, stack_queries
-from recstack.models.seqrec import ItemTower, SeqRec, UserTower
+from recstack.models.item_encoder import ItemColumns, ItemEncoder
+from recstack.models.seqrec import SeqRec, UserTower
 from recstack.paths import Paths, Predictions, PreparedTGR, Seqrec
 from recstack.pipeline import run_until
 from recstack.retrieve.index import VectorIndex, search_excluding
@@ -33,12 +34,11 @@ from tgr_helpers import tiny_tgr
 def tiny_model(n_items: int = 12, dim: int = 8, next_action: bool = True, mm: bool = True) -> SeqRec:
     torch.manual_seed(0)
     id_index = torch.tensor([0, *range(1, n_items - 2), 0, 0])  # the last two items: unseen in training
-    feats = torch.randint(1, 4, (n_items, 2))
-    mats = [torch.randn(n_items, 5)] if mm else []
+    feats = {"i100": torch.randint(1, 4, (n_items,)), "i101": torch.randint(1, 4, (n_items,))}
+    mats = {"emb_81": torch.randn(n_items, 5)} if mm else {}
     users = UserTower(torch.randint(0, 3, (4, 2)), torch.randint(0, 3, (4, 1, 3)), dim, 0.5)
-    return SeqRec(
-        ItemTower(id_index, feats, mats, dim, 0.5), users, dim, 2, 2, 6, 0.0, next_action, 0.5
-    ).eval()
+    items = ItemEncoder(ItemColumns(id_index, sparse=feats, multimodal=mats), dim, "project", 0.5)
+    return SeqRec(items, users, dim, 2, 2, 6, 0.0, next_action, 0.5).eval()
 
 
 def batch(model: SeqRec, b: int = 3, n: int = 6, seed: int = 1) -> dict[str, torch.Tensor]:
@@ -255,7 +255,7 @@ TINY = ("data.mm_feats=['81','82']", "data.emb_dims={'82': 8}", "data.valid_user
     [
         (),
         ("seqrec.loss=bce", "seqrec.multimodal=provided"),
-        ("seqrec.negatives=64", "seqrec.next_action=false"),
+        ("seqrec.negatives=64", "seqrec.next_action=false", "seqrec.id_dropout=0.3"),
     ],
 )  # sampled negatives + logQ; the official recipe; the exact softmax (21 items fit 64 + 8 negatives)
 def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
@@ -292,7 +292,7 @@ def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
     "override, msg",
     [("seqrec.loss=softmax", "'seqrec.loss' is 'softmax'"), ("seqrec.multimodal=x", "'seqrec.multimodal'"),
      ("seqrec.dim=10", "multiple of seqrec.heads"),
-     ("seqrec.topk=5", "expected >= 10"), ("seqrec.temp=0.1", "unknown config key 'seqrec.temp'")],
+     ("seqrec.topk=5", "expected >= 10"), ("seqrec.id_dropout=1.0", "seqrec.id_dropout is 1.0"), ("seqrec.temp=0.1", "unknown config key 'seqrec.temp'")],
 )  # fmt: skip
 def test_bad_seqrec_config_is_an_error_naming_the_key(tmp_cfg, override, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -6,11 +6,10 @@ The output at position t (optionally told the action type of the next event: nex
 strong TencentGR 2025 solutions do) is the query for the next item; items are scored by cosine (InfoNCE) or
 dot product (the official baseline's BCE) against the same item tower that builds the input tokens.
 
-Item tower: [id embedding | sum of sparse-feature embeddings | projected frozen multimodal vectors] -> Linear.
-It is built from models/item_encoder.embedding rather than ItemEncoder itself: ItemEncoder's inputs are
-the mmctr item side (tag lists, levels, one matrix) and its output is a concatenation the rankers are tuned
-to; generalising it would change the module order (hence RNG draws) of the DIN/QIN submissions. An item
-never seen in training has id index 0 (a zero row), so its vector comes from its features and vectors alone.
+Item tower: the shared models/item_encoder.ItemEncoder with combine="project": [id embedding | sum of the
+item sparse features' embeddings | a Linear of each frozen multimodal matrix] -> Linear to dim, the same
+item vectors on the input (event tokens) and output (scored items) side. An item never seen in training has
+id index 0 (the zero row), so its vector comes from its features and multimodal vectors alone.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recstack.models.item_encoder import embedding
+from recstack.models.item_encoder import FeatureSum, ItemEncoder, embedding
 
 N_ACTIONS = 3  # TencentGR action types: 0 exposure, 1 click, 2 conversion
 CLICK = 1
@@ -31,44 +30,6 @@ def gap_buckets(ts: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
     gap = (ts - torch.roll(ts, 1)).clamp(min=0).double()  # (E,)
     b = 1 + torch.floor(torch.log2(1.0 + gap)).long()
     return torch.where(first, 0, b.clamp(max=GAP_BUCKETS - 1))
-
-
-class FeatureSum(nn.Module):
-    """Sum of per-column embeddings of compact-coded sparse features, one table with column offsets."""
-
-    def __init__(self, cards: list[int], dim: int, std: float):
-        super().__init__()
-        offsets = torch.tensor([0, *cards[:-1]]).cumsum(0) if cards else torch.zeros(0, dtype=torch.long)
-        self.register_buffer("offsets", offsets.long(), persistent=False)
-        self.emb = embedding(max(sum(cards), 1), dim, std=std)
-
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:  # codes (..., F) long, 0 = missing -> (..., d)
-        e = self.emb(codes + self.offsets) * (codes != 0).unsqueeze(-1)  # (..., F, d), missing -> 0
-        return e.sum(-2)
-
-
-class ItemTower(nn.Module):
-    def __init__(self, id_index: torch.Tensor, feats: torch.Tensor, multimodal: list[torch.Tensor],
-                 dim: int, std: float):  # fmt: skip
-        """id_index (I,) long: 0 = unseen in training; feats (I, F) long compact codes per column (0 =
-        missing); multimodal: frozen (I, M_k) matrices, row == item re-id (float16 kept as is: memory)."""
-        super().__init__()
-        self.register_buffer("id_index", id_index.long(), persistent=False)
-        self.register_buffer("feats", feats.long(), persistent=False)
-        for k, m in enumerate(multimodal):
-            self.register_buffer(f"mm{k}", m, persistent=False)
-        self.n_mm, self.n_items = len(multimodal), len(id_index)
-        self.id_emb = embedding(max(int(id_index.max()) + 1, 2), dim, padding_idx=0, std=std)
-        cards = [int(feats[:, j].max()) + 1 for j in range(feats.shape[1])]
-        self.feat = FeatureSum(cards, dim, std)
-        self.mm_proj = nn.ModuleList(nn.Linear(m.shape[1], dim) for m in multimodal)
-        self.out = nn.Linear((2 + len(multimodal)) * dim, dim)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # ids (...) long item re-ids -> (..., d)
-        parts = [self.id_emb(self.id_index[ids]), self.feat(self.feats[ids])]  # (..., d) each
-        for k, proj in enumerate(self.mm_proj):
-            parts.append(proj(getattr(self, f"mm{k}")[ids].float()))  # (..., d)
-        return self.out(torch.cat(parts, -1))
 
 
 class UserTower(nn.Module):
@@ -108,7 +69,7 @@ class Block(nn.Module):
 
 
 class SeqRec(nn.Module):
-    def __init__(self, items: ItemTower, users: UserTower, dim: int, layers: int, heads: int, max_len: int,
+    def __init__(self, items: ItemEncoder, users: UserTower, dim: int, layers: int, heads: int, max_len: int,
                  dropout: float, next_action: bool, std: float):  # fmt: skip
         super().__init__()
         self.items, self.users, self.max_len, self.next_action = items, users, max_len, next_action
@@ -128,7 +89,7 @@ class SeqRec(nn.Module):
         next_action (B, L) long (None: click everywhere); table (I, d): every item's vector, computed once
         (see item_vectors) -> the query after each event, (B, L, d)."""
         b, n = item.shape
-        it = self.items(item) if table is None else F.embedding(item, table)  # (B, L, d)
+        it = self.items.features(item) if table is None else F.embedding(item, table)  # (B, L, d)
         ev = it + self.action_emb(action) + self.gap_emb(gap)  # (B, L, d)
         x = torch.cat([self.users(user).unsqueeze(1), ev], 1)  # (B, T = L + 1, d), user token first
         x = self.drop(x + self.pos_emb(torch.arange(n, -1, -1, device=x.device)))  # positions from the end
@@ -145,9 +106,9 @@ class SeqRec(nn.Module):
         return h
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:  # ids (...) -> (..., d), the output side
-        return self.items(ids)
+        return self.items.features(ids)
 
     def item_table(self) -> torch.Tensor:
-        """(I, d) every item once: cheaper than encoding per position when a batch holds more ids than
-        there are items (MovieLens: 1,683 items, ~20k ids per batch); both give the same vectors."""
-        return self.items(torch.arange(self.items.n_items, device=self.items.id_index.device))
+        """(I, d) every item once (ItemEncoder.table: cheaper than encoding per position when a batch holds
+        more ids than there are items; both give the same vectors)."""
+        return self.items.table()

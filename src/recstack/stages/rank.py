@@ -28,7 +28,7 @@ from recstack.data.tables.predictions import predictions_table
 from recstack.data.tables.ranking import RankItems, read_matrix, read_rank_items, read_rank_rows
 from recstack.errors import DataError
 from recstack.metrics import auc, gauc, logloss
-from recstack.models.item_encoder import ItemEncoder
+from recstack.models.item_encoder import ItemColumns, ItemEncoder
 from recstack.models.rankers import EMB_INIT_STD, RANKERS
 from recstack.paths import MANIFEST, Embedded, Predictions, Prepared, Ranked, Reports
 from recstack.report.plots import learning_curves, save_png
@@ -62,14 +62,24 @@ def multimodal_matrix(ctx: StageContext, n_items: int) -> tuple[np.ndarray | Non
     return None, "none"
 
 
+def item_columns(items: RankItems, mm: np.ndarray | None, side: bool = True) -> ItemColumns:
+    """The mmctr item side as encoder columns: tags (a list column), the levels (sparse; an unknown level
+    keeps a learned vector, as it always had), the frozen matrix. side=False: id (+ matrix) only, as a peer
+    DIN sees items (bench/)."""
+    levels = (
+        {f"level{j}": torch.tensor(items.levels[:, j]) for j in range(items.levels.shape[1])} if side else {}
+    )
+    return ItemColumns(
+        torch.tensor(items.id_index), sparse=levels, lists={"tags": torch.tensor(items.tags)} if side else {},
+        multimodal={} if mm is None else {"multimodal": torch.tensor(mm)}, learned_zero=tuple(levels),
+    )  # fmt: skip
+
+
 def build_model(name: str, items: RankItems, mm: np.ndarray | None, context_cards: list[int],
                 arch: dict[str, Any], device: torch.device, side: bool = True) -> torch.nn.Module:  # fmt: skip
     if name not in RANKERS:
         raise DataError(f"unknown ranker {name!r}; rankers: {', '.join(RANKERS)}")
-    encoder = ItemEncoder(
-        torch.tensor(items.id_index), torch.tensor(items.tags), torch.tensor(items.levels),
-        None if mm is None else torch.tensor(mm), arch["emb_dim"], side, EMB_INIT_STD[name],
-    )  # fmt: skip
+    encoder = ItemEncoder(item_columns(items, mm, side), arch["emb_dim"], "concat", EMB_INIT_STD[name])
     return RANKERS[name](encoder, context_cards, **arch).to(device)
 
 

@@ -42,7 +42,8 @@ from recstack.data.tables.tgr_prepared import (
 )
 from recstack.errors import DataError
 from recstack.metrics import tencentgr_score
-from recstack.models.seqrec import ItemTower, SeqRec, UserTower
+from recstack.models.item_encoder import ItemColumns, ItemEncoder
+from recstack.models.seqrec import SeqRec, UserTower
 from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Seqrec
 from recstack.retrieve.base import backfill
 from recstack.retrieve.index import IndexSettings, VectorIndex, search_excluding
@@ -85,8 +86,8 @@ def array_codes(col: pa.ChunkedArray, width: int) -> np.ndarray:
     return out
 
 
-def multimodal(ctx: StageContext, n: int) -> tuple[list[np.ndarray], str]:
-    """Frozen item matrices (row == item re-id) for the item tower, and where they came from."""
+def multimodal(ctx: StageContext, n: int) -> tuple[dict[str, np.ndarray], str]:
+    """Frozen item matrices (row == item re-id) for the item encoder by name, and where they came from."""
     sc, prep = ctx.cfg.seqrec, ctx.input_dir("prepare")
     embed_done = (ctx.input_dir("embed") / MANIFEST).is_file()
     if sc.multimodal == "embed" or (sc.multimodal == "auto" and embed_done):
@@ -94,30 +95,32 @@ def multimodal(ctx: StageContext, n: int) -> tuple[list[np.ndarray], str]:
             raise DataError(
                 "seqrec.multimodal=embed but the embed stage has not finished: run `./run.sh embed`"
             )
-        return [read_matrix(ctx.input_dir("embed") / Embedded.ITEMS, n)], "embed"
+        return {"embed": read_matrix(ctx.input_dir("embed") / Embedded.ITEMS, n)}, "embed"
     if sc.multimodal == "none":
-        return [], "none"
+        return {}, "none"
     dims = {**MM_DIMS, **ctx.cfg.data.emb_dims}
-    mats = [np.asarray(read_mm(prep, f, n, int(dims[f]))[0]) for f in ctx.cfg.data.mm_feats]
+    mats = {f"emb_{f}": np.array(read_mm(prep, f, n, int(dims[f]))[0]) for f in ctx.cfg.data.mm_feats}
     return mats, "provided:" + ",".join(ctx.cfg.data.mm_feats) if mats else "none"
 
 
-def item_side(ctx: StageContext, trained_items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """id index (0 = unseen in training), compact sparse feature codes, and the number of item rows."""
+def item_side(
+    ctx: StageContext, trained_items: np.ndarray
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    """id index (0 = unseen in training), compact codes of each item sparse feature column by name, and the
+    number of item rows."""
     table = pq.read_table(ctx.input_dir("prepare") / PreparedTGR.ITEMS)
     n = table.num_rows
     if not np.array_equal(table.column("item").to_numpy(), np.arange(n)):
         raise DataError(f"{ctx.input_dir('prepare') / PreparedTGR.ITEMS}: column 'item' is not 0..{n - 1}")
     skip = {f"i{f}" for f in ctx.cfg.seqrec.skip_item_feats}
     cols = [c for c in table.column_names if c.startswith("i") and c[1:].isdigit() and c not in skip]
-    feats = [codes(table.column(c).to_numpy().astype(np.int64)) for c in cols]
-    feats = [f for f in feats if f.any()]  # a feature this data set never sets carries nothing
+    feats = {c: codes(table.column(c).to_numpy().astype(np.int64)) for c in cols}
     seen = np.zeros(n, bool)
     seen[trained_items] = True
     seen[0] = False
     id_index = np.where(seen, np.cumsum(seen), 0)
-    f = np.stack(feats, 1) if feats else np.zeros((n, 0), np.int64)
-    return torch.from_numpy(id_index), torch.from_numpy(f), n
+    # a feature this data set never sets carries nothing
+    return torch.from_numpy(id_index), {c: torch.from_numpy(f) for c, f in feats.items() if f.any()}, n
 
 
 def user_side(ctx: StageContext) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -192,8 +195,9 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     popularity = counts / max(counts.sum(), 1e-12)
     rates = sampling_rates(counts, eligible.astype(np.float64), sc.uniform_mix)
 
-    items = ItemTower(id_index, feats, [torch.from_numpy(np.array(m)) for m in mats], sc.dim,
-                      sc.emb_std)  # fmt: skip
+    # the shared item encoder, projected to one vector: id | sparse features | each matrix (kept float16)
+    cols = ItemColumns(id_index, sparse=feats, multimodal={k: torch.from_numpy(m) for k, m in mats.items()})
+    items = ItemEncoder(cols, sc.dim, "project", sc.emb_std, sc.id_dropout)
     model = SeqRec(items, UserTower(u_sparse, u_arrays, sc.dim, sc.emb_std), sc.dim, sc.layers, sc.heads,
                    sc.max_len, sc.dropout, sc.next_action, sc.emb_std).to(device)  # fmt: skip
     prepare_key = json.loads((prep / MANIFEST).read_text())["key"]

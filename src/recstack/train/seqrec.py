@@ -270,7 +270,7 @@ def batch_loss(model: SeqRec, store: EventStore, b: dict[str, torch.Tensor], wei
         neg_id = torch.cat([inb, smp])
     out_ids = torch.cat([tgt, neg_id])
     with _autocast(device):
-        table = model.item_table() if b["item"].numel() + len(out_ids) > model.items.n_items else None
+        table = model.item_table() if model.items.use_table(b["item"], out_ids) else None
         h = model(b["user"], b["item"], b["action"], b["gap"], b["valid"], nxt_action, table)  # (B, L, d)
         q = h[sel].float()  # (N, d)
         vec = (model.item_vectors(out_ids) if table is None else table[out_ids]).float()
