@@ -53,7 +53,7 @@ from recstack.train import dist, trainer
 from recstack.train.trainer import DeviceRows, TrainSettings, fit, predict
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER_PY = ROOT / ".venv-bench" / "bin" / "python"
+PEER_PY = ROOT / ".venv-bench" / "bin" / "python"  # --peer-python overrides (a venv shared between checkouts)
 
 
 def load(cfg):
@@ -184,7 +184,7 @@ def fuxictr_like_for_like(data: Path, a, workers: int) -> dict:
 
 def time_to(curve: list, target: float) -> float | None:
     """Seconds (since the side's clock started) at the first evaluation whose valid AUC reaches target."""
-    return next((t for t, v in curve if v >= target - 1e-9), None)
+    return next((t for t, v in curve if v >= target - 1e-6), None)  # the curve holds 6 decimals
 
 
 def like_for_like(cfg, a) -> None:
@@ -282,6 +282,7 @@ def gpu_mode(a) -> None:
 
 
 def main() -> None:
+    global PEER_PY  # read by peers() and like_for_like()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "configs" / "mmctr_movielens.yaml"))
     p.add_argument("--emb", type=int, default=16)
@@ -301,10 +302,12 @@ def main() -> None:
                    help="--like-for-like: FuxiCTR NpzDataLoader worker processes, comma-separated runs per repeat "
                    "(0: batches assembled in its training thread, one CPU thread like ours; 1: its default, a "
                    "second process)")  # fmt: skip
+    p.add_argument("--peer-python", default=str(PEER_PY), help="the peers' venv python (requirements-bench.txt)")
     p.add_argument("--target-auc", type=float, default=0.0,
                    help="--like-for-like: valid AUC to time; 0 = the lower of the two sides' best")  # fmt: skip
     p.add_argument("overrides", nargs="*", help="config overrides (key=value), e.g. output_root=...")
     a = p.parse_args()
+    PEER_PY = Path(a.peer_python)
     if a.gpu:
         return gpu_mode(a)
     cfg = load_config(a.config, a.overrides)

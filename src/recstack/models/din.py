@@ -92,9 +92,10 @@ class DIN(nn.Module):
             h, t = self.items(hist, target)  # (B, L, D), (B, D)
             u = self.attention(h, t, mask)  # (B, D)
         else:  # CPU: encode and attend over the non-padding positions only
-            row, col = mask.nonzero(as_tuple=True)  # (N,) each
-            h, t = self.items(hist[row, col], target)  # (N, D), (B, D)
-            u = self.attention.packed(h, t, row)  # (B, D)
+            flat = mask.reshape(-1).nonzero().squeeze(1)  # (N,) row-major: each row's items in order
+            ids = hist.reshape(-1).index_select(0, flat)  # (N,) (cheaper than hist[row, col] here)
+            h, t = self.items(ids, target)  # (N, D), (B, D)
+            u = self.attention.packed(h, t, flat.div(hist.shape[1], rounding_mode="floor"))  # (B, D)
         ctx = [emb(context[:, j]) for j, emb in enumerate(self.context)]  # C x (B, E)
         x = torch.cat([t, u, t * u, *ctx], -1)  # (B, 3D + C*E)
         return self.head(self.dnn(x)).squeeze(-1)  # (B,) logits
