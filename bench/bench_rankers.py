@@ -302,7 +302,9 @@ def main() -> None:
                    help="--like-for-like: FuxiCTR NpzDataLoader worker processes, comma-separated runs per repeat "
                    "(0: batches assembled in its training thread, one CPU thread like ours; 1: its default, a "
                    "second process)")  # fmt: skip
-    p.add_argument("--peer-python", default=str(PEER_PY), help="the peers' venv python (requirements-bench.txt)")
+    p.add_argument(
+        "--peer-python", default=str(PEER_PY), help="the peers' venv python (requirements-bench.txt)"
+    )
     p.add_argument("--target-auc", type=float, default=0.0,
                    help="--like-for-like: valid AUC to time; 0 = the lower of the two sides' best")  # fmt: skip
     p.add_argument("overrides", nargs="*", help="config overrides (key=value), e.g. output_root=...")

@@ -27,8 +27,9 @@ def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
 class TargetAttention(nn.Module):
     """DIN activation unit. The first layer W [q; k; q-k; q*k] is split by term:
     (Wq + Wd) q + (Wk - Wd) k + Wp (q*k), so the q term is computed once per row instead of once per
-    history position, and each position costs one D x H product instead of one 4D x H
-    (the plain concat version is kept in the tests, which assert both agree)."""
+    history position, and each position costs one 2D x H product instead of one 4D x H
+    (the plain concat version is kept in the tests, which assert both agree). On CPU only the non-padding
+    positions are computed (`packed`); on CUDA the (B, L) grid, with the key term per item of the table."""
 
     def __init__(self, dim: int, units: list[int]):
         super().__init__()
