@@ -136,7 +136,8 @@ def dense_din(net: DIN, hist, target, context):
 
 
 @pytest.mark.parametrize("multimodal", [True, False])
-def test_din_cpu_packed_path_equals_dense_masked_path(multimodal):
+@pytest.mark.parametrize("table", [True, False])
+def test_din_cpu_packed_path_equals_dense_masked_path(multimodal, table):
     """The CPU forward attends over the non-padding positions only: same outputs and gradients as the
     dense masked computation, with left padding, an empty history and right padding in the batch."""
     torch.manual_seed(0)
@@ -145,6 +146,9 @@ def test_din_cpu_packed_path_equals_dense_masked_path(multimodal):
         nn.init.normal_(p, std=0.5)
     hist, target, context = batch()
     hist[3, 7:] = 0  # right padding too: packing must not assume where the padding sits
+    assert net.items.use_table(hist[hist != 0], target)  # the key term gathered from the item table
+    if not table:
+        net.items.n_items = 10**9  # force per-position encoding (and the [W_k | W_p] product)
     outs, grads = [], []
     for f in (net, lambda *x: dense_din(net, *x)):
         net.zero_grad()

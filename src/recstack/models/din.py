@@ -50,15 +50,20 @@ class TargetAttention(nn.Module):
         w = w.masked_fill(~mask, 0.0)  # DIN keeps raw weights (no softmax); padding weighs 0
         return torch.bmm(w.unsqueeze(1), hist).squeeze(1)  # (B, D) weighted sum; all-padding rows -> 0
 
-    def packed(self, hist, target, row):  # hist (N, D) non-padding history items, target (B, D), row (N,)
+    def packed(
+        self, hist, target, row, hist_k=None
+    ):  # hist (N, D) non-padding items, target (B, D), row (N,)
         """The same function over the N non-padding positions only (`row`: each one's batch row). Padding
         weighs 0, so skipping it is exact; on CPU every position costs its share of the MLP (MovieLens:
         27% of the (B, L) positions are padding), and one (N, 2D) x (2D, H0) product replaces B small
         per-row products (bench/README.md, Fifth session)."""
         q = target.index_select(0, row)  # (N, D)
-        w_kp = torch.cat([self.w_k.weight, self.w_p.weight], 1)  # (H0, 2D)
-        # first layer: (W_q q + b) once per row, gathered, + [W_k | W_p] [k; q * k] per position
-        a = torch.addmm(self.w_q(target).index_select(0, row), torch.cat([hist, q * hist], 1), w_kp.t())
+        base = self.w_q(target).index_select(0, row)  # (N, H0): W_q q + b once per row, gathered
+        if hist_k is None:  # + [W_k | W_p] [k; q * k] per position
+            w_kp = torch.cat([self.w_k.weight, self.w_p.weight], 1)  # (H0, 2D)
+            a = torch.addmm(base, torch.cat([hist, q * hist], 1), w_kp.t())  # (N, H0)
+        else:  # hist_k (N, H0) = W_k k from the item table: only W_p (q * k) per position (D x H0, not 2D x H0)
+            a = torch.addmm(base + hist_k, q * hist, self.w_p.weight.t())  # (N, H0)
         w = self.hidden(a).squeeze(-1)  # (N,) raw weights (no softmax)
         return torch.zeros_like(target).index_add(0, row, hist * w.unsqueeze(1))  # (B, D); no items -> 0
 
@@ -95,8 +100,14 @@ class DIN(nn.Module):
         else:  # CPU: encode and attend over the non-padding positions only
             flat = mask.reshape(-1).nonzero().squeeze(1)  # (N,) row-major: each row's items in order
             ids = hist.reshape(-1).index_select(0, flat)  # (N,) (cheaper than hist[row, col] here)
-            h, t = self.items(ids, target)  # (N, D), (B, D)
-            u = self.attention.packed(h, t, flat.div(hist.shape[1], rounding_mode="floor"))  # (B, D)
+            row = flat.div(hist.shape[1], rounding_mode="floor")  # (N,) each item's batch row
+            if self.items.use_table(ids, target):  # the key term once per item, gathered (as on CUDA)
+                table = self.items.table()  # (I, D)
+                h, t = F.embedding(ids, table), F.embedding(target, table)  # (N, D), (B, D)
+                u = self.attention.packed(h, t, row, F.embedding(ids, self.attention.w_k(table)))  # (B, D)
+            else:
+                h, t = self.items(ids, target)  # (N, D), (B, D)
+                u = self.attention.packed(h, t, row)  # (B, D)
         ctx = [emb(context[:, j]) for j, emb in enumerate(self.context)]  # C x (B, E)
         x = torch.cat([t, u, t * u, *ctx], -1)  # (B, 3D + C*E)
         return self.head(self.dnn(x)).squeeze(-1)  # (B,) logits
