@@ -5,6 +5,7 @@
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_rankers.py                  # quality + CPU speed table
     .venv/bin/python bench/bench_rankers.py --gpu      # QIN samples/s at MicroLens-1M size (needs CUDA)
     .venv/bin/python bench/bench_rankers.py --like-for-like --repeats 2   # DIN vs FuxiCTR's, one thread each
+    .venv/bin/python bench/bench_rankers.py --like-for-like --profile-steps 20   # where our side's time goes
 
 Quality: valid and test AUC (test labels from the builder's local_truth) of our DIN and QIN with and without
 the multimodal matrix (the embed stage's when it ran, else the provided one; MovieLens ships none), and of
@@ -53,7 +54,7 @@ from recstack.train import dist, trainer
 from recstack.train.trainer import DeviceRows, TrainSettings, fit, predict
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER_PY = ROOT / ".venv-bench" / "bin" / "python"
+PEER_PY = ROOT / ".venv-bench" / "bin" / "python"  # --peer-python overrides (a venv shared between checkouts)
 
 
 def load(cfg):
@@ -169,6 +170,31 @@ def ours_like_for_like(cfg, a, device, keep: np.ndarray | None) -> dict:
             "threads": torch.get_num_threads()}  # fmt: skip
 
 
+def profile_ours(cfg, a) -> None:
+    """Where our like-for-like DIN's training time goes: torch.profiler over --profile-steps batches of
+    one thread (one epoch of fit over that many batches, then its valid evaluation), ops by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(1)
+    prep = Paths(cfg).stage_dir("prepare")
+    items = read_rank_items(prep)
+    rows = {s: read_rank_rows(prep, s, len(items)) for s in ("train", "valid")}
+    cards = [int(max(r.context[:, j].max() for r in rows.values())) + 1 for j in range(2)]
+    arch = {"emb_dim": a.emb, "attention_units": [4 * a.emb, 2 * a.emb], "dnn_units": [8 * a.emb, 4 * a.emb],
+            "dropout": 0.0}  # fmt: skip
+    torch.manual_seed(a.seed)
+    model = build_model("din", items, None, cards, arch, torch.device("cpu"), side=False)
+    d = {k: DeviceRows.of(r, torch.device("cpu")) for k, r in rows.items()}
+    s = TrainSettings(epochs=1, patience=1, lr=a.lr, batch_size=a.batch, seed=a.seed, micro_batch=a.micro_batch,
+                      progress=False, desc="din")  # fmt: skip
+    fit(model, d["train"], d["valid"], s, train_idx=torch.arange(a.batch * 5))  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        res = fit(model, d["train"], d["valid"], s, train_idx=torch.arange(a.profile_steps * a.batch))
+    print(f"{a.profile_steps} batches of {a.batch} ({a.micro_batch or a.batch}-row micro-batches), one thread: "
+          f"{res.curve[0]['samples_per_s']:,.0f} samples/s under the profiler")  # fmt: skip
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
 def fuxictr_like_for_like(data: Path, a, workers: int) -> dict:
     args = [str(PEER_PY), str(ROOT / "bench" / "peer_din.py"), "--lib", "fuxictr", "--data", str(data),
             "--emb", str(a.emb), "--batch", str(a.batch), "--epochs", str(a.epochs), "--lr", str(a.lr),
@@ -184,7 +210,7 @@ def fuxictr_like_for_like(data: Path, a, workers: int) -> dict:
 
 def time_to(curve: list, target: float) -> float | None:
     """Seconds (since the side's clock started) at the first evaluation whose valid AUC reaches target."""
-    return next((t for t, v in curve if v >= target - 1e-9), None)
+    return next((t for t, v in curve if v >= target - 1e-6), None)  # the curve holds 6 decimals
 
 
 def like_for_like(cfg, a) -> None:
@@ -282,6 +308,7 @@ def gpu_mode(a) -> None:
 
 
 def main() -> None:
+    global PEER_PY  # read by peers() and like_for_like()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "configs" / "mmctr_movielens.yaml"))
     p.add_argument("--emb", type=int, default=16)
@@ -301,13 +328,21 @@ def main() -> None:
                    help="--like-for-like: FuxiCTR NpzDataLoader worker processes, comma-separated runs per repeat "
                    "(0: batches assembled in its training thread, one CPU thread like ours; 1: its default, a "
                    "second process)")  # fmt: skip
+    p.add_argument(
+        "--peer-python", default=str(PEER_PY), help="the peers' venv python (requirements-bench.txt)"
+    )
+    p.add_argument("--profile-steps", type=int, default=0,
+                   help="--like-for-like: profile our side over this many batches instead (no peers)")  # fmt: skip
     p.add_argument("--target-auc", type=float, default=0.0,
                    help="--like-for-like: valid AUC to time; 0 = the lower of the two sides' best")  # fmt: skip
     p.add_argument("overrides", nargs="*", help="config overrides (key=value), e.g. output_root=...")
     a = p.parse_args()
+    PEER_PY = Path(a.peer_python)
     if a.gpu:
         return gpu_mode(a)
     cfg = load_config(a.config, a.overrides)
+    if a.like_for_like and a.profile_steps:
+        return profile_ours(cfg, a)
     if a.like_for_like:
         return like_for_like(cfg, a)
     device = dist.resolve_device(cfg.device)

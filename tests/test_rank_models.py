@@ -131,6 +131,46 @@ def test_din_per_item_key_path_equals_per_position_path():
     torch.testing.assert_close(fast, net(hist, target, context), atol=1e-5, rtol=0)
 
 
+def dense_din(net: DIN, hist, target, context):
+    """DIN's function computed over every (B, L) position with padding masked to weight 0: what the model
+    computed before its CPU path skipped the padding positions."""
+    att, mask = net.attention, hist != 0
+    h, t = net.items.features(hist), net.items.features(target)  # (B, L, D), (B, D)
+    q = t.unsqueeze(1).expand_as(h)
+    w = att.hidden(att.w_q(q) + att.w_k(h) + att.w_p(q * h)).squeeze(-1).masked_fill(~mask, 0.0)  # (B, L)
+    u = (w.unsqueeze(-1) * h).sum(1)
+    ctx = [emb(context[:, j]) for j, emb in enumerate(net.context)]
+    return net.head(net.dnn(torch.cat([t, u, t * u, *ctx], -1))).squeeze(-1)
+
+
+@pytest.mark.parametrize("multimodal", [True, False])
+@pytest.mark.parametrize("table", [True, False])
+def test_din_cpu_packed_path_equals_dense_masked_path(multimodal, table):
+    """The CPU forward attends over the non-padding positions only: same outputs and gradients as the
+    dense masked computation, with left padding, an empty history and right padding in the batch."""
+    torch.manual_seed(0)
+    net = DIN(encoder(multimodal=multimodal), [10, 10], emb_dim=8, attention_units=(8, 4), dnn_units=(16,))
+    for p in net.parameters():  # random weights, not the near-zero init, so every term matters
+        nn.init.normal_(p, std=0.5)
+    hist, target, context = batch()
+    hist[3, 7:] = 0  # right padding too: packing must not assume where the padding sits
+    assert net.items.use_table(hist[hist != 0], target)  # the key term gathered from the item table
+    if not table:
+        net.items.n_items = 10**9  # force per-position encoding (and the [W_k | W_p] product)
+    outs, grads = [], []
+    for f in (net, lambda *x: dense_din(net, *x)):
+        net.zero_grad()
+        out = f(hist, target, context)
+        (out * torch.arange(1.0, 7.0)).sum().backward()
+        outs.append(out.detach())
+        grads.append({k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 5
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-5, rtol=1e-4, msg=k)
+    assert outs[0].std() > 1e-3  # the rows differ: the comparison is not between constants
+
+
 def test_micro_batches_give_the_same_training_run_as_whole_batches():
     """DIN has no batch statistics: gradients summed over micro-batches are the whole batch's gradient, so
     the weights after an epoch match (float error only)."""

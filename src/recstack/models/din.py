@@ -27,8 +27,9 @@ def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
 class TargetAttention(nn.Module):
     """DIN activation unit. The first layer W [q; k; q-k; q*k] is split by term:
     (Wq + Wd) q + (Wk - Wd) k + Wp (q*k), so the q term is computed once per row instead of once per
-    history position, and each position costs one D x H product instead of one 4D x H
-    (the plain concat version is kept in the tests, which assert both agree)."""
+    history position, and each position costs one 2D x H product instead of one 4D x H
+    (the plain concat version is kept in the tests, which assert both agree). On CPU only the non-padding
+    positions are computed (`packed`); on CUDA the (B, L) grid, with the key term per item of the table."""
 
     def __init__(self, dim: int, units: list[int]):
         super().__init__()
@@ -38,20 +39,33 @@ class TargetAttention(nn.Module):
         self.hidden = nn.Sequential(nn.ReLU(), mlp(units), nn.Linear(units[-1], 1))
 
     def forward(self, hist, target, mask, hist_k=None):  # hist (B, L, D), target (B, D), mask (B, L) bool
-        # Two exact rewrites of the first layer, each the faster one on its device (bench/README.md, DIN):
-        if hist_k is None:  # CPU: W_k k + W_p (q * k) = (W_k + W_p diag(q)) k, one (H0, D) matrix per row,
-            # with the query term as an extra column against a constant 1: one batched product, no
-            # (B, L, H0) broadcast add
-            w_row = torch.cat([self.w_k.weight + self.w_p.weight * target.unsqueeze(1),
-                               self.w_q(target).unsqueeze(-1)], -1)  # (B, H0, D + 1)  # fmt: skip
-            ones = hist.new_ones(hist.shape[:-1] + (1,))  # (B, L, 1)
-            a = torch.bmm(torch.cat([hist, ones], -1), w_row.transpose(1, 2))  # (B, L, H0)
-        else:  # CUDA: hist_k (B, L, H0) = W_k k gathered from W_k applied once per item of the table
-            w_pq = self.w_p.weight * target.unsqueeze(1)  # (B, H0, D): W_p (q * k) = (W_p diag(q)) k
-            a = self.w_q(target).unsqueeze(1) + hist_k + torch.bmm(hist, w_pq.transpose(1, 2))  # (B, L, H0)
+        if hist_k is None:  # only the non-padding positions (what the CPU path of DIN.forward calls)
+            row, col = mask.nonzero(as_tuple=True)  # (N,) each: row-major, so each row's items in order
+            return self.packed(hist[row, col], target, row)
+        # CUDA: hist_k (B, L, H0) = W_k k gathered from W_k applied once per item of the table; dense over
+        # (B, L) (packing would cost a host sync per batch for nonzero's size)
+        w_pq = self.w_p.weight * target.unsqueeze(1)  # (B, H0, D): W_p (q * k) = (W_p diag(q)) k
+        a = self.w_q(target).unsqueeze(1) + hist_k + torch.bmm(hist, w_pq.transpose(1, 2))  # (B, L, H0)
         w = self.hidden(a).squeeze(-1)  # (B, L)
         w = w.masked_fill(~mask, 0.0)  # DIN keeps raw weights (no softmax); padding weighs 0
         return torch.bmm(w.unsqueeze(1), hist).squeeze(1)  # (B, D) weighted sum; all-padding rows -> 0
+
+    def packed(
+        self, hist, target, row, hist_k=None
+    ):  # hist (N, D) non-padding items, target (B, D), row (N,)
+        """The same function over the N non-padding positions only (`row`: each one's batch row). Padding
+        weighs 0, so skipping it is exact; on CPU every position costs its share of the MLP (MovieLens:
+        27% of the (B, L) positions are padding), and one (N, 2D) x (2D, H0) product replaces B small
+        per-row products (bench/README.md, Fifth session)."""
+        q = target.index_select(0, row)  # (N, D)
+        base = self.w_q(target).index_select(0, row)  # (N, H0): W_q q + b once per row, gathered
+        if hist_k is None:  # + [W_k | W_p] [k; q * k] per position
+            w_kp = torch.cat([self.w_k.weight, self.w_p.weight], 1)  # (H0, 2D)
+            a = torch.addmm(base, torch.cat([hist, q * hist], 1), w_kp.t())  # (N, H0)
+        else:  # hist_k (N, H0) = W_k k from the item table: only W_p (q * k) per position (D x H0, not 2D x H0)
+            a = torch.addmm(base + hist_k, q * hist, self.w_p.weight.t())  # (N, H0)
+        w = self.hidden(a).squeeze(-1)  # (N,) raw weights (no softmax)
+        return torch.zeros_like(target).index_add(0, row, hist * w.unsqueeze(1))  # (B, D); no items -> 0
 
 
 class DIN(nn.Module):
@@ -75,14 +89,25 @@ class DIN(nn.Module):
 
     def forward(self, hist, target, context):  # hist (B, L) ids, target (B,) ids, context (B, C) -> (B,)
         mask = hist != 0  # (B, L)
-        hist_k = None
         if hist.is_cuda and self.items.use_table(hist, target):  # encode each item once, gather per position
             table = self.items.table()  # (I, D)
             h, t = F.embedding(hist, table), F.embedding(target, table)  # (B, L, D), (B, D)
             hist_k = F.embedding(hist, self.attention.w_k(table))  # (B, L, H0): the key term per item
-        else:
+            u = self.attention(h, t, mask, hist_k)  # (B, D)
+        elif hist.is_cuda:
             h, t = self.items(hist, target)  # (B, L, D), (B, D)
-        u = self.attention(h, t, mask, hist_k)  # (B, D)
+            u = self.attention(h, t, mask)  # (B, D)
+        else:  # CPU: encode and attend over the non-padding positions only
+            flat = mask.reshape(-1).nonzero().squeeze(1)  # (N,) row-major: each row's items in order
+            ids = hist.reshape(-1).index_select(0, flat)  # (N,) (cheaper than hist[row, col] here)
+            row = flat.div(hist.shape[1], rounding_mode="floor")  # (N,) each item's batch row
+            if self.items.use_table(ids, target):  # the key term once per item, gathered (as on CUDA)
+                table = self.items.table()  # (I, D)
+                h, t = F.embedding(ids, table), F.embedding(target, table)  # (N, D), (B, D)
+                u = self.attention.packed(h, t, row, F.embedding(ids, self.attention.w_k(table)))  # (B, D)
+            else:
+                h, t = self.items(ids, target)  # (N, D), (B, D)
+                u = self.attention.packed(h, t, row)  # (B, D)
         ctx = [emb(context[:, j]) for j, emb in enumerate(self.context)]  # C x (B, E)
         x = torch.cat([t, u, t * u, *ctx], -1)  # (B, 3D + C*E)
         return self.head(self.dnn(x)).squeeze(-1)  # (B,) logits
