@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from recstack.artifacts import atomic_path
+from recstack.errors import DataError
 from recstack.retrieve.base import Events, Queries, Ranking, top_k_groups
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,35 @@ class CovisitMatrix:
 
     def row(self, a: int) -> tuple[np.ndarray, np.ndarray]:
         return self.nbr[self.indptr[a] : self.indptr[a + 1]], self.weight[self.indptr[a] : self.indptr[a + 1]]
+
+
+def write_matrix(path: str | Path, m: CovisitMatrix) -> None:
+    """The matrix as an uncompressed npz of its three CSR arrays (indptr, nbr, weight), written atomically:
+    ~8 bytes per kept pair, read back whole by `read_matrix` without refitting."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, indptr=m.indptr, nbr=m.nbr, weight=m.weight)
+
+
+def read_matrix(path: str | Path, n_rows: int) -> CovisitMatrix:
+    """A matrix written by `write_matrix`, checked against the item table's `n_rows` rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run the retrieve stage (it writes its co-visitation matrices)")
+    with np.load(path) as z:
+        missing = sorted({"indptr", "nbr", "weight"} - set(z.files))
+        if missing:
+            raise DataError(
+                f"{path}: no array(s) {missing}; expected indptr, nbr, weight (covisit.write_matrix)"
+            )
+        m = CovisitMatrix(z["indptr"], z["nbr"], z["weight"])
+    nnz = len(m.nbr)
+    if m.indptr.shape != (n_rows + 1,) or m.indptr[0] != 0 or m.indptr[-1] != nnz or len(m.weight) != nnz:
+        raise DataError(f"{path}: indptr {m.indptr.shape} ending at {m.indptr[-1] if len(m.indptr) else None}, "
+                        f"{nnz} neighbours, {len(m.weight)} weights; expected indptr ({n_rows + 1},) from 0 "
+                        f"to the number of neighbours (one row per item of the item table)")  # fmt: skip
+    if nnz and (m.nbr.min() < 0 or m.nbr.max() >= n_rows):
+        raise DataError(f"{path}: neighbour ids outside 0..{n_rows - 1}")
+    return m
 
 
 def _reduce(key: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,6 +200,11 @@ class Covisit:
 
     def fit(self, events: Events) -> None:
         self.matrix, self.figures = fit_covisit(events, self.n, self.st)
+
+    def use(self, matrix: CovisitMatrix | None, figures: dict) -> None:
+        """Answer queries from a matrix fitted elsewhere (the retrieve stage fits each matrix once, for
+        this source and for the stacker's features); None lets the held one go."""
+        self.matrix, self.figures = matrix, figures
 
     def recommend(self, queries: Queries, k: int, exclude_seen: bool) -> Ranking:
         return score_queries(self.matrix, queries, self.st, self.pool_mask, k, exclude_seen)

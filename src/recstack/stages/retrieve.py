@@ -1,6 +1,9 @@
 """`retrieve`: candidate sources (retrieve/sources.py) -> merged candidates, recall report, best ranking.
 
 tencentgr (names in paths.Retrieved):
+    covisit_before.npz     the co-visitation matrix of the events before every held-out target, and
+    covisit_all.npz        of all training events + predict users' histories (CSR, covisit.write_matrix):
+                           fitted once, answering the covisit source and read by the stack stage's features
     train_queries.parquet  the stacker's queries: the last click of `data.stack_users` training users outside
                            the valid users (tgr_prepared.stack_queries)
     candidates.parquet     every source's top-K for the train, valid and test queries, merged (contract in
@@ -41,7 +44,7 @@ from recstack.errors import DataError
 from recstack.metrics import auc
 from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retrieved
 from recstack.retrieve.base import MISSING, Events, Ranking, backfill, query_histories
-from recstack.retrieve.covisit import fit_covisit
+from recstack.retrieve.covisit import Covisit, fit_covisit, write_matrix
 from recstack.retrieve.features import FEATURES, row_features, train_sequences
 from recstack.retrieve.index import VectorIndex, set_threads
 from recstack.retrieve.merge import MERGED, add_ranking, fuse, merge, tune_weights
@@ -136,9 +139,21 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
 
     rankings: dict[str, dict[str, Ranking]] = {s: {} for s in queries}
     alt: dict[str, Ranking] = {}  # valid rankings with the other exclude_seen setting
-    for fit, splits in ((fit_before, ("train", "valid")), (fit_all, ("test",))):
+    st = covisit_settings(rc)
+    for fit, splits, name in ((fit_before, ("train", "valid"), Retrieved.COVISIT_BEFORE),
+                              (fit_all, ("test",), Retrieved.COVISIT_ALL)):  # fmt: skip
+        # fitted once per event set, written for the stack stage's features, then answered by the source;
+        # the previous set's matrix is let go first (at TencentGR-1M size one is ~2 GiB)
         for src in sources:
-            src.fit(fit)
+            if isinstance(src, Covisit):
+                src.use(None, {})
+        matrix, cov_fig = fit_covisit(fit, n_rows, st)
+        write_matrix(ctx.out / name, matrix)
+        for src in sources:
+            if isinstance(src, Covisit):
+                src.use(matrix, cov_fig)
+            else:
+                src.fit(fit)
             for split in splits:
                 rankings[split][src.name] = src.recommend(
                     queries[split], _topk(rc, src.name), rc.exclude_seen
@@ -146,6 +161,7 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
                 log.info("source %s: %s queries answered", src.name, split)
             if "valid" in splits and rc.report_both:
                 alt[src.name] = src.recommend(queries["valid"], _topk(rc, src.name), not rc.exclude_seen)
+        del matrix
 
     # merge, fuse (weights tuned on the train queries), label
     tables = {s: merge(rankings[s], queries[s].user) for s in queries}
