@@ -203,3 +203,24 @@ def test_read_matrix_rejects_a_bad_file(tmp_path):
         read_matrix(path, 3)
     with pytest.raises(DataError, match="none.npz: missing"):
         read_matrix(tmp_path / "none.npz", 3)
+
+
+def test_test_queries_in_chunks_write_the_same_table(tmp_cfg, monkeypatch):
+    """The test queries' candidates are merged, fused and written TEST_CHUNK queries at a time (one row group
+    each): the table and the predictions equal those of one chunk."""
+    import pyarrow.parquet as pq
+
+    from recstack.stages import retrieve as stage
+
+    cfg = _tgr(tmp_cfg)
+    run_until(cfg, "retrieve")
+    out = Paths(cfg).stage_dir("retrieve")
+    whole = pd.read_parquet(out / Retrieved.CANDIDATES)
+    pred = pd.read_parquet(out / Predictions.FILE)
+    n_test = whole.loc[whole["split"] == "test", "user_row"].nunique()
+    assert pq.ParquetFile(out / Retrieved.CANDIDATES).num_row_groups == 3  # train, valid, test
+    monkeypatch.setattr(stage, "TEST_CHUNK", 1)
+    run_stage(cfg, "retrieve", force=True)
+    assert pq.ParquetFile(out / Retrieved.CANDIDATES).num_row_groups == 2 + n_test
+    pd.testing.assert_frame_equal(pd.read_parquet(out / Retrieved.CANDIDATES), whole)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / Predictions.FILE), pred)
