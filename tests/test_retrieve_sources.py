@@ -214,6 +214,11 @@ def test_tuned_weights_equal_scoring_every_row():
             best, best_w = s, list(w)
     got_w, got = tune_weights(t, names, 60.0, target, weight)
     assert got_w == best_w and got == best and 0 < best < 1
+    # capped: tuned on a seeded subset of the queries, the same as tuning on that subset's own table
+    sub_w, sub = tune_weights(t, names, 60.0, target, weight, max_queries=100, seed=5)
+    pick = np.sort(np.random.default_rng(5).choice(n_q, 100, replace=False))
+    rows = t[t["user_row"].isin(pick)].assign(user_row=lambda d: np.searchsorted(pick, d["user_row"]))
+    assert (sub_w, sub) == tune_weights(rows, names, 60.0, target[pick], weight[pick]) and sub != best
 
 
 def test_row_features_by_hand():

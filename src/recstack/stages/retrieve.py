@@ -48,7 +48,7 @@ from recstack.retrieve.base import MISSING, Events, Ranking, backfill, query_his
 from recstack.retrieve.covisit import Covisit, fit_covisit, write_matrix
 from recstack.retrieve.features import FEATURES, row_features, train_sequences
 from recstack.retrieve.index import VectorIndex, set_threads
-from recstack.retrieve.merge import MERGED, add_ranking, fuse, merge, tune_weights
+from recstack.retrieve.merge import MERGED, TUNE_QUERIES, add_ranking, fuse, merge, tune_weights
 from recstack.retrieve.report import ACTION_WEIGHTS, recall, top10
 from recstack.retrieve.sources import SOURCES, SourceInputs, covisit_settings, index_settings
 from recstack.stages.context import StageContext
@@ -214,7 +214,8 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     train_table = merge(rankings["train"], queries["train"].user)
     if rc.merge.tune and len(train) and len(names) > 1:  # fusion weights tuned on the train queries
         weights, train_fit = tune_weights(train_table, names, float(rc.merge.rrf_k), train["item"].to_numpy(),
-                                          _metric_weight(train["action"].to_numpy()))  # fmt: skip
+                                          _metric_weight(train["action"].to_numpy()), TUNE_QUERIES,
+                                          int(cfg.seed))  # fmt: skip
     del train_table
     candidates = _RowGroups(ctx.out / Retrieved.CANDIDATES)
     with candidates:
