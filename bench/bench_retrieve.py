@@ -11,6 +11,11 @@ settings; time and peak RSS (the process's, so run it alone: `--part covisit`).
 
     PYTHONPATH=src .venv/bin/python bench/bench_retrieve.py --part ann --items 100000,1000000
     PYTHONPATH=src .venv/bin/python bench/bench_retrieve.py --part covisit --users 1000000
+
+fusion: the fusion-weight search of the merged ranking (retrieve/merge.py tune_weights) on a stage-shaped
+merged table (4 sources x top 500 over a Zipf pool, --queries train queries); time, chosen weights, score.
+
+    PYTHONPATH=src .venv/bin/python bench/bench_retrieve.py --part fusion --queries 2000
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import time
 import faiss
 import numpy as np
 
-from recstack.retrieve.base import Events
+from recstack.retrieve.base import Events, Ranking
 from recstack.retrieve.covisit import CovisitSettings, fit_covisit
 from recstack.retrieve.index import normalise
+from recstack.retrieve.merge import merge, tune_weights
 
 
 def clustered(n: int, d: int, clusters: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -132,9 +138,37 @@ def bench_covisit(users: int, items: int, mean_len: int, memory_mb: int) -> None
           f"{fig['pairs_kept']:,} pairs kept for {fig['items_with_pairs']:,} items, peak RSS {rss:.2f} GiB")  # fmt: skip
 
 
+def bench_fusion(queries: int, pool: int, topk: int, seed: int = 0) -> None:
+    """The fusion-weight search (merge.tune_weights, the 4^S grid) on a merged table shaped like the retrieve
+    stage's: 4 sources x top-`topk` of a `pool` with Zipf popularity (the sources overlap on popular items),
+    each query's target proposed by each source with probability 0.4 at a uniform rank."""
+    rng = np.random.default_rng(seed)
+    pop = 1.0 / np.arange(1, pool + 1) ** 0.8
+    pop /= pop.sum()
+    target = rng.choice(pool, queries, p=pop)
+    rankings = {}
+    for s in ("covisit", "content", "popular", "seqrec"):
+        items = np.empty((queries, topk), np.int64)
+        for q in range(queries):
+            items[q] = rng.choice(pool, topk, replace=False, p=pop)
+        hit = rng.random(queries) < 0.4
+        at = rng.integers(0, topk, queries)
+        for q in np.flatnonzero(hit):
+            row = items[q][items[q] != target[q]]
+            items[q] = np.insert(row, min(at[q], len(row)), target[q])[:topk]
+        rankings[s] = Ranking(items, -np.tile(np.arange(topk, dtype=np.float32), (queries, 1)))
+    table = merge(rankings, np.arange(queries))
+    weight = np.where(rng.random(queries) < 0.1, 2.5, 1.0)
+    t = time.perf_counter()
+    w, score = tune_weights(table, list(rankings), 60.0, target, weight)
+    took = time.perf_counter() - t
+    print(f"fusion-weight search: {queries:,} queries, {len(table):,} candidate rows, 4 sources "
+          f"({4 ** 4 + 1} grid points): {took:.1f}s, weights {w}, train score {score:.5f}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["ann", "covisit"], required=True)
+    ap.add_argument("--part", choices=["ann", "covisit", "fusion"], required=True)
     ap.add_argument("--items", default="100000,1000000")
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--dim", type=int, default=128)
@@ -146,12 +180,16 @@ def main() -> None:
     ap.add_argument("--covisit-items", type=int, default=500_000)
     ap.add_argument("--events-per-user", type=int, default=90)
     ap.add_argument("--memory-mb", type=int, default=2048)
+    ap.add_argument("--pool", type=int, default=66_000)  # fusion: the 10% synthetic pool
+    ap.add_argument("--topk", type=int, default=500)
     a = ap.parse_args()
     if a.part == "ann":
         print(f"FAISS {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
         for n in (int(v) for v in a.items.split(",")):
             bench_ann(n, a.queries, a.dim, a.k, [int(v) for v in a.nprobe.split(",")],
                       [int(v) for v in a.ef.split(",") if v], a.hnsw_m)  # fmt: skip
+    elif a.part == "fusion":
+        bench_fusion(a.queries, a.pool, a.topk)
     else:
         bench_covisit(a.users, a.covisit_items, a.events_per_user, a.memory_mb)
 

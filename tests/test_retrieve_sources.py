@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 import numpy as np
@@ -16,7 +17,15 @@ from recstack.retrieve.content import Content, ContentSettings
 from recstack.retrieve.covisit import CovisitSettings, fit_covisit, score_queries
 from recstack.retrieve.features import covisit_lookup, row_features
 from recstack.retrieve.index import IndexSettings, VectorIndex
-from recstack.retrieve.merge import fuse, merge, metric_from_ranks, target_ranks, tune_weights
+from recstack.retrieve.merge import (
+    WEIGHT_GRID,
+    fuse,
+    merge,
+    metric_from_ranks,
+    rrf_matrix,
+    target_ranks,
+    tune_weights,
+)
 from recstack.retrieve.popular import Popular, PopularSettings
 from recstack.retrieve.seqrec import Seqrec
 
@@ -179,6 +188,37 @@ def test_merge_keeps_every_source_and_fusion_ranks():
     assert target_ranks(t, score, target).tolist() == [1, 0]
     w, best = tune_weights(t, ["a", "b"], 60.0, target, np.ones(2))
     assert w[0] == 0 and w[1] > 0 and best == pytest.approx(metric_from_ranks(np.array([1, 0]), np.ones(2)))
+
+
+def test_tuned_weights_equal_scoring_every_row():
+    """tune_weights scores only the rows that can pass a target; the search over every row gives the same
+    weights and score (ties between fused scores included: few ranks, many equal RRF sums)."""
+    rng = np.random.default_rng(3)
+    n_q, pool, k = 300, 40, 12
+    rankings = {}
+    for s in ("a", "b", "c"):
+        items = np.stack([rng.permutation(pool)[:k] for _ in range(n_q)]).astype(np.int64)
+        items[rng.random((n_q, k)) < 0.2] = MISSING
+        rankings[s] = Ranking(items, np.where(items == MISSING, np.nan, 1.0).astype(np.float32))
+    t = merge(rankings, np.arange(n_q))
+    target = rng.integers(0, pool, n_q)
+    weight = np.where(rng.random(n_q) < 0.1, 2.5, 1.0)
+    names = ["a", "b", "c"]
+    rrf = rrf_matrix(t, names, 60.0)
+    best, best_w = -1.0, None
+    for w in [(1.0,) * 3, *itertools.product(WEIGHT_GRID, repeat=3)]:
+        if (
+            any(w)
+            and (s := metric_from_ranks(target_ranks(t, rrf @ np.asarray(w), target), weight)) > best + 1e-12
+        ):
+            best, best_w = s, list(w)
+    got_w, got = tune_weights(t, names, 60.0, target, weight)
+    assert got_w == best_w and got == best and 0 < best < 1
+    # capped: tuned on a seeded subset of the queries, the same as tuning on that subset's own table
+    sub_w, sub = tune_weights(t, names, 60.0, target, weight, max_queries=100, seed=5)
+    pick = np.sort(np.random.default_rng(5).choice(n_q, 100, replace=False))
+    rows = t[t["user_row"].isin(pick)].assign(user_row=lambda d: np.searchsorted(pick, d["user_row"]))
+    assert (sub_w, sub) == tune_weights(rows, names, 60.0, target[pick], weight[pick]) and sub != best
 
 
 def test_row_features_by_hand():

@@ -9,16 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recstack.artifacts import write_table
+from recstack.artifacts import sha256_file, write_table
 from recstack.config import ConfigError
 from recstack.data.raw.tencentgr_platform import write_platform
 from recstack.data.tables.predictions import ranking_table
+from recstack.data.tables.tgr_prepared import before_cuts, read_events
 from recstack.errors import DataError
 from recstack.paths import Paths, Predictions, PreparedTGR, Retrieved
-from recstack.pipeline import Stage, run_until
+from recstack.pipeline import Stage, run_stage, run_until
+from recstack.retrieve.base import Events
+from recstack.retrieve.covisit import fit_covisit, read_matrix, write_matrix
+from recstack.retrieve.sources import covisit_settings
 from recstack.tracks import TRACKS
 
 from conftest import SMALL_SYNTH
+from test_movielens import fake_wheel
 from tgr_helpers import tiny_tgr
 
 TGR = ("data.mm_feats=['81','82']", "data.emb_dims={'82': 8}", "data.valid_users=2", "data.stack_users=2",
@@ -137,3 +142,85 @@ def test_unknown_factory_is_a_clear_error(tmp_cfg):
     cfg = _tgr(tmp_cfg, "retrieve.index.factory=IVFX,Flat")
     with pytest.raises(DataError, match="not a FAISS index_factory string"):
         run_until(cfg, "retrieve")
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in ((a.indptr, b.indptr), (a.nbr, b.nbr), (a.weight, b.weight)))
+
+
+def test_the_stack_reads_the_covisitation_retrieve_fitted_once(tmp_path, tmp_cfg):
+    """retrieve writes its two co-visitation matrices (the same as fitting them on the events before the held-out
+    targets / on every event); the stack stage's rich features read them, so a changed retrieve.covisit
+    setting reruns retrieve, whose new output reruns the stack, which fails naming the file when it is gone."""
+    cache = tmp_path / "input" / "_cache"
+    cache.mkdir(parents=True)
+    wheel = fake_wheel(cache / "recbole-1.2.1-py3-none-any.whl", users=40, items=80, per_user=14)
+    args = (f"data.movielens.wheel_sha256={sha256_file(wheel)}", "data.valid_users=12", "data.stack_users=20",
+            "stack.rerank.lgbm.min_child_samples=5", "embed.dim=8", "embed.align.epochs=1")  # fmt: skip
+    cfg = tmp_cfg("tencentgr_movielens.yaml", *args, "retrieve.covisit.window=3")
+    first = run_until(cfg, "stack")
+    assert any(f.startswith("covisit_last") for f in first["stack"]["figures"]["features"])
+    paths = Paths(cfg)
+    out, prep = paths.stage_dir("retrieve"), paths.stage_dir("prepare")
+    n_rows = len(pd.read_parquet(prep / PreparedTGR.ITEMS))
+    ev, pe = read_events(prep), read_events(prep, predict=True)
+    events = Events(ev["user"], ev["item"], ev["action"], ev["ts"])
+    train = pd.read_parquet(out / Retrieved.QUERIES)
+    valid = pd.read_parquet(prep / PreparedTGR.VALID)
+    cuts = np.r_[train["event_index"].to_numpy(), valid["event_index"].to_numpy()]
+    every = Events(*(np.r_[ev[c], pe[c]] for c in ("user", "item", "action", "ts")))
+    st = covisit_settings(cfg.retrieve)
+    before = read_matrix(out / Retrieved.COVISIT_BEFORE, n_rows)
+    assert _same(before, fit_covisit(events.take(before_cuts(events.user, cuts)), n_rows, st)[0])
+    assert _same(read_matrix(out / Retrieved.COVISIT_ALL, n_rows), fit_covisit(every, n_rows, st)[0])
+    assert len(before.nbr) > 0
+
+    changed = tmp_cfg("tencentgr_movielens.yaml", *args, "retrieve.covisit.window=1")
+    second = run_until(changed, "stack")
+    assert second["retrieve"]["key"] != first["retrieve"]["key"]  # retrieve reran with the new window ...
+    assert second["stack"]["key"] != first["stack"]["key"]  # ... and so did the stack, reading its output
+    assert not _same(read_matrix(out / Retrieved.COVISIT_BEFORE, n_rows), before)
+
+    (out / Retrieved.COVISIT_BEFORE).unlink()
+    with pytest.raises(DataError, match="covisit_before.npz: missing"):
+        run_stage(changed, "stack", force=True)
+
+
+def test_read_matrix_rejects_a_bad_file(tmp_path):
+    from recstack.retrieve.covisit import CovisitMatrix
+
+    m = CovisitMatrix(np.array([0, 2, 3, 3], np.int64), np.array([1, 2, 0], np.int32), np.ones(3, np.float32))
+    path = tmp_path / "m.npz"
+    write_matrix(path, m)
+    assert _same(read_matrix(path, 3), m)
+    with pytest.raises(DataError, match=r"m.npz: indptr \(4,\).*expected indptr \(5,\)"):
+        read_matrix(path, 4)
+    write_matrix(path, CovisitMatrix(m.indptr, np.array([1, 2, 7], np.int32), m.weight))
+    with pytest.raises(DataError, match=r"m.npz: neighbour ids outside 0..2"):
+        read_matrix(path, 3)
+    np.savez(path, indptr=m.indptr, nbr=m.nbr)
+    with pytest.raises(DataError, match=r"m.npz: no array\(s\) \['weight'\]"):
+        read_matrix(path, 3)
+    with pytest.raises(DataError, match="none.npz: missing"):
+        read_matrix(tmp_path / "none.npz", 3)
+
+
+def test_test_queries_in_chunks_write_the_same_table(tmp_cfg, monkeypatch):
+    """The test queries' candidates are merged, fused and written TEST_CHUNK queries at a time (one row group
+    each): the table and the predictions equal those of one chunk."""
+    import pyarrow.parquet as pq
+
+    from recstack.stages import retrieve as stage
+
+    cfg = _tgr(tmp_cfg)
+    run_until(cfg, "retrieve")
+    out = Paths(cfg).stage_dir("retrieve")
+    whole = pd.read_parquet(out / Retrieved.CANDIDATES)
+    pred = pd.read_parquet(out / Predictions.FILE)
+    n_test = whole.loc[whole["split"] == "test", "user_row"].nunique()
+    assert pq.ParquetFile(out / Retrieved.CANDIDATES).num_row_groups == 3  # train, valid, test
+    monkeypatch.setattr(stage, "TEST_CHUNK", 1)
+    run_stage(cfg, "retrieve", force=True)
+    assert pq.ParquetFile(out / Retrieved.CANDIDATES).num_row_groups == 2 + n_test
+    pd.testing.assert_frame_equal(pd.read_parquet(out / Retrieved.CANDIDATES), whole)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / Predictions.FILE), pred)

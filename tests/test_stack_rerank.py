@@ -8,10 +8,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from recstack.artifacts import sha256_file, write_table
-from recstack.data.tables.tgr_prepared import pool_items, read_events, read_table, stack_queries
+from recstack.data.tables.tgr_prepared import before_cuts, pool_items, read_events, read_table, stack_queries
 from recstack.errors import DataError
 from recstack.paths import Paths, PreparedTGR, Retrieved
 from recstack.pipeline import Stage, run_until
+from recstack.retrieve.base import Events
+from recstack.retrieve.covisit import CovisitSettings, fit_covisit, write_matrix
 from recstack.stages.stack import read_candidates
 from recstack.tracks import TRACKS
 
@@ -59,6 +61,13 @@ def fake_retrieve(ctx, drop_columns=()):
             parts.append(df)
     cand = pd.concat(parts, ignore_index=True).drop(columns=list(drop_columns))
     write_table(ctx.out / Retrieved.CANDIDATES, pa.Table.from_pandas(cand, preserve_index=False))
+    # the co-visitation matrices the stacker's rich features read, fitted as the real stage fits them
+    n_rows = len(read_table(prep, PreparedTGR.ITEMS))
+    events = Events(ev["user"], ev["item"], ev["action"], ev["ts"])
+    cuts = np.r_[train["event_index"].to_numpy(), valid["event_index"].to_numpy()]
+    for name, fit in ((Retrieved.COVISIT_BEFORE, events.take(before_cuts(events.user, cuts))),
+                      (Retrieved.COVISIT_ALL, events)):  # fmt: skip
+        write_matrix(ctx.out / name, fit_covisit(fit, n_rows, CovisitSettings())[0])
     return {}
 
 

@@ -154,16 +154,3 @@ def test_the_raw_readers_share_no_copied_block():
     for i, a in enumerate(files):
         for b in files[i + 1 :]:
             assert shared_runs(a.read_text(), b.read_text()) == [], (a.name, b.name)
-
-
-def test_the_reranker_key_covers_the_covisitation_it_refits(tmp_cfg):
-    """The tencentgr stack stage refits co-visitation with the retrieve stage's settings (its features):
-    changing them must change the stack stage's config subset, not leave a stale reranker "skipped"."""
-    from recstack.config import subset
-
-    cfg = tmp_cfg("tencentgr_synthetic.yaml")
-    keys = pipeline_of("tencentgr")["stack"].config_keys
-    changed = tmp_cfg(
-        "tencentgr_synthetic.yaml", f"retrieve.covisit.window={cfg.retrieve.covisit.window + 1}"
-    )
-    assert subset(changed, keys) != subset(cfg, keys)

@@ -7,8 +7,8 @@ to w(a -> b): the target side's action says how much the engagement is worth (co
 final-round metric weighs them), the time gap says how related the two events are. This is the
 co-visitation matrix of the Kaggle OTTO 2022 solutions, with TencentGR's action types.
 
-Streamed, never dense: the pairs of a block of events become int64 keys a * n + b, reduced with a sort
-(np.unique + np.add.reduceat); only source items with a % parts == p are kept in pass p, so memory is one
+Streamed, never dense: the pairs of a block of events are summed into a sparse (scipy CSR, float64) matrix
+added to the pass's running sum; only source items with a % parts == p are kept in pass p, so memory is one
 pass's pairs, and each item keeps its `neighbours` strongest partners (CSR: indptr, nbr, weight).
 A query scores b by sum over its last `history` events a_j (age j = 0 for the latest) of
 recency ** j * action_weight[action of a_j] * w(a_j -> b), over the candidate pool.
@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
+from recstack.artifacts import atomic_path
+from recstack.errors import DataError
 from recstack.retrieve.base import Events, Queries, Ranking, top_k_groups
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,35 @@ class CovisitMatrix:
         return self.nbr[self.indptr[a] : self.indptr[a + 1]], self.weight[self.indptr[a] : self.indptr[a + 1]]
 
 
+def write_matrix(path: str | Path, m: CovisitMatrix) -> None:
+    """The matrix as an uncompressed npz of its three CSR arrays (indptr, nbr, weight), written atomically:
+    ~8 bytes per kept pair, read back whole by `read_matrix` without refitting."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, indptr=m.indptr, nbr=m.nbr, weight=m.weight)
+
+
+def read_matrix(path: str | Path, n_rows: int) -> CovisitMatrix:
+    """A matrix written by `write_matrix`, checked against the item table's `n_rows` rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run the retrieve stage (it writes its co-visitation matrices)")
+    with np.load(path) as z:
+        missing = sorted({"indptr", "nbr", "weight"} - set(z.files))
+        if missing:
+            raise DataError(
+                f"{path}: no array(s) {missing}; expected indptr, nbr, weight (covisit.write_matrix)"
+            )
+        m = CovisitMatrix(z["indptr"], z["nbr"], z["weight"])
+    nnz = len(m.nbr)
+    if m.indptr.shape != (n_rows + 1,) or m.indptr[0] != 0 or m.indptr[-1] != nnz or len(m.weight) != nnz:
+        raise DataError(f"{path}: indptr {m.indptr.shape} ending at {m.indptr[-1] if len(m.indptr) else None}, "
+                        f"{nnz} neighbours, {len(m.weight)} weights; expected indptr ({n_rows + 1},) from 0 "
+                        f"to the number of neighbours (one row per item of the item table)")  # fmt: skip
+    if nnz and (m.nbr.min() < 0 or m.nbr.max() >= n_rows):
+        raise DataError(f"{path}: neighbour ids outside 0..{n_rows - 1}")
+    return m
+
+
 def _reduce(key: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(key) == 0:
         return key, w
@@ -59,24 +92,51 @@ def _reduce(key: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return key[first], np.add.reduceat(w, first)
 
 
-def _pairs(ev: Events, pos: np.ndarray, st: CovisitSettings, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keys src * n + dst and weights of every pair whose source event is one of rows `pos`."""
-    keys, ws = [], []
+def _pairs(ev: Events, pos: np.ndarray, st: CovisitSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source item, partner item (int32) and float64 weight of every pair whose source event is one of
+    rows `pos`. The source side is gathered once per block, the partner side once per offset."""
+    srcs, dsts, ws = [], [], []
     act_w = np.asarray(st.action_weights, np.float32)
+    last = len(ev) - 1
+    u, it = ev.user[pos], ev.item[pos]
+    ts = ev.ts[pos] if st.half_life_hours > 0 else None
     for d in range(1, st.window + 1):
         for other, scale in ((pos + d, 1.0), (pos - d, st.backward)):  # later partner, earlier partner
-            ok = (other >= 0) & (other < len(ev))
-            i, j = pos[ok], other[ok]
-            ok = (ev.user[j] == ev.user[i]) & (ev.item[j] != ev.item[i])
-            i, j = i[ok], j[ok]
+            j = np.clip(other, 0, last)  # out of range: clipped onto the source's own run, masked below
+            jt = ev.item[j]
+            ok = (ev.user[j] == u) & (jt != it) & (other == j)
+            j = j[ok]
             w = np.float32(scale) * act_w[ev.action[j]]
-            if st.half_life_hours > 0:
-                gap = np.abs(ev.ts[j] - ev.ts[i]).astype(np.float32)
+            if ts is not None:
+                gap = np.abs(ev.ts[j] - ts[ok]).astype(np.float32)
                 w = w * np.exp2(-gap / np.float32(st.half_life_hours * 3600))
             m = w > 0
-            keys.append(ev.item[i[m]].astype(np.int64) * n + ev.item[j[m]])
-            ws.append(w[m])
-    return np.concatenate(keys), np.concatenate(ws)
+            srcs.append(it[ok][m].astype(np.int32))
+            dsts.append(jt[ok][m].astype(np.int32))
+            ws.append(w[m].astype(np.float64))
+    return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(ws)
+
+
+def _summed(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n: int) -> sp.csr_matrix:
+    """w summed per (src, dst) as an (n, n) CSR matrix, partners ascending within a row. scipy's COO -> CSR
+    conversion is a counting sort by row and a sort within each (short) row: linear in the pairs where one
+    global sort of int64 keys was ~6x slower (bench/README.md, fifth session). float64 sums of float32
+    terms: exact for the undecayed weights, so the matrix does not depend on block or pass boundaries."""
+    m = sp.csr_matrix((w, (src, dst)), shape=(n, n))
+    m.sum_duplicates()
+    return m
+
+
+def _strongest(m: sp.csr_matrix, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows' `keep` strongest partners: (row, partner, float32 weight), by row, strongest first, ties by
+    partner (one stable sort of row << 32 | descending weight bits over partner-ascending rows)."""
+    row = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    w = m.data.astype(np.float32)
+    bits = w.view(np.uint32).astype(np.int64)  # a positive float32's bits order as the float does
+    order = np.argsort((row << 32) | (0xFFFFFFFF - bits), kind="stable")
+    pos = np.arange(len(order)) - np.repeat(m.indptr[:-1], np.diff(m.indptr))  # place within its row
+    top = order[pos < keep]
+    return row[top], m.indices[top].astype(np.int32), w[top]
 
 
 def fit_covisit(ev: Events, n: int, st: CovisitSettings, parts: int = 0) -> tuple[CovisitMatrix, dict]:
@@ -90,36 +150,24 @@ def fit_covisit(ev: Events, n: int, st: CovisitSettings, parts: int = 0) -> tupl
     part_of = ev.item % parts if parts > 1 else None
     for part in range(parts):
         rows = np.arange(len(ev)) if part_of is None else np.flatnonzero(part_of == part)
-        acc_k, acc_w, held = [], [], 0
+        acc = sp.csr_matrix((n, n), dtype=np.float64)
         for b0 in range(0, len(rows), block):
-            k, w = _reduce(*_pairs(ev, rows[b0 : b0 + block], st, n))
-            acc_k.append(k)
-            acc_w.append(w)
-            held += len(k)
-            if held > budget // 2 and len(acc_k) > 1:
-                k, w = _reduce(np.concatenate(acc_k), np.concatenate(acc_w))
-                acc_k, acc_w, held = [k], [w], len(k)
-        key, w = (
-            _reduce(np.concatenate(acc_k), np.concatenate(acc_w))
-            if acc_k
-            else (np.zeros(0, np.int64), np.zeros(0, np.float32))
-        )
-        src, dst = key // n, key % n
-        order = np.lexsort((dst, -w, src))  # per source: strongest first, ties by item
-        src, dst, w = src[order], dst[order], w[order]
-        top = np.arange(len(src)) - np.searchsorted(src, src) < st.neighbours
-        srcs.append(src[top])
-        dsts.append(dst[top])
-        wts.append(w[top])
-        log.info(
-            "co-visitation pass %d/%d: %d item pairs, %d kept", part + 1, parts, len(src), int(top.sum())
-        )
+            acc = acc + _summed(*_pairs(ev, rows[b0 : b0 + block], st), n)  # sparse add: sums, sorted rows
+        src, dst, w = _strongest(acc, st.neighbours)
+        srcs.append(src)
+        dsts.append(dst)
+        wts.append(w)
+        log.info("co-visitation pass %d/%d: %d item pairs, %d kept", part + 1, parts, acc.nnz, len(src))
+        del acc
     src, dst, w = np.concatenate(srcs), np.concatenate(dsts), np.concatenate(wts)
-    order = np.lexsort((dst, -w, src))
-    src, dst, w = src[order], dst[order], w[order]
-    indptr = np.r_[0, np.cumsum(np.bincount(src, minlength=n))].astype(np.int64)
-    matrix = CovisitMatrix(indptr, dst.astype(np.int32), w.astype(np.float32))
-    figures = {"passes": parts, "pairs_kept": len(dst), "items_with_pairs": int((np.diff(indptr) > 0).sum())}
+    # passes hold disjoint rows, each already in row order: place every kept pair without another sort
+    count = np.bincount(src, minlength=n)
+    indptr = np.r_[0, np.cumsum(count)].astype(np.int64)
+    at = np.concatenate([indptr[s] + np.arange(len(s)) - np.searchsorted(s, s) for s in srcs])
+    nbr, weight = np.empty(len(src), np.int32), np.empty(len(src), np.float32)
+    nbr[at], weight[at] = dst, w
+    matrix = CovisitMatrix(indptr, nbr, weight)
+    figures = {"passes": parts, "pairs_kept": len(nbr), "items_with_pairs": int((count > 0).sum())}
     return matrix, figures
 
 
@@ -168,6 +216,11 @@ class Covisit:
 
     def fit(self, events: Events) -> None:
         self.matrix, self.figures = fit_covisit(events, self.n, self.st)
+
+    def use(self, matrix: CovisitMatrix | None, figures: dict) -> None:
+        """Answer queries from a matrix fitted elsewhere (the retrieve stage fits each matrix once, for
+        this source and for the stacker's features); None lets the held one go."""
+        self.matrix, self.figures = matrix, figures
 
     def recommend(self, queries: Queries, k: int, exclude_seen: bool) -> Ranking:
         return score_queries(self.matrix, queries, self.st, self.pool_mask, k, exclude_seen)

@@ -1,6 +1,9 @@
 """`retrieve`: candidate sources (retrieve/sources.py) -> merged candidates, recall report, best ranking.
 
 tencentgr (names in paths.Retrieved):
+    covisit_before.npz     the co-visitation matrix of the events before every held-out target, and
+    covisit_all.npz        of all training events + predict users' histories (CSR, covisit.write_matrix):
+                           fitted once, answering the covisit source and read by the stack stage's features
     train_queries.parquet  the stacker's queries: the last click of `data.stack_users` training users outside
                            the valid users (tgr_prepared.stack_queries)
     candidates.parquet     every source's top-K for the train, valid and test queries, merged (contract in
@@ -9,7 +12,8 @@ tencentgr (names in paths.Retrieved):
     predictions.parquet    the best validated ranking (a source or merged), for the ensemble
 Train and valid queries are answered by sources fitted on the events before both sets' targets
 (tgr_prepared.before_cuts); test queries (predict users) by sources fitted on all training events plus the
-predict users' own histories (inputs given with the task, as a valid user's history is in its fit).
+predict users' own histories (inputs given with the task, as a valid user's history is in its fit). The test
+queries' candidates are merged and written TEST_CHUNK queries at a time (row groups): never held whole.
 mmctr:
     features.parquet       split, row_id + float32 features (retrieve/features.py) for valid and test rows.
                            Not train rows: the co-visitation and the embed stage's alignment learn from train
@@ -27,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recstack.artifacts import write_json, write_table
+from recstack.artifacts import atomic_path, write_json, write_table
 from recstack.data.tables.predictions import ranking_table
 from recstack.data.tables.prepared import read_hist, read_samples
 from recstack.data.tables.tgr_prepared import (
@@ -41,10 +45,10 @@ from recstack.errors import DataError
 from recstack.metrics import auc
 from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retrieved
 from recstack.retrieve.base import MISSING, Events, Ranking, backfill, query_histories
-from recstack.retrieve.covisit import fit_covisit
+from recstack.retrieve.covisit import Covisit, fit_covisit, write_matrix
 from recstack.retrieve.features import FEATURES, row_features, train_sequences
 from recstack.retrieve.index import VectorIndex, set_threads
-from recstack.retrieve.merge import MERGED, add_ranking, fuse, merge, tune_weights
+from recstack.retrieve.merge import MERGED, TUNE_QUERIES, add_ranking, fuse, merge, tune_weights
 from recstack.retrieve.report import ACTION_WEIGHTS, recall, top10
 from recstack.retrieve.sources import SOURCES, SourceInputs, covisit_settings, index_settings
 from recstack.stages.context import StageContext
@@ -52,6 +56,35 @@ from recstack.stages.context import StageContext
 log = logging.getLogger(__name__)
 
 SEQREC = "seqrec"
+TEST_CHUNK = 5000  # test queries per row group of the candidates table (~6.6M rows at 1,330 per query)
+
+
+class _RowGroups:
+    """The candidates table written a part at a time (pyarrow ParquetWriter, one row group per part or more)
+    to a temporary sibling, renamed onto `path` when the block succeeds (artifacts.atomic_path)."""
+
+    def __init__(self, path: Path):
+        self.path, self.rows = path, 0
+        self.writer: pq.ParquetWriter | None = None
+        self.schema: pa.Schema | None = None
+
+    def __enter__(self) -> _RowGroups:
+        self._atomic = atomic_path(self.path)
+        self.tmp = self._atomic.__enter__()
+        return self
+
+    def write(self, part: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(part, schema=self.schema, preserve_index=False)
+        if self.writer is None:
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        self.writer.write_table(table)
+        self.rows += len(part)
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        if self.writer is not None:
+            self.writer.close()
+        return self._atomic.__exit__(*exc)
 
 
 def _item_vecs(ctx: StageContext, n_rows: int) -> np.ndarray | None:
@@ -105,9 +138,6 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
 
     cuts = np.r_[train["event_index"].to_numpy(), valid["event_index"].to_numpy()].astype(np.int64)
     fit_before = events.take(before_cuts(events.user, cuts))
-    fit_all = Events(*(np.r_[a, b] for a, b in zip(
-        (events.user, events.item, events.action, events.ts),
-        (predict.user, predict.item, predict.action, predict.ts), strict=True)))  # fmt: skip
     queries = {
         "train": query_histories(events, train["user"].to_numpy(), "train", train["event_index"].to_numpy()),
         "valid": query_histories(events, valid["user"].to_numpy(), "valid", valid["event_index"].to_numpy()),
@@ -136,9 +166,21 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
 
     rankings: dict[str, dict[str, Ranking]] = {s: {} for s in queries}
     alt: dict[str, Ranking] = {}  # valid rankings with the other exclude_seen setting
-    for fit, splits in ((fit_before, ("train", "valid")), (fit_all, ("test",))):
+    st = covisit_settings(rc)
+
+    def answer(fit: Events, splits: tuple[str, ...], matrix_name: str) -> None:
+        """Every source fitted on `fit` answers `splits`; the co-visitation matrix is fitted once, written
+        for the stack stage's features and handed to the covisit source."""
         for src in sources:
-            src.fit(fit)
+            if isinstance(src, Covisit):
+                src.use(None, {})  # the previous event set's matrix goes first (one is ~2 GiB at 1M users)
+        matrix, cov_fig = fit_covisit(fit, n_rows, st)
+        write_matrix(ctx.out / matrix_name, matrix)
+        for src in sources:
+            if isinstance(src, Covisit):
+                src.use(matrix, cov_fig)
+            else:
+                src.fit(fit)
             for split in splits:
                 rankings[split][src.name] = src.recommend(
                     queries[split], _topk(rc, src.name), rc.exclude_seen
@@ -147,17 +189,11 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
             if "valid" in splits and rc.report_both:
                 alt[src.name] = src.recommend(queries["valid"], _topk(rc, src.name), not rc.exclude_seen)
 
-    # merge, fuse (weights tuned on the train queries), label
-    tables = {s: merge(rankings[s], queries[s].user) for s in queries}
-    weights, train_fit = [1.0] * len(names), None
-    if rc.merge.tune and len(train) and len(names) > 1:
-        t = tables["train"]
-        weights, train_fit = tune_weights(t, names, float(rc.merge.rrf_k), train["item"].to_numpy(),
-                                          _metric_weight(train["action"].to_numpy()))  # fmt: skip
-    parts = []
-    for split, t in tables.items():
-        fused = fuse(t, names, weights, float(rc.merge.rrf_k), len(queries[split]), int(rc.merge.topk))
-        rankings[split][MERGED] = fused
+    def labelled(split: str, rank: dict[str, Ranking], users: np.ndarray, first: int) -> pd.DataFrame:
+        """The merged candidates of queries first.. of `split` (answered by `rank`), fused and labelled."""
+        t = merge(rank, users)
+        fused = fuse(t, names, weights, float(rc.merge.rrf_k), len(users), int(rc.merge.topk))
+        rank[MERGED] = fused
         t = add_ranking(t, MERGED, fused)
         if split in targets:
             tgt = targets[split]
@@ -166,43 +202,75 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
             t["label"] = np.where(is_t, w, 0.0).astype(np.float32)
         else:
             t["label"] = np.full(len(t), np.nan, np.float32)
+        t["user_row"] += first
         t.insert(0, "split", split)
-        parts.append(t)
-    table = pd.concat(parts, ignore_index=True)
-    table["n_sources"] = table["n_sources"].astype(np.int8)
-    write_table(ctx.out / Retrieved.CANDIDATES, pa.Table.from_pandas(table, preserve_index=False))
+        t["n_sources"] = t["n_sources"].astype(np.int8)
+        return t
 
-    # report on the valid users
-    v_target, v_action = valid["item"].to_numpy(), valid["action"].to_numpy()
-    ks = [int(k) for k in rc.recall_ks]
-    report: dict[str, Any] = {"sources": names, "fusion_weights": dict(zip(names, weights, strict=True)),
-                              "fusion_train_score": train_fit, "exclude_seen": bool(rc.exclude_seen),
-                              "valid_users": len(valid), "train_queries": len(train), "per_source": {}}  # fmt: skip
-    for name in [*names, MERGED]:
-        r = rankings["valid"][name]
-        entry = recall(r, v_target, ks) | top10(r, v_target, v_action) if len(valid) else {}
-        if name in alt and len(valid):
-            entry[f"score_exclude_seen_{not rc.exclude_seen}"] = top10(alt[name], v_target, v_action)["score"]
-        report["per_source"][name] = entry
-    vt = tables["valid"]
-    union_hit = np.zeros(len(valid), bool)
-    union_hit[vt["user_row"].to_numpy()[vt["item"].to_numpy() == v_target[vt["user_row"].to_numpy()]]] = True
-    report["union_recall"] = round(float(union_hit.mean()), 5) if len(valid) else None
-    report["union_mean_candidates"] = round(len(vt) / max(len(valid), 1), 1)
-    best = max([*names, MERGED], key=lambda s: report["per_source"][s].get("weighted_score", -1.0))
-    report["best"] = best
+    # train and valid queries: sources fitted on the events before both sets' targets
+    answer(fit_before, ("train", "valid"), Retrieved.COVISIT_BEFORE)
+    del fit_before  # one copy of the events at a time (~2 GiB each at TencentGR-1M size)
+    weights, train_fit = [1.0] * len(names), None
+    train_table = merge(rankings["train"], queries["train"].user)
+    if rc.merge.tune and len(train) and len(names) > 1:  # fusion weights tuned on the train queries
+        weights, train_fit = tune_weights(train_table, names, float(rc.merge.rrf_k), train["item"].to_numpy(),
+                                          _metric_weight(train["action"].to_numpy()), TUNE_QUERIES,
+                                          int(cfg.seed))  # fmt: skip
+    del train_table
+    candidates = _RowGroups(ctx.out / Retrieved.CANDIDATES)
+    with candidates:
+        candidates.write(labelled("train", rankings["train"], queries["train"].user, 0))
+        vt = labelled("valid", rankings["valid"], queries["valid"].user, 0)
+        candidates.write(vt)
+        vt = vt[["user_row", "item"]]
+
+        # report on the valid users
+        v_target, v_action = valid["item"].to_numpy(), valid["action"].to_numpy()
+        ks = [int(k) for k in rc.recall_ks]
+        report: dict[str, Any] = {"sources": names, "fusion_weights": dict(zip(names, weights, strict=True)),
+                                  "fusion_train_score": train_fit, "exclude_seen": bool(rc.exclude_seen),
+                                  "valid_users": len(valid), "train_queries": len(train), "per_source": {}}  # fmt: skip
+        for name in [*names, MERGED]:
+            r = rankings["valid"][name]
+            entry = recall(r, v_target, ks) | top10(r, v_target, v_action) if len(valid) else {}
+            if name in alt and len(valid):
+                other = top10(alt[name], v_target, v_action)["score"]
+                entry[f"score_exclude_seen_{not rc.exclude_seen}"] = other
+            report["per_source"][name] = entry
+        union_hit = np.zeros(len(valid), bool)
+        vq = vt["user_row"].to_numpy()
+        union_hit[vq[vt["item"].to_numpy() == v_target[vq]]] = True
+        report["union_recall"] = round(float(union_hit.mean()), 5) if len(valid) else None
+        report["union_mean_candidates"] = round(len(vt) / max(len(valid), 1), 1)
+        best = max([*names, MERGED], key=lambda s: report["per_source"][s].get("weighted_score", -1.0))
+        report["best"] = best
+        del vt, rankings["train"]
+
+        # test queries (predict users): sources refitted on every event; the candidates of TEST_CHUNK queries
+        # at a time become one row group, so the table is never held whole (~90M rows at TencentGR-1M size)
+        fit_all = Events(*(np.r_[a, b] for a, b in zip(
+            (events.user, events.item, events.action, events.ts),
+            (predict.user, predict.item, predict.action, predict.ts), strict=True)))  # fmt: skip
+        answer(fit_all, ("test",), Retrieved.COVISIT_ALL)
+        del fit_all
+        k = min(int(rc.predictions_topk), len(pool))
+        out = {"valid": _backfill(rankings["valid"][best], rankings["valid"][MERGED].items, pool, k)}
+        test_parts = []
+        n_test = len(queries["test"])
+        for c0 in range(0, max(n_test, 1), TEST_CHUNK):
+            c1 = min(n_test, c0 + TEST_CHUNK)
+            rank = {n: Ranking(r.items[c0:c1], r.scores[c0:c1]) for n, r in rankings["test"].items()}
+            candidates.write(labelled("test", rank, queries["test"].user[c0:c1], c0))
+            test_parts.append(_backfill(rank[best], rank[MERGED].items, pool, k))
+        out["test"] = tuple(np.concatenate(x) for x in zip(*test_parts, strict=True))
     write_json(ctx.out / Retrieved.REPORT, report)
 
     # predictions: the best validated ranking, backfilled by the fused one then by the pool
-    k = min(int(rc.predictions_topk), len(pool))
-    out = {}
-    for split in ("valid", "test"):
-        out[split] = _backfill(rankings[split][best], rankings[split][MERGED].items, pool, k)
     write_table(ctx.out / Predictions.FILE, ranking_table(out))
 
     figures: dict[str, Any] = {"best": best, "sources": ",".join(names), "train_queries": len(train),
                                "valid_users": len(valid), "test_users": len(pu),
-                               "candidates_rows": len(table), "union_recall": report["union_recall"]}  # fmt: skip
+                               "candidates_rows": candidates.rows, "union_recall": report["union_recall"]}  # fmt: skip
     # the submitted ranking's own figures: the leaderboard lists the retrieve stage as the model "retrieve:<best>"
     figures["model"] = f"retrieve:{best}"
     figures["valid_score"] = report["per_source"][best].get("score")

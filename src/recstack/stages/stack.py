@@ -41,9 +41,8 @@ from recstack.metrics import auc, tencentgr_score
 from recstack.models.popularity import DAY
 from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retrieved, Stacked
 from recstack.retrieve.base import Events, backfill, top_k_groups
-from recstack.retrieve.covisit import CovisitMatrix, fit_covisit
+from recstack.retrieve.covisit import CovisitMatrix, read_matrix
 from recstack.retrieve.features import covisit_lookup
-from recstack.retrieve.sources import covisit_settings
 from recstack.stack.features import (
     feature_match,
     history_pair_sums,
@@ -216,7 +215,7 @@ class Context:
     """What the rich features of one split read besides its candidates (RerankConfig.rich_features)."""
 
     events: Events  # training events (before every held-out target): popularity as of each query's time
-    covisit: CovisitMatrix  # the retrieve stage's co-visitation, refitted on the split's own events
+    covisit: CovisitMatrix  # the retrieve stage's co-visitation of the split's own events (its npz files)
     codes: np.ndarray  # (items, C) item sparse features, 0 = none
     code_names: list[str]
     hist_ts: list[np.ndarray]  # each query's history timestamps (the last one is the query's time)
@@ -275,15 +274,12 @@ def source_topk(part: pd.DataFrame, source: str, n_users: int, k: int) -> np.nda
 
 def _contexts(ctx: StageContext, ev: dict[str, np.ndarray], pe: dict[str, np.ndarray], keep: np.ndarray,
               queries: dict[str, pd.DataFrame], n_rows: int) -> dict[str, Context]:  # fmt: skip
-    """Per split what the rich features read. The co-visitation matrix is the retrieve stage's
-    (retrieve.covisit settings) fitted as it fits it: on the training events before every held-out target
-    for the train and valid queries, on all training events plus the predict users' histories for the test
-    queries (stages/retrieve.py)."""
+    """Per split what the rich features read. The co-visitation matrices are the retrieve stage's, read from
+    its folder (fitted there once): on the training events before every held-out target for the train and
+    valid queries, on all training events plus the predict users' histories for the test queries."""
     train = Events(ev["user"][keep], ev["item"][keep], ev["action"][keep], ev["ts"][keep])
-    full = Events(*(np.r_[ev[c], pe[c]] for c in ("user", "item", "action", "ts")))
-    st = covisit_settings(ctx.cfg.retrieve)
-    before, _ = fit_covisit(train, n_rows, st)
-    everything, _ = fit_covisit(full, n_rows, st)
+    before = read_matrix(ctx.input_dir("retrieve") / Retrieved.COVISIT_BEFORE, n_rows)
+    everything = read_matrix(ctx.input_dir("retrieve") / Retrieved.COVISIT_ALL, n_rows)
     items = pq.read_table(ctx.input_dir("prepare") / PreparedTGR.ITEMS).to_pandas()
     names = [c for c in items.columns if c[:1] == "i" and c[1:].isdigit() and items[c].nunique() > 1]
     codes = items[names].to_numpy(np.int64) if names else np.zeros((len(items), 0), np.int64)

@@ -57,7 +57,7 @@ class TencentGR(Track):
                 "candidate sources (co-visitation, content ANN, popularity, seqrec) -> merged candidates, recall",
             ),
             "stack": Stage(
-                "stack", stack.run_tencentgr, ("prepare", "retrieve"), (*SHARED_KEYS, "stack.rerank", "retrieve.covisit"),
+                "stack", stack.run_tencentgr, ("prepare", "retrieve"), (*SHARED_KEYS, "stack.rerank"),
                 "LightGBM lambdarank over the retrieve stage's candidates, trained on the stacker's queries",
             ),
             "ensemble": Stage(
