@@ -11,6 +11,7 @@ from recstack.artifacts import sha256_file
 from recstack.ensemble.submission import validate_tgr, write_tgr
 from recstack.errors import DataError
 from recstack.models.popularity import decayed_popularity, recommend
+from recstack.stages.prepare import valid_cap
 
 from conftest import ROOT
 from test_movielens import fake_wheel
@@ -22,7 +23,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     wheel = fake_wheel(cache / "recbole-1.2.1-py3-none-any.whl", users=30, items=60, per_user=12)
     args = [
         f"input_root={tmp_path}/in", f"output_root={tmp_path}/out", f"data.movielens.wheel_sha256={sha256_file(wheel)}",
-        "data.valid_users=10",
+        "data.valid_users=100",  # more than the 24 training users: capped (prepare.valid_cap)
     ]  # fmt: skip
     config = str(ROOT / "configs" / "tencentgr_movielens.yaml")
     assert cli.main(["all", "--config", config, *args]) == 0
@@ -37,10 +38,21 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert 0 <= float(scores["test_score"]) <= 1 and int(scores["rows"]) == 6
     manifest = json.loads((run / "prepare" / "manifest.json").read_text())
     assert manifest["figures"]["layout"] == "platform" and manifest["figures"]["items_with_text"] == 60
+    # a quarter of the training users with a click stay outside validation, so the reranker has queries
+    assert 0 < manifest["figures"]["valid_users"] <= int(0.75 * manifest["figures"]["training_users"])
+    stack = json.loads((run / "stack" / "manifest.json").read_text())["figures"]
+    assert stack["train_queries"] > 0
     embed = json.loads((run / "embed" / "manifest.json").read_text())["figures"]  # titles -> text vectors
     assert set(embed["modalities"]) == {"text"} and embed["items"] == 60 and embed["align"]["pairs_train"] > 0
     assert np.load(run / "embed" / "item_emb.npy").shape == (61, 128)
     assert not (run / "embed" / "item_info.parquet").exists()  # the MMCTR Task 1 export is mmctr-only
+
+
+def test_valid_users_are_capped_to_leave_level2_queries(caplog):
+    events = {"user": np.repeat(np.arange(1, 9), 3), "action": np.tile([0, 1, 0], 8)}
+    events["action"][events["user"] == 8] = 0  # a user without a click counts for neither set
+    assert valid_cap(events, 3) == 3  # asked for fewer than the cap: as asked
+    assert valid_cap(events, 100) == 5 and "validating on 5" in caplog.text  # 75% of the 7 with a click
 
 
 def test_popularity_decays_and_skips_seen_items():

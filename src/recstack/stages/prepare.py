@@ -127,6 +127,22 @@ def valid_targets(events: dict[str, np.ndarray], n_users: int, seed: int) -> pa.
     ).replace_schema_metadata()
 
 
+VALID_SHARE_MAX = 0.75  # of the users with a click: the rest train the level-2 models (data.stack_users)
+
+
+def valid_cap(events: dict[str, np.ndarray], wanted: int) -> int:
+    """data.valid_users, capped so that a quarter of the users with a click stay outside the local validation:
+    the retrieve fusion and the reranker train on those users' held-out clicks (tgr_prepared.stack_queries),
+    and a data set smaller than the config expects (valid_users 10,000 on a few thousand users) would
+    otherwise leave them none and stop the pipeline at the stack stage."""
+    n = len(np.unique(events["user"][events["action"] >= 1]))
+    cap = int(n * VALID_SHARE_MAX)
+    if wanted > cap:
+        log.warning("data.valid_users=%d but only %d users have a click: validating on %d (%.0f%%), the other "
+                    "%d train the level-2 models", wanted, n, cap, 100 * VALID_SHARE_MAX, n - cap)  # fmt: skip
+    return min(wanted, cap)
+
+
 def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     dc, raw = ctx.cfg.data, ctx.paths.raw_tencentgr
     layout = dc.layout
@@ -152,8 +168,10 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         figures["items_with_text"] = int((text != "").sum())
         figures |= {k: v for k, v in counts.items() if v}
     events = read_events(ctx.out, columns=["user", "item", "action"])
-    write_table(ctx.out / PreparedTGR.VALID, valid_targets(events, dc.valid_users, ctx.cfg.seed))
-    figures["valid_users"] = min(dc.valid_users, len(np.unique(events["user"])))
+    n_valid = valid_cap(events, dc.valid_users)
+    valid = valid_targets(events, n_valid, ctx.cfg.seed)
+    write_table(ctx.out / PreparedTGR.VALID, valid)
+    figures["valid_users"] = valid.num_rows
     for k, v in figures.items():
         if k.startswith(("skipped_", "events_unknown", "predict_users_unknown", "candidates_cold")) and v:
             log.info("%s: %s", k, v)
