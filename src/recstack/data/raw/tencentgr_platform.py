@@ -47,6 +47,7 @@ from recstack.paths import RawTencentGR
 
 log = logging.getLogger(__name__)
 BATCH_EVENTS = 2_000_000
+FRAGMENT_BLOCK = 1 << 16  # items per block when serialising item features (bounded temporaries)
 
 
 # ---- reading: shared pieces --------------------------------------------------------------------------
@@ -426,12 +427,22 @@ class _Counts(dict):
 
 # ---- writing the platform layout (used by the dataset builders) ---------------------------------------
 def _feature_fragments(item_sparse: dict[str, np.ndarray], n: int) -> list[bytes]:
-    """Each item's feature dict serialised once: 90M records reuse these bytes instead of re-encoding."""
+    """Each item's feature dict serialised once: 90M records reuse these bytes instead of re-encoding.
+
+    Formatted by hand, byte for byte what `orjson.dumps` gives for a dict of ints (`{"100":5,"112":14}`,
+    no spaces; keys are ITEM_SPARSE's digit strings, so nothing to escape): orjson 3.13 returns each
+    bytes object inside its 4 KiB write buffer, so 4.78M kept fragments held ~19 GiB at TencentGR-1M
+    (bench/README.md, fifth session); these take ~100 B each. Columns go to Python ints block by block,
+    so no (n, features) list of ints sits in memory either."""
     keys = [k for k in ITEM_SPARSE if k in item_sparse]
-    cols = [item_sparse[k] for k in keys]
-    out = []
-    for i in range(n):
-        out.append(orjson.dumps({k: int(c[i]) for k, c in zip(keys, cols, strict=True) if c[i] != 0}))
+    heads = [b'"%s":' % k.encode() for k in keys]
+    out: list[bytes] = []
+    for s in range(0, n, FRAGMENT_BLOCK):
+        cols = [item_sparse[k][s : min(s + FRAGMENT_BLOCK, n)].tolist() for k in keys]
+        for row in zip(*cols, strict=True):
+            out.append(b"{" + b",".join([h + b"%d" % v for h, v in zip(heads, row) if v]) + b"}")
+    if not keys:  # no feature columns: every item has the empty dict
+        out = [b"{}"] * n
     return out
 
 
@@ -473,6 +484,13 @@ def _write_seq(
     return offsets
 
 
+def _pickle_to(path: Path, obj: object) -> None:
+    """Pickle straight into the (atomic) file: the same bytes as `pickle.dumps`, without holding them all
+    (the 4.78M-vector emb_81 pickle is ~0.8 GB)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(obj, f)
+
+
 def write_platform(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int] | None = None) -> None:
     """Serialise `raw` in the platform layout; every file atomically."""
     root = Path(root)
@@ -483,16 +501,17 @@ def write_platform(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int] | Non
     u = raw.events.user
     train_users = u[np.r_[0, np.flatnonzero(np.diff(u)) + 1]] if len(u) else u
     offsets = _write_seq(paths.seq, raw, raw.events, train_users, frags)
-    with atomic_path(paths.seq_offsets) as tmp:
-        tmp.write_bytes(pickle.dumps(offsets))
+    _pickle_to(paths.seq_offsets, offsets)
+    del offsets
     _write_seq(paths.predict_seq, raw, raw.predict_events, raw.predict_users, frags)
-    indexer = indexer_of(raw)
-    with atomic_path(paths.indexer) as tmp:
-        tmp.write_bytes(pickle.dumps(indexer))
+    _pickle_to(paths.indexer, indexer_of(raw))
     with atomic_path(paths.item_feat_dict) as tmp, open(tmp, "wb") as f:
-        f.write(b"{")
-        f.write(b", ".join(b'"%d": %s' % (i, frags[i]) for i in range(1, raw.n_items + 1)))
+        f.write(b"{")  # block by block: the whole object's text (~0.5 GB at 4.78M items) is never held
+        for s in range(1, raw.n_items + 1, FRAGMENT_BLOCK):
+            e = min(s + FRAGMENT_BLOCK, raw.n_items + 1)
+            f.write((b", " if s > 1 else b"") + b", ".join([b'"%d": %s' % (i, frags[i]) for i in range(s, e)]))
         f.write(b"}")
+    del frags
     with atomic_path(paths.predict_set) as tmp, open(tmp, "wb") as f:
         for r, cid in enumerate(raw.cand_creative_id.tolist()):
             feats = {k: int(v[r]) for k, v in raw.cand_features.items() if v[r]}
@@ -503,8 +522,10 @@ def write_platform(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int] | Non
         if mat.shape[1] != dim:
             raise ValueError(f"mm feature {feat}: matrix has {mat.shape[1]} columns, expected {dim}")
         if feat == "81":  # the platform ships 81 as a pickle, the others as JSON-lines parts
-            with atomic_path(paths.creative_emb / f"emb_{feat}_{dim}.pkl") as tmp:
-                tmp.write_bytes(pickle.dumps({int(c): v for c, v in zip(cids.tolist(), mat, strict=True)}))
+            _pickle_to(
+                paths.creative_emb / f"emb_{feat}_{dim}.pkl",
+                {int(c): v for c, v in zip(cids.tolist(), mat, strict=True)},
+            )
             continue
         part = paths.creative_emb / f"emb_{feat}_{dim}" / "part-00000"
         with atomic_path(part) as tmp, open(tmp, "wb") as f:
