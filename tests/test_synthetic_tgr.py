@@ -147,3 +147,32 @@ def test_platform_round_trip(tmp_path, built):
     rows = np.array([row[c] for c in cids.tolist()])
     np.testing.assert_allclose(emb[rows], mat, atol=2e-3)
     assert abs(fig["coverage_mm_82"] - len(cids) / (CFG.items + n_cold)) < 1e-9
+
+
+def test_writer_fragments_match_orjson_across_blocks(tmp_path, built, monkeypatch):
+    """The hand-formatted item feature fragments are orjson's bytes (zeros left out), and item_feat_dict.json
+    written block by block (blocks of 7 items here, so many boundaries) reads back the same features."""
+    import json
+
+    import orjson
+
+    from recstack.data.raw import tencentgr_platform as tp
+
+    raw, _, _ = built
+    monkeypatch.setattr(tp, "FRAGMENT_BLOCK", 7)
+    sparse = dict(raw.item_sparse)
+    sparse["118"] = np.where(np.arange(len(sparse["118"])) % 3 == 0, 0, sparse["118"])  # zeros dropped
+    frags = tp._feature_fragments(sparse, raw.n_items + 1)
+    keys = [k for k in ITEM_SPARSE if k in sparse]
+    want = [
+        orjson.dumps({k: int(sparse[k][i]) for k in keys if sparse[k][i]}) for i in range(raw.n_items + 1)
+    ]
+    assert frags == want
+    assert tp._feature_fragments({}, 3) == [b"{}"] * 3
+    tp.write_platform(raw, tmp_path, {"81": 8, "82": 16})
+    text = RawTencentGR(tmp_path).item_feat_dict.read_bytes()
+    got = json.loads(text)
+    assert list(got) == [str(i) for i in range(1, raw.n_items + 1)]
+    for i in (1, 7, 8, raw.n_items):
+        assert got[str(i)] == {k: int(v[i]) for k, v in raw.item_sparse.items() if v[i]}
+    assert text.count(b"}, ") == raw.n_items - 1  # ", " between every pair of entries, none doubled

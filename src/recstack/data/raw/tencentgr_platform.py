@@ -509,7 +509,9 @@ def write_platform(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int] | Non
         f.write(b"{")  # block by block: the whole object's text (~0.5 GB at 4.78M items) is never held
         for s in range(1, raw.n_items + 1, FRAGMENT_BLOCK):
             e = min(s + FRAGMENT_BLOCK, raw.n_items + 1)
-            f.write((b", " if s > 1 else b"") + b", ".join([b'"%d": %s' % (i, frags[i]) for i in range(s, e)]))
+            f.write(
+                (b", " if s > 1 else b"") + b", ".join([b'"%d": %s' % (i, frags[i]) for i in range(s, e)])
+            )
         f.write(b"}")
     del frags
     with atomic_path(paths.predict_set) as tmp, open(tmp, "wb") as f:
