@@ -440,7 +440,7 @@ def _feature_fragments(item_sparse: dict[str, np.ndarray], n: int) -> list[bytes
     for s in range(0, n, FRAGMENT_BLOCK):
         cols = [item_sparse[k][s : min(s + FRAGMENT_BLOCK, n)].tolist() for k in keys]
         for row in zip(*cols, strict=True):
-            out.append(b"{" + b",".join([h + b"%d" % v for h, v in zip(heads, row) if v]) + b"}")
+            out.append(b"{" + b",".join([h + b"%d" % v for h, v in zip(heads, row, strict=True) if v]) + b"}")
     if not keys:  # no feature columns: every item has the empty dict
         out = [b"{}"] * n
     return out
