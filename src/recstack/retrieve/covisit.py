@@ -146,7 +146,11 @@ def fit_covisit(ev: Events, n: int, st: CovisitSettings, parts: int = 0) -> tupl
     if parts <= 0:
         parts = max(1, -(-2 * st.window * len(ev) // budget))  # 2 * window pairs per event at most
     block = max(1, budget // (4 * st.window))  # source events per block: its raw pairs use half the budget
-    srcs, dsts, wts = [], [], []
+    # each pass keeps (row-ascending source int32, partner int32, weight float32): 12 bytes per kept pair, up
+    # to items x neighbours pairs (478M at TencentGR-1M size); the CSR arrays are filled pass by pass, each
+    # pass's lists freed once placed, so the peak is the kept pairs plus the 8-byte-per-pair result
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    count = np.zeros(n, np.int64)
     part_of = ev.item % parts if parts > 1 else None
     for part in range(parts):
         rows = np.arange(len(ev)) if part_of is None else np.flatnonzero(part_of == part)
@@ -154,18 +158,20 @@ def fit_covisit(ev: Events, n: int, st: CovisitSettings, parts: int = 0) -> tupl
         for b0 in range(0, len(rows), block):
             acc = acc + _summed(*_pairs(ev, rows[b0 : b0 + block], st), n)  # sparse add: sums, sorted rows
         src, dst, w = _strongest(acc, st.neighbours)
-        srcs.append(src)
-        dsts.append(dst)
-        wts.append(w)
         log.info("co-visitation pass %d/%d: %d item pairs, %d kept", part + 1, parts, acc.nnz, len(src))
         del acc
-    src, dst, w = np.concatenate(srcs), np.concatenate(dsts), np.concatenate(wts)
+        count += np.bincount(src, minlength=n)
+        kept.append((src.astype(np.int32), dst, w))
+        del src, dst, w
     # passes hold disjoint rows, each already in row order: place every kept pair without another sort
-    count = np.bincount(src, minlength=n)
     indptr = np.r_[0, np.cumsum(count)].astype(np.int64)
-    at = np.concatenate([indptr[s] + np.arange(len(s)) - np.searchsorted(s, s) for s in srcs])
-    nbr, weight = np.empty(len(src), np.int32), np.empty(len(src), np.float32)
-    nbr[at], weight[at] = dst, w
+    nbr, weight = np.empty(int(indptr[-1]), np.int32), np.empty(int(indptr[-1]), np.float32)
+    kept.reverse()  # popped from the end: pass order, each freed once placed
+    while kept:
+        s, d, w = kept.pop()
+        at = indptr[s] + np.arange(len(s)) - np.searchsorted(s, s)
+        nbr[at], weight[at] = d, w
+        del s, d, w, at
     matrix = CovisitMatrix(indptr, nbr, weight)
     figures = {"passes": parts, "pairs_kept": len(nbr), "items_with_pairs": int((count > 0).sum())}
     return matrix, figures
