@@ -4,6 +4,7 @@ them exactly per the paths.Retrieved contract), the ensemble's choice among rank
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
@@ -14,7 +15,7 @@ from recstack.paths import Paths, PreparedTGR, Retrieved
 from recstack.pipeline import Stage, run_until
 from recstack.retrieve.base import Events
 from recstack.retrieve.covisit import CovisitSettings, fit_covisit, write_matrix
-from recstack.stages.stack import read_candidates
+from recstack.stages.stack import candidate_schema, read_candidates
 from recstack.tracks import TRACKS
 
 from test_movielens import fake_wheel
@@ -147,16 +148,39 @@ def test_read_candidates_checks_the_contract(tmp_path):
     base = {"split": ["valid"] * 2, "user_row": [0, 0], "user": [1, 1], "item": [3, 3], "n_sources": [1, 1],
             "label": [0.0, 0.0], "a_score": [1.0, 0.5], "a_rank": [0, 1]}  # fmt: skip
     pd.DataFrame(base).to_parquet(path)
-    with pytest.raises(DataError, match=r"repeats \(split, user_row, item\)"):
-        read_candidates(path)
+    assert candidate_schema(path) == ["a"]
+    with pytest.raises(DataError, match=r"split valid repeats \(user_row, item\) \(0, 3\)"):
+        read_candidates(path, "valid")
     pd.DataFrame({**base, "item": [3, 4], "split": ["valid", "eval"]}).to_parquet(path)
     with pytest.raises(DataError, match="column 'split' has 'eval'"):
-        read_candidates(path)
+        candidate_schema(path)
     pd.DataFrame({k: v for k, v in base.items() if k != "a_rank"} | {"item": [3, 4]}).to_parquet(path)
     with pytest.raises(DataError, match="no <source>_score / <source>_rank column pair"):
-        read_candidates(path)
+        candidate_schema(path)
     with pytest.raises(DataError, match="not found"):
-        read_candidates(tmp_path / "none.parquet")
+        candidate_schema(tmp_path / "none.parquet")
+
+
+def test_read_candidates_reads_one_split_and_a_row_range_in_order(tmp_path):
+    path = tmp_path / "candidates.parquet"
+    df = pd.DataFrame({"split": ["test"] * 6 + ["valid"] * 2, "user_row": [3, 0, 1, 1, 2, 0, 0, 0],
+                       "user": [9] * 8, "item": [5, 7, 9, 2, 4, 1, 1, 2], "n_sources": [1] * 8,
+                       "label": [0.0] * 8, "a_score": [0.1] * 8, "a_rank": [0] * 8})  # fmt: skip
+    with pq.ParquetWriter(path, pa.Table.from_pandas(df.iloc[:0]).schema) as w:
+        for lo, hi in ((0, 3), (3, 6), (6, 8)):  # row groups, as retrieve writes them
+            w.write_table(pa.Table.from_pandas(df.iloc[lo:hi]))
+    got = read_candidates(path, "test", (1, 3))
+    assert list(zip(got["user_row"], got["item"], strict=True)) == [(1, 2), (1, 9), (2, 4)]
+    got = read_candidates(path, "test")
+    assert list(zip(got["user_row"], got["item"], strict=True)) == [
+        (0, 1),
+        (0, 7),
+        (1, 2),
+        (1, 9),
+        (2, 4),
+        (3, 5),
+    ]
+    assert list(read_candidates(path, "valid")["item"]) == [1, 2]
 
 
 def test_without_a_retrieve_stage_the_whole_pipeline_skips_the_reranker(tgr_cfg, caplog, monkeypatch):

@@ -162,28 +162,48 @@ def candidate_sources(columns: list[str]) -> list[str]:
     ]
 
 
-def read_candidates(path) -> tuple[pd.DataFrame, list[str]]:
-    """The retrieve stage's candidates, checked against its contract (paths.Retrieved.CANDIDATES)."""
+STACK_CHUNK = 10_000  # test queries featurised and scored at a time: their candidates are never held whole
+
+
+def candidate_schema(path) -> list[str]:
+    """The sources of the retrieve stage's candidates (paths.Retrieved.CANDIDATES), its columns and split
+    values checked against the contract without reading the table (93M rows at TencentGR-1M size)."""
     if not path.is_file():
         raise DataError(f"{path}: not found; the tencentgr stack reranks the retrieve stage's candidates")
-    df = pq.read_table(path).to_pandas()
-    missing = [c for c in CAND_KEYS if c not in df.columns]
+    f = pq.ParquetFile(path)
+    columns = f.schema_arrow.names
+    missing = [c for c in CAND_KEYS if c not in columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(CAND_KEYS)} "
                         "and <source>_score / <source>_rank per source")  # fmt: skip
-    sources = candidate_sources(list(df.columns))
+    sources = candidate_sources(columns)
     if not sources:
         raise DataError(f"{path}: no <source>_score / <source>_rank column pair")
-    bad = sorted(set(df["split"].unique()) - {"train", "valid", "test"})
-    if bad:
-        raise DataError(f"{path}: column 'split' has {bad[0]!r}; expected train, valid or test")
-    dup = df.duplicated(["split", "user_row", "item"])
+    for batch in f.iter_batches(columns=["split"], batch_size=1 << 20):
+        bad = sorted(set(batch.column(0).unique().to_pylist()) - {"train", "valid", "test"})
+        if bad:
+            raise DataError(f"{path}: column 'split' has {bad[0]!r}; expected train, valid or test")
+    return sources
+
+
+def read_candidates(path, split: str, rows: tuple[int, int] | None = None) -> pd.DataFrame:
+    """One split's candidates (of queries rows[0]..rows[1]-1 when given), by (user_row, item), each pair
+    once. The row filter skips row groups by their statistics (retrieve writes the test queries' candidates
+    TEST_CHUNK queries per row group)."""
+    where = [("split", "==", split)]
+    if rows is not None:
+        where += [("user_row", ">=", rows[0]), ("user_row", "<", rows[1])]
+    df = pq.read_table(path, filters=where).to_pandas()
+    df = df.sort_values(["user_row", "item"], kind="stable").reset_index(drop=True)
+    dup = (df["user_row"].to_numpy()[1:] == df["user_row"].to_numpy()[:-1]) & (
+        df["item"].to_numpy()[1:] == df["item"].to_numpy()[:-1]
+    )
     if dup.any():
-        r = int(np.flatnonzero(dup.to_numpy())[0])
+        r = int(np.flatnonzero(dup)[0]) + 1
         raise DataError(
-            f"{path}: row {r} repeats (split, user_row, item) {tuple(df.iloc[r][['split', 'user_row', 'item']])}"
+            f"{path}: split {split} repeats (user_row, item) ({df['user_row'].iat[r]}, {df['item'].iat[r]})"
         )
-    return df, sources
+    return df
 
 
 def _rows_features(part: pd.DataFrame, sources: list[str], stats: pd.DataFrame, hist: list[np.ndarray],
@@ -253,14 +273,25 @@ def prune(part: pd.DataFrame, sources: list[str], depth: int) -> pd.DataFrame:
     return part[best < depth].reset_index(drop=True)
 
 
-def _topk_matrix(user_row: np.ndarray, item: np.ndarray, score: np.ndarray, n_users: int, k: int,
-                 fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _topk_raw(user_row: np.ndarray, item: np.ndarray, score: np.ndarray, n_users: int, k: int,
+              fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(U, k) items by descending score per user (ties: lower item first); users short of k get the next
-    `fill` items they lack (retrieve.base.backfill), scored below every scored item."""
+    `fill` items they lack (retrieve.base.backfill), their scores NaN (see `_below`)."""
     top = top_k_groups(user_row, item, score, n_users, k, np.float64)
     items, _ = backfill(top.items, k, shared=fill)
-    lo = np.nanmin(top.scores) if (~np.isnan(top.scores)).any() else 0.0
-    return items, np.where(np.isnan(top.scores), lo - 1.0, top.scores)  # padded items rank below the rest
+    return items, top.scores
+
+
+def _below(scores: np.ndarray) -> np.ndarray:
+    """NaN (padded) scores set below every scored item of the whole split."""
+    lo = np.nanmin(scores) if (~np.isnan(scores)).any() else 0.0
+    return np.where(np.isnan(scores), lo - 1.0, scores)
+
+
+def _topk_matrix(user_row: np.ndarray, item: np.ndarray, score: np.ndarray, n_users: int, k: int,
+                 fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    items, scores = _topk_raw(user_row, item, score, n_users, k, fill)
+    return items, _below(scores)
 
 
 def source_topk(part: pd.DataFrame, source: str, n_users: int, k: int) -> np.ndarray:
@@ -294,7 +325,8 @@ def _contexts(ctx: StageContext, ev: dict[str, np.ndarray], pe: dict[str, np.nda
 
 def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     cfg, rc, prep, ret = ctx.cfg, ctx.cfg.stack.rerank, ctx.input_dir("prepare"), ctx.input_dir("retrieve")
-    cand, sources = read_candidates(ret / Retrieved.CANDIDATES)
+    path = ret / Retrieved.CANDIDATES
+    sources = candidate_schema(path)
     queries = {
         "train": read_table(ret, Retrieved.QUERIES),
         "valid": read_table(prep, PreparedTGR.VALID),
@@ -330,16 +362,14 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     if not feat_sources:
         raise DataError(f"stack.rerank.skip_sources {list(rc.skip_sources)} leaves none of the candidates' "
                         f"sources {sources} as features")  # fmt: skip
-    parts, x = {}, {}
-    for split, qs in queries.items():
-        part = (
-            cand[cand["split"] == split]
-            .sort_values(["user_row", "item"], kind="stable")
-            .reset_index(drop=True)
-        )
-        if len(part) and (part["user_row"].max() >= len(qs) or part["user_row"].min() < 0):
-            raise DataError(f"{ret / Retrieved.CANDIDATES}: split {split} has user_row {part['user_row'].max()}; "
-                            f"the split has {len(qs)} queries")  # fmt: skip
+
+    def featurised(split: str, rows: tuple[int, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """A split's pruned candidates (of queries rows[0]..rows[1]-1 when given) and their features."""
+        part = read_candidates(path, split, rows)
+        n_q = len(queries[split])
+        if len(part) and (part["user_row"].max() >= n_q or part["user_row"].min() < 0):
+            raise DataError(f"{path}: split {split} has user_row {part['user_row'].max()}; the split has {n_q} "
+                            "queries")  # fmt: skip
         part = prune(part, sources, rc.depth)
         n_hist = np.array([len(h) for h in hists[split]], np.int64)
         feats = _rows_features(part, feat_sources, stats, hists[split], n_hist, emb, rc.history)
@@ -353,7 +383,11 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
                                                     stats["pop_events"].to_numpy(np.float64), hists[split],
                                                     part["user_row"].to_numpy(), part["item"].to_numpy(),
                                                     rc.history))  # fmt: skip
-        parts[split], x[split] = part, feats
+        return part, feats
+
+    parts, x = {}, {}
+    for split in ("train", "valid"):
+        parts[split], x[split] = featurised(split)
     train = parts["train"]
     if not len(train):
         raise DataError(f"{ret / Retrieved.CANDIDATES}: no split 'train' rows: the reranker trains on the "
@@ -367,11 +401,21 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
                            cfg.seed, rc.bag)  # fmt: skip
 
     out, figures = {}, {"model": "lgbm_lambdarank", "sources": sources}
-    for split in ("valid", "test"):
-        part = parts[split]
-        score = model.predict(x[split]) if len(part) else np.zeros(0)
-        out[split] = _topk_matrix(part["user_row"].to_numpy(), part["item"].to_numpy(), score,
-                                  len(queries[split]), k, fill)  # fmt: skip
+    part = parts["valid"]
+    score = model.predict(x["valid"]) if len(part) else np.zeros(0)
+    out["valid"] = _topk_matrix(part["user_row"].to_numpy(), part["item"].to_numpy(), score,
+                                len(queries["valid"]), k, fill)  # fmt: skip
+    # test queries STACK_CHUNK at a time (row-wise features, per-query top-k: the same as all at once)
+    n_test, test_rows, tops = len(queries["test"]), 0, []
+    for c0 in range(0, max(n_test, 1), STACK_CHUNK):
+        c1 = min(n_test, c0 + STACK_CHUNK)
+        part, feats = featurised("test", (c0, c1))
+        score = model.predict(feats) if len(part) else np.zeros(0)
+        tops.append(_topk_raw(part["user_row"].to_numpy() - c0, part["item"].to_numpy(), score, c1 - c0, k,
+                              fill))  # fmt: skip
+        test_rows += len(part)
+        del part, feats
+    out["test"] = (np.concatenate([t[0] for t in tops]), _below(np.concatenate([t[1] for t in tops])))
     target = queries["valid"]["item"].to_numpy()
     m = tencentgr_score(out["valid"][0], target, k=10)
     figures["valid_score"] = round(m["score"], 5)
@@ -392,7 +436,7 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         "trees": model.trees,
         "cv_ndcg@10": [f["ndcg@10"] for f in model.cv],
         "features": list(x["train"].columns),
-        "rows": int(sum(len(p) for p in parts.values())),
+        "rows": int(len(parts["train"]) + len(parts["valid"]) + test_rows),
         "gain": model.gain(),
     }
     write_table(ctx.out / Predictions.FILE, ranking_table(out))
