@@ -149,6 +149,9 @@ def test_read_candidates_checks_the_contract(tmp_path):
             "label": [0.0, 0.0], "a_score": [1.0, 0.5], "a_rank": [0, 1]}  # fmt: skip
     pd.DataFrame(base).to_parquet(path)
     assert candidate_schema(path) == ["a"]
+    assert candidate_schema(path, {"valid": 1}) == ["a"]
+    with pytest.raises(DataError, match="split valid has user_row 0; the split has 0 queries"):
+        candidate_schema(path, {"valid": 0})
     with pytest.raises(DataError, match=r"split valid repeats \(user_row, item\) \(0, 3\)"):
         read_candidates(path, "valid")
     pd.DataFrame({**base, "item": [3, 4], "split": ["valid", "eval"]}).to_parquet(path)

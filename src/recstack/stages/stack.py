@@ -165,9 +165,10 @@ def candidate_sources(columns: list[str]) -> list[str]:
 STACK_CHUNK = 10_000  # test queries featurised and scored at a time: their candidates are never held whole
 
 
-def candidate_schema(path) -> list[str]:
-    """The sources of the retrieve stage's candidates (paths.Retrieved.CANDIDATES), its columns and split
-    values checked against the contract without reading the table (93M rows at TencentGR-1M size)."""
+def candidate_schema(path, n_queries: dict[str, int] | None = None) -> list[str]:
+    """The sources of the retrieve stage's candidates (paths.Retrieved.CANDIDATES), its columns, split values
+    and (given each split's number of queries) user rows checked against the contract, reading only those two
+    columns a batch at a time (the table is ~93M rows at TencentGR-1M size)."""
     if not path.is_file():
         raise DataError(f"{path}: not found; the tencentgr stack reranks the retrieve stage's candidates")
     f = pq.ParquetFile(path)
@@ -179,10 +180,15 @@ def candidate_schema(path) -> list[str]:
     sources = candidate_sources(columns)
     if not sources:
         raise DataError(f"{path}: no <source>_score / <source>_rank column pair")
-    for batch in f.iter_batches(columns=["split"], batch_size=1 << 20):
-        bad = sorted(set(batch.column(0).unique().to_pylist()) - {"train", "valid", "test"})
+    for batch in f.iter_batches(columns=["split", "user_row"], batch_size=1 << 20):
+        b = batch.to_pandas()
+        bad = sorted(set(b["split"].unique()) - {"train", "valid", "test"})
         if bad:
             raise DataError(f"{path}: column 'split' has {bad[0]!r}; expected train, valid or test")
+        for split, rows in b.groupby("split")["user_row"] if n_queries is not None else ():
+            if rows.min() < 0 or rows.max() >= n_queries[split]:
+                raise DataError(f"{path}: split {split} has user_row {rows.min() if rows.min() < 0 else rows.max()}; "
+                                f"the split has {n_queries[split]} queries")  # fmt: skip
     return sources
 
 
@@ -326,12 +332,12 @@ def _contexts(ctx: StageContext, ev: dict[str, np.ndarray], pe: dict[str, np.nda
 def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     cfg, rc, prep, ret = ctx.cfg, ctx.cfg.stack.rerank, ctx.input_dir("prepare"), ctx.input_dir("retrieve")
     path = ret / Retrieved.CANDIDATES
-    sources = candidate_schema(path)
     queries = {
         "train": read_table(ret, Retrieved.QUERIES),
         "valid": read_table(prep, PreparedTGR.VALID),
         "test": read_table(prep, PreparedTGR.PREDICT_USERS),
     }
+    sources = candidate_schema(path, {s: len(q) for s, q in queries.items()})
     ev = read_events(prep)
     n_rows = pq.read_metadata(prep / PreparedTGR.ITEMS).num_rows
     # item statistics from training events before every held-out target (valid and stacker queries)
@@ -363,14 +369,21 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         raise DataError(f"stack.rerank.skip_sources {list(rc.skip_sources)} leaves none of the candidates' "
                         f"sources {sources} as features")  # fmt: skip
 
+    def pruned_rows(split: str, rows: tuple[int, int]) -> pd.DataFrame:
+        return prune(read_candidates(path, split, rows), sources, rc.depth)
+
     def featurised(split: str, rows: tuple[int, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """A split's pruned candidates (of queries rows[0]..rows[1]-1 when given) and their features."""
-        part = read_candidates(path, split, rows)
-        n_q = len(queries[split])
-        if len(part) and (part["user_row"].max() >= n_q or part["user_row"].min() < 0):
-            raise DataError(f"{path}: split {split} has user_row {part['user_row'].max()}; the split has {n_q} "
-                            "queries")  # fmt: skip
-        part = prune(part, sources, rc.depth)
+        """A split's pruned candidates (of queries rows[0]..rows[1]-1; all of them when None, read and
+        pruned STACK_CHUNK queries at a time) and their features."""
+        if rows is None:
+            n_q = len(queries[split])
+            chunks = [
+                pruned_rows(split, (c0, min(n_q, c0 + STACK_CHUNK)))
+                for c0 in range(0, max(n_q, 1), STACK_CHUNK)
+            ]
+            part = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+        else:
+            part = pruned_rows(split, rows)
         n_hist = np.array([len(h) for h in hists[split]], np.int64)
         feats = _rows_features(part, feat_sources, stats, hists[split], n_hist, emb, rc.history)
         if rc.rich_features:
