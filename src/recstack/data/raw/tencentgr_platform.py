@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from recstack.artifacts import atomic_path
 from recstack.data.raw import safe_pickle
-from recstack.data.raw.progress import Heartbeat, Steps
 from recstack.data.raw import tencentgr as tgr
+from recstack.data.raw.progress import Heartbeat, Steps
 from recstack.data.raw.tencentgr import (
     ACTIONS,
     ITEM_SPARSE,
