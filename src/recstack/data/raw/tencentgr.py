@@ -401,7 +401,7 @@ def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dic
             esink.abort()
             raise
         counts[f"coverage_mm_{feat}"] = esink.close()
-        steps.done(f"read emb_{feat}", vectors=int(esink.mask.sum()), dim=dims[feat])
+        steps.done(f"read emb_{feat} ({dims[feat]}-d)", vectors=int(esink.mask.sum()))
 
     return {"users": n_users, "items": n_items, "items_with_pool": n_rows - 1, "candidates": len(c_cid),
             "predict_users": len(p_users), "training_users": n_train, **counts}  # fmt: skip
