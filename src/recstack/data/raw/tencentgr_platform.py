@@ -133,7 +133,7 @@ class SeqParser:
         if self._fast_line(no, recs):
             return
         where = f"{self.path} line {no}"
-        before = len(self._buf[0])
+        events: list[list[int]] = [[], [], [], []]  # kept apart: a line that fails adds nothing
         if not isinstance(recs, list) or not recs:
             raise DataError(f"{where}: expected a non-empty JSON array of records, got {type(recs).__name__}")
         user = None
@@ -159,9 +159,10 @@ class SeqParser:
             _check_int(i, f"{where} record {k} item_id")
             if a not in ACTIONS or type(a) is not int:
                 raise DataError(f"{where} record {k}: unknown action_type {a!r}; expected one of {ACTIONS}")
-            b = self._buf
-            b[0].append(u), b[1].append(i), b[2].append(a), b[3].append(t)
-        self._line_events.append(len(self._buf[0]) - before)
+            events[0].append(u), events[1].append(i), events[2].append(a), events[3].append(t)
+        for col, got in zip(self._buf, events, strict=True):
+            col.extend(got)
+        self._line_events.append(len(events[0]))
         self.line_users.append(user)
         self.line_nos.append(no)
 
