@@ -152,6 +152,10 @@ def test_row_batch_keeps_the_last_vector_of_a_row(tmp_path, monkeypatch):
     assert sink.matrix[:, 0].tolist() == [0, 3, 5, 0, 2, 7]  # blocks of 3: (1, 4, 1), (2, 2, 5), (5,)
     assert sink.mask.tolist() == [False, True, True, False, True, True]
     sink.close()
+    monkeypatch.setattr(
+        tp, "MM_BLOCK_BYTES", 64
+    )  # a wide feature: blocks bounded in bytes (64 B = 2 x 8 floats)
+    assert _RowBatch(EmbeddingSink(tmp_path, "82", 6, 8)).block == 2
 
 
 # ---- progress lines ----------------------------------------------------------------------------------------

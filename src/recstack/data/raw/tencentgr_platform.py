@@ -48,7 +48,8 @@ from recstack.paths import RawTencentGR
 
 log = logging.getLogger(__name__)
 BATCH_EVENTS = 2_000_000
-MM_BLOCK = 1 << 16  # embedding vectors per memmap store
+MM_BLOCK = 1 << 16  # embedding vectors per memmap store, at most ...
+MM_BLOCK_BYTES = 1 << 26  # ... 64 MiB of float32 (a 4096-d emb_84 block of 64k vectors would be 1 GiB)
 FRAGMENT_BLOCK = 1 << 16  # items per block when serialising item features (bounded temporaries)
 
 
@@ -434,11 +435,12 @@ class _RowBatch:
 
     def __init__(self, sink: EmbeddingSink):
         self.sink, self.rows, self.vecs = sink, [], []
+        self.block = max(1, min(MM_BLOCK, MM_BLOCK_BYTES // (4 * sink.dim)))
 
     def add(self, row: int, vec: np.ndarray) -> None:
         self.rows.append(row)
         self.vecs.append(vec)
-        if len(self.rows) >= MM_BLOCK:
+        if len(self.rows) >= self.block:
             self.flush()
 
     def flush(self) -> None:
