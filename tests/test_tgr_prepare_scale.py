@@ -155,7 +155,9 @@ def test_row_batch_keeps_the_last_vector_of_a_row(tmp_path, monkeypatch):
     monkeypatch.setattr(
         tp, "MM_BLOCK_BYTES", 64
     )  # a wide feature: blocks bounded in bytes (64 B = 2 x 8 floats)
-    assert _RowBatch(EmbeddingSink(tmp_path, "82", 6, 8)).block == 2
+    wide = EmbeddingSink(tmp_path, "82", 6, 8)
+    assert _RowBatch(wide).block == 2
+    wide.abort()
 
 
 # ---- progress lines ----------------------------------------------------------------------------------------
