@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from recstack.artifacts import write_npy, write_table
 from recstack.data.raw.mmctr import MmctrRaw, MmctrSplit, read_mmctr_raw
+from recstack.data.raw.progress import Steps
 from recstack.data.raw.tencentgr_parquet import read_item_text, read_parquet_layout
 from recstack.data.raw.tencentgr_platform import read_platform
 from recstack.data.tables.tgr_prepared import last_clicks, read_events
@@ -149,15 +150,16 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     if layout == "auto":
         layout = "parquet" if raw.is_parquet_layout or ctx.paths.eval_dir else "platform"
     args = (raw.root, ctx.out, dc.strict, tuple(dc.mm_feats), dict(dc.emb_dims), dc.max_unknown_item_share)
+    steps = Steps(log, "prepare")  # one INFO line per step: a 1M-user run is visibly moving (issue #15)
     if layout == "platform":
         if ctx.paths.eval_dir:
             raise DataError(
                 f"data.eval_dir={dc.eval_dir}: the platform layout is one folder (predict_seq.jsonl and "
                 "predict_set.jsonl beside seq.jsonl); data.eval_dir is for the parquet release"
             )
-        figures = read_platform(*args)
+        figures = read_platform(*args, steps=steps)
     else:
-        figures = read_parquet_layout(*args, eval_dir=ctx.paths.eval_dir)
+        figures = read_parquet_layout(*args, eval_dir=ctx.paths.eval_dir, steps=steps)
     figures["layout"] = layout
     if raw.item_text.is_file():
         items = pq.read_table(ctx.out / PreparedTGR.ITEMS, columns=["creative_id"])
@@ -167,11 +169,13 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         write_table(ctx.out / PreparedTGR.ITEM_TEXT, table)
         figures["items_with_text"] = int((text != "").sum())
         figures |= {k: v for k, v in counts.items() if v}
+        steps.done("read the item text", items_with_text=figures["items_with_text"])
     events = read_events(ctx.out, columns=["user", "item", "action"])
     n_valid = valid_cap(events, dc.valid_users)
     valid = valid_targets(events, n_valid, ctx.cfg.seed)
     write_table(ctx.out / PreparedTGR.VALID, valid)
     figures["valid_users"] = valid.num_rows
+    steps.done("wrote the local validation targets", valid_users=valid.num_rows)
     for k, v in figures.items():
         if k.startswith(("skipped_", "events_unknown", "predict_users_unknown", "candidates_cold")) and v:
             log.info("%s: %s", k, v)

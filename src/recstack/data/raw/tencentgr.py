@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recstack.artifacts import atomic_path, write_npy, write_table
+from recstack.data.raw.progress import Steps
 from recstack.errors import DataError
 from recstack.paths import PreparedTGR
 
@@ -326,14 +327,18 @@ def _stream_events(path: Path, read: Callable[[EventSink], tuple]) -> tuple[tupl
 
 
 def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dict[str, int] | None,
-             max_unknown_item_share: float, counts: Counter) -> dict[str, object]:  # fmt: skip
-    """Read a release through `layout` into prepare's canonical tables in `out`; returns the figures."""
+             max_unknown_item_share: float, counts: Counter, steps: Steps | None = None,
+             ) -> dict[str, object]:  # fmt: skip
+    """Read a release through `layout` into prepare's canonical tables in `out`; returns the figures.
+    `steps` logs one line per step (counts, seconds); a new one named `prepare` when not given."""
+    steps = steps or Steps(log, "prepare")
     idx = layout.indexer()
     n_users, n_items = max(idx["u"].values(), default=0), max(idx["i"].values(), default=0)
     user_raw = np.full(n_users + 1, "", dtype=object)
     for k, v in idx["u"].items():
         user_raw[v] = str(k)
     creative = creative_ids_from_indexer(idx["i"], n_items, layout.indexer_path)
+    steps.done(f"read {layout.indexer_path.name}", users=n_users, items=n_items)
 
     # candidates first: items only in the pool get rows after the indexer's items
     cand = layout.candidates(counts)
@@ -353,17 +358,20 @@ def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dic
     c_item = lookup(c_cid)
     counts["candidates_cold"] = int(cold.sum())
     n_rows = len(creative)
+    steps.done(f"read candidates {Path(cand.source).name}", candidates=len(c_cid), cold=int(cold.sum()))
 
     (n_train, source), counts["events"] = _stream_events(
         out / PreparedTGR.EVENTS, lambda sink: layout.read_train(sink, n_users, n_items, counts)
     )
     unknown = counts["events_unknown_item"]
     check_unknown_share(unknown, counts["events"], source, n_items, max_unknown_item_share)
+    steps.done(f"read {Path(source).name}", users=n_train, events=counts["events"])
     (p_users, source), counts["predict_events"] = _stream_events(
         out / PreparedTGR.PREDICT_EVENTS, lambda sink: layout.read_predict(sink, n_users, n_items, counts)
     )
     unknown = counts["events_unknown_item"] - unknown
     check_unknown_share(unknown, counts["predict_events"], source, n_items, max_unknown_item_share)
+    steps.done(f"read {Path(source).name}", users=len(p_users), events=counts["predict_events"])
 
     sparse, arrays = layout.user_features(n_users, counts)
     write_users(out, user_raw, sparse, arrays)
@@ -371,8 +379,10 @@ def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dic
     counts["predict_users_unknown"] = int((~known).sum())  # cold-start users: answered from the pool
     raw_ids = [user_raw[u] if k else str(u) for u, k in zip(p_users.tolist(), known.tolist(), strict=True)]
     write_predict_users(out, p_users, raw_ids, known)
+    steps.done("wrote the user tables", users=n_users, predict_users=len(p_users))
 
     item_feats = layout.item_features(n_rows, n_items, counts)
+    steps.done("read the item features", items=n_rows - 1, features=len(item_feats))
     for key, col in cand.features.items():  # the pool's own features fill what the item features lack
         if key in ITEM_SPARSE:
             f = item_feats.setdefault(key, np.zeros(n_rows, np.int64))
@@ -380,6 +390,7 @@ def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dic
     write_items(out, creative, item_feats, n_items)
     write_candidates(out, c_cid, cand.retrieval_id, c_item,
                      {k: v for k, v in cand.features.items() if k in ITEM_SPARSE})  # fmt: skip
+    steps.done("wrote the item and candidate tables", items=n_rows - 1, candidates=len(c_cid))
 
     dims = {**MM_DIMS, **(emb_dims or {})}
     for feat in mm_feats:
@@ -390,6 +401,7 @@ def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dic
             esink.abort()
             raise
         counts[f"coverage_mm_{feat}"] = esink.close()
+        steps.done(f"read emb_{feat} ({dims[feat]}-d)", vectors=int(esink.mask.sum()))
 
     return {"users": n_users, "items": n_items, "items_with_pool": n_rows - 1, "candidates": len(c_cid),
             "predict_users": len(p_users), "training_users": n_train, **counts}  # fmt: skip

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from recstack.artifacts import atomic_path, write_table
 from recstack.data.raw.arrow import check_utf8
+from recstack.data.raw.progress import Steps
 from recstack.data.raw.tencentgr import (
     ACTIONS,
     ITEM_SPARSE,
@@ -611,7 +612,8 @@ class ParquetLayout(Layout):
 
 def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_feats: tuple[str, ...] = ("81",),
                         emb_dims: dict[str, int] | None = None, max_unknown_item_share: float = 0.05,
-                        eval_dir: str | Path | None = None) -> dict[str, object]:  # fmt: skip
+                        eval_dir: str | Path | None = None, steps: Steps | None = None,
+                        ) -> dict[str, object]:  # fmt: skip
     """Read the parquet release under `root` into the canonical tables in `out` (as `read_platform` does).
 
     The eval side is the evaluation folder (see `release_folders`) or, in one folder, `predict_seq/` +
@@ -620,7 +622,7 @@ def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_fea
     has no partial records to skip.
     """
     layout = ParquetLayout(Path(root), strict, eval_dir)
-    return assemble(layout, out, mm_feats, emb_dims, max_unknown_item_share, Counter())
+    return assemble(layout, out, mm_feats, emb_dims, max_unknown_item_share, Counter(), steps)
 
 
 # ---- writing the parquet layout (tests; builders write the platform layout) ---------------------------

@@ -1,0 +1,188 @@
+"""The TencentGR platform readers' fast paths (issue #15) give what the plain paths gave, and prepare logs its
+steps: candidates with sparse features, item_feat_dict a block at a time, event batches, embedding stores."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from recstack.data.raw import tencentgr_platform as tp
+from recstack.data.raw.progress import Heartbeat, Steps
+from recstack.data.raw.tencentgr import ITEM_SPARSE, EmbeddingSink
+from recstack.data.raw.tencentgr_platform import (
+    SeqParser,
+    _block_entries,
+    _Counts,
+    _RowBatch,
+    read_candidates,
+    read_item_feat_dict,
+    read_platform,
+    write_platform,
+)
+from recstack.errors import DataError
+
+from tgr_helpers import tiny_tgr
+
+
+# ---- candidates ---------------------------------------------------------------------------------------
+def test_candidates_features_sparse_in_first_seen_order(tmp_path):
+    path = tmp_path / "predict_set.jsonl"
+    path.write_bytes(
+        b'{"creative_id": 10, "retrieval_id": 5, "features": {"112": 3}}\n'
+        b'{"creative_id": "11", "features": {"100": 7, "112": 4}}\n'
+        b'{"creative_id": 12, "retrieval_id": 9}\n'
+        b'{"creative_id": 13, "retrieval_id": 1, "features": {"100": 2}}\n'
+    )
+    cid, rid, feats = read_candidates(path, True, _Counts())
+    assert cid.tolist() == [10, 11, 12, 13] and rid.tolist() == [5, 1, 9, 1]  # default: the row number
+    assert list(feats) == ["112", "100"]
+    assert feats["112"].tolist() == [3, 4, 0, 0] and feats["100"].tolist() == [0, 7, 0, 2]
+    assert all(v.dtype == np.int64 for v in feats.values())
+
+
+def test_candidate_feature_not_an_integer(tmp_path):
+    path = tmp_path / "predict_set.jsonl"
+    path.write_bytes(
+        b'{"creative_id": 10, "features": {"112": 3}}\n{"creative_id": 11, "features": {"100": 1.5}}\n'
+    )
+    with pytest.raises(
+        DataError, match=r"predict_set\.jsonl line 2 feature 100: expected an integer, got 1\.5"
+    ):
+        read_candidates(path, True, _Counts())
+
+
+# ---- item_feat_dict.json --------------------------------------------------------------------------------
+FEATS = (
+    b'{"1": {"100": 4, "112": 9, "999": 1}, "2": {}, "3": {"101": 6},\n'
+    b' "0": {"100": 1}, "77": {"100": 5}, "4": {"100": 8, "102": 2}, "5": {"117": 3},\n'
+    b' "4": {"101": 1}, "006": {"100": 2}}'
+)  # "0" and "77" are outside 1..n_rows-1; item 4 twice: the second keeps the first's 100 and 102; "006" is 6
+
+
+def _feats(path, chunk):
+    counts = _Counts()
+    return read_item_feat_dict(path, 8, True, counts, chunk=chunk), counts
+
+
+@pytest.mark.parametrize("chunk", [7, 40, 90, 1 << 24])
+def test_item_feat_dict_same_values_whatever_the_blocks(tmp_path, chunk):
+    path = tmp_path / "item_feat_dict.json"
+    path.write_bytes(FEATS)
+    feats, counts = _feats(path, chunk)
+    assert set(feats) == set(ITEM_SPARSE) and counts["item_feat_unknown_item"] == 2
+    assert feats["100"].tolist() == [0, 4, 0, 0, 8, 0, 2, 0]
+    assert feats["101"].tolist() == [0, 0, 0, 6, 1, 0, 0, 0]
+    assert feats["102"].tolist() == [0, 0, 0, 0, 2, 0, 0, 0]
+    assert feats["112"][1] == 9 and feats["117"][5] == 3
+    assert sum(int(v.sum()) for v in feats.values()) == 4 + 8 + 2 + 6 + 1 + 2 + 9 + 3
+
+
+def test_block_entries_taken_or_declined_without_change():
+    def run(seg):
+        feats = {k: np.zeros(10, np.int64) for k in ITEM_SPARSE}
+        seen, counts = np.zeros(10, bool), _Counts()
+        return _block_entries(seg, feats, seen, counts), feats, seen, counts
+
+    ok, feats, seen, counts = run(b'{"1": {"100": 4}, "3": {"112": 2, "5": [1]}, "12": {"100": 1}')
+    assert not ok  # a list value: the entry-by-entry path decides
+    ok, feats, seen, counts = run(b'{"1": {"100": 4}, "3": {"112": 2}, "12": {"100": 1}')
+    assert ok and feats["100"][1] == 4 and feats["112"][3] == 2 and seen[[1, 3]].all()
+    assert counts["item_feat_unknown_item"] == 1
+    for seg in (
+        b'"1": {"100": true}',  # a bool is not a feature value
+        b'"1": {"100": 1.0}',
+        b'"1": {"100": "1"}',
+        b'"1": {"100": 1}, "1": {"101": 2}',  # an item twice
+        b'"1": {"100": 1}, "01": {"101": 2}',  # the same item spelled twice
+        b'"\\u0031": {"100": 1}',  # an escaped key: the regex would not see it
+        b'"1": {"100": {"x": 1}}',  # braces inside a value
+        b'"a": {"100": 1}',
+        b'"1": {"100": 1}}',  # the end of the file's object
+    ):
+        ok, feats, seen, counts = run(seg)
+        assert not ok and not seen.any() and not any(v.any() for v in feats.values()), seg
+
+
+def test_item_feat_dict_bad_value_named_in_either_path(tmp_path):
+    path = tmp_path / "item_feat_dict.json"
+    path.write_bytes(b'{"1": {"100": 4}, "2": {"100": "big"}}')
+    for chunk in (5, 1 << 24):
+        with pytest.raises(DataError, match=r"item_feat_dict\.json: item 2 feature 100: expected an integer"):
+            _feats(path, chunk)
+    path.write_bytes(b'{"1": {"100": 4}, "2": {"100": 3')
+    with pytest.raises(DataError, match=r"truncated or malformed after the last complete item"):
+        _feats(path, 1 << 24)
+
+
+# ---- event batches ----------------------------------------------------------------------------------------
+def test_take_keeps_line_order_and_sorts_time_within_a_line_stably(tmp_path):
+    parser = SeqParser(tmp_path / "seq.jsonl", 5, 9, _Counts())
+    parser.line(1, [[3, 1, None, {}, 0, 50], [3, 2, None, {}, 1, 40], [3, 3, None, {}, 0, 40]])
+    parser.line(2, [[1, 4, None, {}, 0, 10], [1, None, {"103": 2}, None, None, 11], [1, 12, None, {}, 2, 30]])
+    parser.line(3, [[2, 5, None, {}, 0, 60]])
+    ev = parser.take()
+    assert ev.user.tolist() == [3, 3, 3, 1, 1, 2]  # lines in file order, not by user
+    assert ev.item.tolist() == [2, 3, 1, 4, 0, 5]  # 40, 40 (ties keep file order), 50; item 12 > 9 -> 0
+    assert ev.ts.tolist() == [40, 40, 50, 10, 30, 60]
+    assert parser.counts["events_unknown_item"] == 1 and parser.profiles == {1: {"103": 2}}
+    parser.line(4, [[4, 7, None, {}, 0, 5]])
+    assert parser.take().item.tolist() == [7] and len(parser.take()) == 0
+
+
+def test_a_line_that_fails_adds_no_events(tmp_path):
+    parser = SeqParser(tmp_path / "seq.jsonl", 5, 9, _Counts())
+    parser.line(1, [[2, 5, None, {}, 0, 60], [2, 6, None, {}, 1, 50]])
+    with pytest.raises(
+        DataError, match=r"line 2 record 1: unknown action_type True"
+    ):  # the record-by-record path
+        parser.line(2, [[3, 5, None, {}, 0, 60], [3, 6, None, {}, True, 50]])
+    parser.line(3, [[1, 8, None, {}, 2, 5]])
+    ev = parser.take()
+    assert ev.user.tolist() == [2, 2, 1] and ev.item.tolist() == [6, 5, 8] and parser.line_users == [2, 1]
+
+
+# ---- embedding stores --------------------------------------------------------------------------------------
+def test_row_batch_keeps_the_last_vector_of_a_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(tp, "MM_BLOCK", 3)
+    sink = EmbeddingSink(tmp_path, "81", 6, 2)
+    rows = _RowBatch(sink)
+    for row, x in [(1, 1.0), (4, 2.0), (1, 3.0), (2, 4.0), (2, 5.0), (5, 6.0), (5, 7.0)]:
+        rows.add(row, np.array([x, -x], np.float32))
+    rows.flush()
+    assert sink.matrix[:, 0].tolist() == [0, 3, 5, 0, 2, 7]  # blocks of 3: (1, 4, 1), (2, 2, 5), (5,)
+    assert sink.mask.tolist() == [False, True, True, False, True, True]
+    sink.close()
+    monkeypatch.setattr(
+        tp, "MM_BLOCK_BYTES", 64
+    )  # a wide feature: blocks bounded in bytes (64 B = 2 x 8 floats)
+    wide = EmbeddingSink(tmp_path, "82", 6, 8)
+    assert _RowBatch(wide).block == 2
+    wide.abort()
+
+
+# ---- progress lines ----------------------------------------------------------------------------------------
+def test_steps_and_heartbeat_lines(caplog):
+    log = logging.getLogger("recstack.test_progress")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        steps = Steps(log, "prepare")
+        assert steps.done("read seq.jsonl", users=1_000_000, layout="platform") >= 0
+        beat = Heartbeat(log, "reading seq.jsonl", every=3600)
+        assert not beat.beat(users=5)
+        beat.every = 0
+        assert beat.beat(users=12_345)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("[prepare] read seq.jsonl: users=1,000,000, layout=platform (")
+    assert lines[0].endswith("s in all)") and len(lines) == 2
+    assert lines[1].startswith("reading seq.jsonl: users=12,345 so far (")
+
+
+def test_read_platform_logs_each_step(tmp_path, caplog):
+    write_platform(tiny_tgr(), tmp_path / "raw", {"82": 8})
+    (tmp_path / "out").mkdir()
+    with caplog.at_level(logging.INFO):
+        read_platform(tmp_path / "raw", tmp_path / "out", mm_feats=("81",))
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    for step in ("read indexer.pkl: users=6", "read candidates predict_set.jsonl: candidates=12, cold=1",
+                 "read seq.jsonl: users=6", "read predict_seq.jsonl: users=2", "wrote the user tables",
+                 "read the item features", "wrote the item and candidate tables", "read emb_81 (32-d)"):  # fmt: skip
+        assert f"[prepare] {step}" in text, step
