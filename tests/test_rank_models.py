@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from recstack.data.tables.ranking import RankItems
-from recstack.models.din import DIN, TargetAttention
+from recstack.models.din import DIN, AttentionMLP, TargetAttention, attention_mlp
 from recstack.models.item_encoder import ItemColumns, ItemEncoder
 from recstack.models.qin import QIN, SparseTargetAttention
 from recstack.stages.rank import item_columns
@@ -86,6 +86,38 @@ def test_din_split_attention_equals_concat_attention():
     torch.testing.assert_close(fast(hist, target, mask, hist_k), plain(hist, target, mask), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("hidden", [[], [3], [5, 3]])
+@pytest.mark.parametrize("extra", [True, False])
+def test_din_attention_mlp_function_gradcheck(hidden, extra):
+    """The hand-written forward/backward of DIN's packed attention MLP (in-place ReLUs, masked-multiply
+    ReLU backward): float64 gradcheck against finite differences, and the same values as the autograd
+    composition relu(base + extra + x W0^T) -> [Linear -> ReLU]* -> Linear."""
+    g = torch.Generator().manual_seed(0)
+    n, k, h0 = 7, 3, 4
+    dims = [h0, *hidden]
+    linears = [nn.Linear(a, b).double() for a, b in zip(dims, [*hidden, 1], strict=True)]
+    for lin in linears:
+        nn.init.normal_(lin.weight, generator=g)
+    leaf = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    base, x, w0 = leaf(n, h0), leaf(n, k), leaf(h0, k)
+    ex = leaf(n, h0) if extra else None
+    params = [t for lin in linears for t in (lin.weight, lin.bias)]
+    inputs = (base, ex, x, w0, *params)
+    assert torch.autograd.gradcheck(AttentionMLP.apply, inputs)
+    a = torch.relu(base + (ex if extra else 0) + x @ w0.T)
+    for lin in linears[:-1]:
+        a = torch.relu(lin(a))
+    want = linears[-1](a).squeeze(1)
+    got = attention_mlp(base, ex, x, w0, linears)
+    torch.testing.assert_close(got, want)
+    assert (a > 0).any() and (a == 0).any()  # both sides of every ReLU are exercised
+    gw = torch.randn(n, generator=g, dtype=torch.float64)
+    want_grads = torch.autograd.grad(want, [t for t in inputs if t is not None], gw)
+    got_grads = torch.autograd.grad(got, [t for t in inputs if t is not None], gw)
+    for w_, g_ in zip(want_grads, got_grads, strict=True):
+        torch.testing.assert_close(g_, w_)
+
+
 def test_qin_folded_attention_equals_query_key_value_attention():
     torch.manual_seed(0)
     d = 10
@@ -119,6 +151,29 @@ def test_all_padding_histories_give_finite_outputs_and_gradients(model):
     assert out.shape == (6,) and torch.isfinite(out).all()
     out.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_din_xavier_init_folds_one_concat_matrix():
+    """DIN's Linears start as FuxiCTR's (Xavier-normal, zero bias); the split first layer is one Xavier
+    (H0, 4D) matrix over [q, k, q - k, q * k] folded: var(W_q + W_d) = var(W_k - W_d) = 2 var(W_p), and the
+    shared W_d makes W_q and W_k correlated -1/2."""
+    torch.manual_seed(0)
+    d, h0 = 32, 256
+    net = DIN(ItemEncoder(mmctr_columns(torch.arange(50), torch.zeros(50, 3, dtype=torch.long),
+                                        torch.zeros(50, 2, dtype=torch.long), None, side=False), d),
+              [10, 10], emb_dim=d, attention_units=(h0, 64), dnn_units=(128,))  # fmt: skip
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert all(m.bias is None or not m.bias.any() for m in linears)
+    var = 2 / (4 * d + h0)  # Xavier-normal of one (h0, 4d) matrix
+    att = net.attention
+    wq, wk, wp = (w.weight.detach().flatten() for w in (att.w_q, att.w_k, att.w_p))
+    assert wp.var().item() == pytest.approx(var, rel=0.1)
+    assert wq.var().item() == pytest.approx(2 * var, rel=0.1)
+    assert wk.var().item() == pytest.approx(2 * var, rel=0.1)
+    assert torch.corrcoef(torch.stack([wq, wk]))[0, 1].item() == pytest.approx(-0.5, abs=0.05)
+    first_dnn = net.dnn[0]
+    fan_out, fan_in = first_dnn.weight.shape
+    assert first_dnn.weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.1)
 
 
 def test_din_per_item_key_path_equals_per_position_path():
