@@ -153,29 +153,6 @@ def test_all_padding_histories_give_finite_outputs_and_gradients(model):
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
 
 
-def test_din_xavier_init_folds_one_concat_matrix():
-    """DIN's Linears start as FuxiCTR's (Xavier-normal, zero bias); the split first layer is one Xavier
-    (H0, 4D) matrix over [q, k, q - k, q * k] folded: var(W_q + W_d) = var(W_k - W_d) = 2 var(W_p), and the
-    shared W_d makes W_q and W_k correlated -1/2."""
-    torch.manual_seed(0)
-    d, h0 = 32, 256
-    net = DIN(ItemEncoder(mmctr_columns(torch.arange(50), torch.zeros(50, 3, dtype=torch.long),
-                                        torch.zeros(50, 2, dtype=torch.long), None, side=False), d),
-              [10, 10], emb_dim=d, attention_units=(h0, 64), dnn_units=(128,))  # fmt: skip
-    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    assert all(m.bias is None or not m.bias.any() for m in linears)
-    var = 2 / (4 * d + h0)  # Xavier-normal of one (h0, 4d) matrix
-    att = net.attention
-    wq, wk, wp = (w.weight.detach().flatten() for w in (att.w_q, att.w_k, att.w_p))
-    assert wp.var().item() == pytest.approx(var, rel=0.1)
-    assert wq.var().item() == pytest.approx(2 * var, rel=0.1)
-    assert wk.var().item() == pytest.approx(2 * var, rel=0.1)
-    assert torch.corrcoef(torch.stack([wq, wk]))[0, 1].item() == pytest.approx(-0.5, abs=0.05)
-    first_dnn = net.dnn[0]
-    fan_out, fan_in = first_dnn.weight.shape
-    assert first_dnn.weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.1)
-
-
 def test_din_per_item_key_path_equals_per_position_path():
     torch.manual_seed(0)
     net = DIN(encoder(), [10, 10], emb_dim=8, attention_units=(8, 4), dnn_units=(16,))

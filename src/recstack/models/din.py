@@ -144,32 +144,6 @@ class DIN(nn.Module):
         width = 3 * d + len(context_cards) * emb_dim
         self.dnn = mlp([width, *dnn_units], dropout)
         self.head = nn.Linear(dnn_units[-1] if dnn_units else width, 1)
-        self.reset_linear()
-
-    @torch.no_grad()
-    def reset_linear(self) -> None:
-        """Xavier-normal weights and zero biases for every Linear (the item encoder's projections too), as
-        FuxiCTR's BaseModel.reset_parameters does for its DIN (Glorot & Bengio, AISTATS 2010: the variance
-        of activations and gradients kept across layers). PyTorch's default (kaiming-uniform with a = sqrt(5),
-        uniform biases) starts the DNN and head at 0.4-0.7x that std and the attention with +-1/sqrt(D) biases:
-        on the like-for-like bench our DIN then needed ~2 more epochs before its attention learned (bench/
-        README.md, Sixth session). The attention's first layer is drawn as the paper's single 4D x H0 matrix
-        W = [W_q | W_k | W_d | W_p] over [q, k, q - k, q * k] and folded into the split form, so its function
-        at init is distributed as FuxiCTR's."""
-        att = self.attention
-        first = (att.w_q, att.w_k, att.w_p)  # drawn below as one matrix
-        for m in self.modules():
-            if isinstance(m, nn.Linear) and m not in first:
-                nn.init.xavier_normal_(m.weight)
-                if m.bias is not None:
-                    m.bias.zero_()
-        h0, d = att.w_q.weight.shape
-        w = nn.init.xavier_normal_(torch.empty(h0, 4 * d))  # (H0, 4D) as one Linear over the concatenation
-        w_q, w_k, w_d, w_p = w.split(d, dim=1)
-        att.w_q.weight.copy_(w_q + w_d)
-        att.w_k.weight.copy_(w_k - w_d)
-        att.w_p.weight.copy_(w_p)
-        att.w_q.bias.zero_()
 
     def forward(self, hist, target, context):  # hist (B, L) ids, target (B,) ids, context (B, C) -> (B,)
         mask = hist != 0  # (B, L)
