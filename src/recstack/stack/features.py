@@ -6,8 +6,9 @@ from the *train* split (valid and test rows get the same train-only counts, so t
 distribution across the rows it learns from and the rows it predicts).
 
 tencentgr, per (query, candidate item): decayed and raw popularity, item age and recency from the training
-events before every held-out target, repeats of the item in the user's history, and cosine similarity of the
-item to the user's recent history in the embed space.
+events before every held-out target, repeats of the item in the user's history (and how recently and with
+which action it was seen: history_features), and cosine similarity of the item to the user's recent history in
+the embed space.
 """
 
 from __future__ import annotations

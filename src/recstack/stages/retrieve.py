@@ -8,7 +8,9 @@ tencentgr (names in paths.Retrieved):
                            the valid users (tgr_prepared.stack_queries)
     candidates.parquet     every source's top-K for the train, valid and test queries, merged (contract in
                            paths.Retrieved.CANDIDATES), plus the fused "merged" ranking's score and rank
-    retrieval.json         recall@K per source and merged, each source's own valid top-10 score
+    retrieval.json         recall@K per source and merged, each source's own valid top-10 score, the
+                           seen-item decision (`seen_policy`: retrieve.exclude_seen, auto = decided from the
+                           train queries' repeat share, tgr_prepared.seen_policy) and its figures
     predictions.parquet    the best validated ranking (a source or merged), for the ensemble
 Train and valid queries are answered by sources fitted on the events before both sets' targets
 (tgr_prepared.before_cuts); test queries (predict users) by sources fitted on all training events plus the
