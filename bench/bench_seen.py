@@ -59,7 +59,7 @@ def main() -> None:
     h = cfg.retrieve.history
     default = (float(h.recency), float(h.exposure_weight), int(h.history))
     print(f"\n{'recency':>7} {'exposure':>8} {'history':>7} {'train':>7} {'valid':>7}")
-    grid = itertools.product((0.8, 0.9, 0.95, 1.0), (0.0, 0.3, 0.5, 1.0), (20, 100))
+    grid = itertools.product((0.8, 0.9, 0.95, 0.98, 0.99, 1.0), (0.0, 0.3, 0.5, 1.0), (20, 100))
     for recency, exposure, length in [default, *grid]:
         st = HistorySettings(length, recency, float(h.half_life_hours), (exposure, float(h.click_weight),
                                                                          float(h.conversion_weight)))  # fmt: skip
