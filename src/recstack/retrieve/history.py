@@ -32,9 +32,9 @@ HOUR = 3600.0
 @dataclass(frozen=True)
 class HistorySettings:
     history: int = 100  # recent events of a query that vote (TencentGR keeps <= 100 events per user)
-    recency: float = 0.95  # vote of the event j steps back = recency ** j
+    recency: float = 0.99  # vote of the event j steps back = recency ** j (why: config.HistorySourceConfig)
     half_life_hours: float = 0.0  # time decay of a vote by its age before the query's last event; 0 = none
-    action_weights: tuple[float, float, float] = (0.5, 1.0, 2.5)  # exposure, click, conversion
+    action_weights: tuple[float, float, float] = (0.3, 1.0, 2.5)  # exposure, click, conversion
 
 
 class History:
