@@ -310,7 +310,7 @@ class RetrieveConfig:
     # auto | true | false: items the user has seen left out of every source. auto (the default, never typed
     # per data set) decides from the stacker's training queries, never the valid users: seen items are kept
     # when >= 10% of their held-out next clicks repeat an item of the user's own history
-    # (tgr_prepared.seen_policy; MovieLens 0% -> left out, the synthetic data ~85% -> kept). The decision
+    # (tgr_prepared.seen_policy; MovieLens 0% -> left out, the synthetic data 66% -> kept). The decision
     # and its figures are in retrieval.json; the report also gives the other setting's valid scores
     exclude_seen: str = "auto"
     report_both: bool = True  # also score the valid users with the other exclude_seen setting
@@ -367,9 +367,11 @@ class RerankConfig:
     # last `long_history` items, user activity: MovieLens valid 0.186 -> 0.191 (mean of 3 seeds, all depths)
     rich_features: bool = True
     # the candidate in the user's own history: clicks there, last action, events / days since it was last
-    # seen (stack/features.history_features; `seen_count` is always a feature). Where users come back to
-    # items the target is often one of them (bench/README.md, sixth session)
-    history_features: bool = True
+    # seen (stack/features.history_features; `seen_count` is always a feature). Off: on the synthetic data
+    # (seen items kept) 0.5293 +- 0.0010 with them vs 0.5304 +- 0.0028 without over 3 seeds, no gain (the
+    # history source's own score / rank and seqrec already carry it); on MovieLens (seen items left out) they
+    # are constant. Kept for data where they may help (bench/bench_rerank.py `history`; bench/README.md)
+    history_features: bool = False
     windows_days: list[float] = field(default_factory=lambda: [7.0, 30.0, 180.0])
     covisit_lasts: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
     long_history: int = 30

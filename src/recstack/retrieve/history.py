@@ -4,7 +4,7 @@ Users come back to items. In the Kaggle OTTO 2022 recommender competition the st
 candidates from the session's own past items before any co-visitation: Chris Deotte's public "Candidate
 ReRank Model" notebook, and write-ups such as github.com/nicolaivicol/otto-recommender ("Re-visit: add all
 previous items from the session to the pool of candidates", then co-visit, then Word2Vec neighbours). On the
-synthetic TencentGR data ~85% of the held-out next clicks repeat a history item (tgr_prepared.repeat_shares).
+synthetic TencentGR data 66% of the held-out next clicks repeat a history item (tgr_prepared.repeat_shares).
 A query's item b scores
 
     sum over its last `history` events j with item b of

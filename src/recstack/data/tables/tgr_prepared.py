@@ -171,9 +171,9 @@ def stack_queries(events: dict[str, np.ndarray], valid: pd.DataFrame, n_users: i
 # `auto` keeps the items a user has already seen when at least this share of the training queries' targets
 # (held-out next clicks) is an item of the query's own history. MovieLens: 0 (nobody rates a movie twice;
 # leaving seen items out doubles every source's valid score there, bench/README.md); the synthetic data:
-# ~0.85. A judgment, not tuned on either: at 10% the repeat targets alone are worth more than the top-10
-# slots the history items take from new items once a reranker or the fusion weighs them (the history
-# source and the reranker's history features, retrieve/history.py, stack/features.history_features)
+# 0.66. A judgment, not tuned (only those two shares were at hand): at 10% the repeat targets alone should be
+# worth more than the top-10 slots the seen items take from new ones, since the fusion weights and the
+# reranker (which reads the history source's score and rank, retrieve/history.py) learn how far to trust them
 REPEAT_SHARE_KEEP = 0.1
 
 
