@@ -287,7 +287,7 @@ class HistorySourceConfig:
     # vote of the event j steps back = recency ** j (0.99: halved 70 events back): how often an item was
     # seen counts most, recency breaks ties. Chosen on the synthetic data's training queries, never its valid
     # users (bench/bench_seen.py, bench/README.md sixth session): history source alone 0.437 at 0.99 vs
-    # 0.426 at 0.98, 0.392 at 0.95, 0.435 at 1.0 (exposure 0.3); the reranker adds recency features of its own
+    # 0.426 at 0.98, 0.392 at 0.95, 0.435 at 1.0 (exposure 0.3)
     recency: float = 0.99
     half_life_hours: float = 0.0  # time decay before the query's last event; 0 = none (position decays)
     # an exposure votes 0.3 of a click (as covisit.exposure_weight): a click shows interest, an exposure only
