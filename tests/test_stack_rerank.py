@@ -117,13 +117,17 @@ def test_reranker_beats_every_single_source_and_feeds_the_ensemble(tgr_cfg, monk
     assert sum(ens["weights"]) == pytest.approx(1.0) and ens["valid_score_blend"] <= ens["valid_score"]
     # the rich features (noise on this toy data: 12 valid users, 0.917 = one target out of the top 10)
     rich_cfg = OmegaConf.merge(
-        tgr_cfg, {"stack": {"rerank": {"rich_features": True, "agreement": True, "taste": True, "bag": 2}}}
-    )
+        tgr_cfg,
+        {"stack": {"rerank": {"rich_features": True, "agreement": True, "taste": True, "bag": 2,
+                              "history_features": True}}},
+    )  # fmt: skip
     rich = run_until(rich_cfg, "stack")["stack"]["figures"]
     assert rich["valid_score"] > 0.9 and rich["lift_over_best_source"] > 0.1
     assert {"a_score_gap", "clicks_30d", "last_click_days", "covisit_last1", "covisit_last5", "sim_max30",
             "user_gap_days"} <= set(rich["features"])  # fmt: skip
     assert any(f.startswith("match_i") for f in rich["features"])
+    assert {"hist_clicks", "hist_last_action", "hist_last_age", "hist_last_days"} <= set(rich["features"])
+    assert "hist_clicks" not in figs["features"]  # off by default
     assert {"best_rank", "n_top10", "rrf_equal", "a_score_z", "click_rate", "pop_vs_user"} <= set(
         rich["features"]
     )

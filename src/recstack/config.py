@@ -23,6 +23,9 @@ POOLINGS = ("mean", "cls", "last")  # text encoder pooling
 INDEX_BACKENDS = ("auto", "faiss", "torch")  # retrieve.index.backend
 ENSEMBLE_METHODS = ("fixed", "fit", "rank")  # ensemble.method
 ENSEMBLE_SUBMIT = ("best", "blend")  # ensemble.submit
+# tencentgr retrieve / seqrec / baseline exclude_seen: auto decides from the training queries' repeat share
+# (data/tables/tgr_prepared.seen_policy); YAML booleans arrive as "True" / "False"
+SEEN_SETTINGS = ("auto", "true", "false")
 
 
 class ConfigError(ValueError):
@@ -116,7 +119,8 @@ class BaselineConfig:
     # tencentgr: recent click popularity over the candidate pool, items the user has seen left out
     half_life_days: float = 7.0  # an action's weight halves every this many days before the last event
     conversion_weight: float = 2.5  # final-round metric weight of conversions (clicks 1)
-    exclude_seen: bool = True
+    # auto | true | false: leave seen items out; auto decides as retrieve.exclude_seen does (one decision)
+    exclude_seen: str = "auto"
     topk: int = 100  # candidates kept per user in predictions.parquet (the ensemble takes the top 10)
 
 
@@ -274,6 +278,27 @@ class SeqrecSourceConfig:
 
 
 @dataclass
+class HistorySourceConfig:
+    # the user's own past pool items (retrieve/history.py); used only when the seen-item policy keeps seen
+    # items (with them left out it has nothing to propose)
+    enabled: bool = True
+    topk: int = 100  # a user's distinct history items (TencentGR keeps <= 100 events per user)
+    history: int = 100  # recent events that vote
+    # vote of the event j steps back = recency ** j (0.99: halved 70 events back): how often an item was
+    # seen counts most, recency breaks ties. Chosen on the synthetic data's training queries, never its valid
+    # users (bench/bench_seen.py, bench/README.md sixth session): history source alone 0.437 at 0.99 vs
+    # 0.426 at 0.98, 0.392 at 0.95, 0.435 at 1.0 (exposure 0.3)
+    recency: float = 0.99
+    half_life_hours: float = 0.0  # time decay before the query's last event; 0 = none (position decays)
+    # an exposure votes 0.3 of a click (as covisit.exposure_weight): a click shows interest, an exposure only
+    # that the item was shown. Training queries: 0.3 0.437, 0.5 0.432, 1.0 0.416, 0.0 0.397 (recency 0.99).
+    # Conversions weigh 2.5 as the final-round metric does
+    exposure_weight: float = 0.3
+    click_weight: float = 1.0
+    conversion_weight: float = 2.5
+
+
+@dataclass
 class MergeConfig:
     topk: int = 500  # length of the fused ("merged") ranking
     rrf_k: float = 60.0  # reciprocal-rank fusion constant (Cormack et al. 2009)
@@ -282,9 +307,12 @@ class MergeConfig:
 
 @dataclass
 class RetrieveConfig:
-    # items the user has seen left out of every source; MovieLens users never rate a movie twice, real
-    # TencentGR targets can repeat an item (the report gives both settings' valid scores)
-    exclude_seen: bool = True
+    # auto | true | false: items the user has seen left out of every source. auto (the default, never typed
+    # per data set) decides from the stacker's training queries, never the valid users: seen items are kept
+    # when >= 10% of their held-out next clicks repeat an item of the user's own history
+    # (tgr_prepared.seen_policy; MovieLens 0% -> left out, the synthetic data 66% -> kept). The decision
+    # and its figures are in retrieval.json; the report also gives the other setting's valid scores
+    exclude_seen: str = "auto"
     report_both: bool = True  # also score the valid users with the other exclude_seen setting
     recall_ks: list[int] = field(default_factory=lambda: [10, 50, 100, 200, 500])
     predictions_topk: int = 100  # items per user in predictions.parquet (the best validated ranking)
@@ -293,6 +321,7 @@ class RetrieveConfig:
     content: ContentSourceConfig = field(default_factory=ContentSourceConfig)
     popular: PopularSourceConfig = field(default_factory=PopularSourceConfig)
     seqrec: SeqrecSourceConfig = field(default_factory=SeqrecSourceConfig)
+    history: HistorySourceConfig = field(default_factory=HistorySourceConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     # mmctr features
     feature_history: int = 16  # recent history items the similarity / co-visitation features use
@@ -337,6 +366,12 @@ class RerankConfig:
     # with the last `covisit_lasts` items, item-feature match with the last `history` items, similarity to the
     # last `long_history` items, user activity: MovieLens valid 0.186 -> 0.191 (mean of 3 seeds, all depths)
     rich_features: bool = True
+    # the candidate in the user's own history: clicks there, last action, events / days since it was last
+    # seen (stack/features.history_features; `seen_count` is always a feature). Off: on the synthetic data
+    # (seen items kept) 0.5293 +- 0.0010 with them vs 0.5304 +- 0.0028 without over 3 seeds, no gain (the
+    # history source's own score / rank and seqrec already carry it); on MovieLens (seen items left out) they
+    # are constant. Kept for data where they may help (bench/bench_rerank.py `history`; bench/README.md)
+    history_features: bool = False
     windows_days: list[float] = field(default_factory=lambda: [7.0, 30.0, 180.0])
     covisit_lasts: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
     long_history: int = 30
@@ -415,7 +450,9 @@ class SeqrecConfig:
     )
     skip_item_feats: list[str] = field(default_factory=lambda: ["111"])  # 111 is id-like (DESIGN.md)
     user_array_len: int = 8  # values kept per user array feature (u106..u110)
-    exclude_seen: bool = True  # leave the user's seen items out of the top-k (as the baseline does)
+    # auto | true | false: leave the user's seen items out of the top-k (and, with mask_seen, out of the
+    # negatives); auto decides as retrieve.exclude_seen does, from the same training queries
+    exclude_seen: str = "auto"
     topk: int = 200  # ranked items per query in predictions.parquet (a candidate source for retrieve)
     index: str = "Flat"  # FAISS index_factory string of the pool search (retrieve/index.py)
     # added to `seed` for the model's initialisation and draws only: seeds over one data split (bench)
@@ -513,9 +550,14 @@ def _check(cfg: DictConfig, source: str) -> None:
         raise ConfigError(f"{source}: seqrec.topk is {cfg.seqrec.topk}; expected >= 10 (the metric's top 10)")
     if cfg.ensemble.column not in MMCTR_COLUMNS:
         bad("ensemble.column", cfg.ensemble.column, MMCTR_COLUMNS)
+    for key in ("retrieve.exclude_seen", "seqrec.exclude_seen", "baseline.exclude_seen"):
+        value = OmegaConf.select(cfg, key)
+        if str(value).strip().lower() not in SEEN_SETTINGS:
+            raise ConfigError(f"{source}: '{key}' is {value!r}; expected one of auto, true, false "
+                              "(auto: decided from the training queries' repeat share)")  # fmt: skip
     if cfg.retrieve.index.backend not in INDEX_BACKENDS:
         bad("retrieve.index.backend", cfg.retrieve.index.backend, INDEX_BACKENDS)
-    for key in ("covisit.window", "covisit.history", "content.history", "covisit.neighbours",
+    for key in ("covisit.window", "covisit.history", "content.history", "covisit.neighbours", "history.history",
                 "predictions_topk", "merge.topk", "ann_cap", "feature_history"):  # fmt: skip
         if OmegaConf.select(cfg.retrieve, key) < 1:
             raise ConfigError(f"{source}: 'retrieve.{key}' must be >= 1")

@@ -1,5 +1,6 @@
 """The registry of candidate sources: name -> builder. A builder returns None when its input is absent
-(no embed stage for `content`, no finished seqrec stage for `seqrec`); the stage then runs without it."""
+(no embed stage for `content`, no finished seqrec stage for `seqrec`); the stage then runs without it.
+`history` proposes only seen items: the stage leaves it out when the seen-item policy excludes them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 from recstack.retrieve.base import Source
 from recstack.retrieve.content import Content, ContentSettings
 from recstack.retrieve.covisit import Covisit, CovisitSettings
+from recstack.retrieve.history import History, HistorySettings
 from recstack.retrieve.index import IndexSettings
 from recstack.retrieve.popular import Popular, PopularSettings
 from recstack.retrieve.seqrec import Seqrec
@@ -71,9 +73,17 @@ def _seqrec(rc: DictConfig, inp: SourceInputs) -> Source | None:
     return None if inp.seqrec_dir is None else Seqrec(inp.seqrec_dir, inp.pool)
 
 
+def _history(rc: DictConfig, inp: SourceInputs) -> Source:
+    h = rc.history
+    st = HistorySettings(int(h.history), float(h.recency), float(h.half_life_hours),
+                         (float(h.exposure_weight), float(h.click_weight), float(h.conversion_weight)))  # fmt: skip
+    return History(st, inp.n_rows, inp.pool)
+
+
 SOURCES: dict[str, Callable[[DictConfig, SourceInputs], Source | None]] = {
     "covisit": _covisit,
     "content": _content,
     "popular": _popular,
     "seqrec": _seqrec,
+    "history": _history,  # only when seen items are kept (stages/retrieve.py)
 }

@@ -6,8 +6,9 @@ from the *train* split (valid and test rows get the same train-only counts, so t
 distribution across the rows it learns from and the rows it predicts).
 
 tencentgr, per (query, candidate item): decayed and raw popularity, item age and recency from the training
-events before every held-out target, repeats of the item in the user's history, and cosine similarity of the
-item to the user's recent history in the embed space.
+events before every held-out target, repeats of the item in the user's history (and how recently and with
+which action it was seen: history_features), and cosine similarity of the item to the user's recent history in
+the embed space.
 """
 
 from __future__ import annotations
@@ -273,4 +274,44 @@ def popularity_taste(pop_clicks: np.ndarray, pop_events: np.ndarray, hist: list[
         "click_rate": rate[cand].astype(np.float32),
         "pop_vs_user": (logpop[cand] - user_pop[query]).astype(np.float32),
         "rate_vs_user": (rate[cand] - user_rate[query]).astype(np.float32),
+    }
+
+
+def history_features(hist: list[np.ndarray], hist_action: list[np.ndarray], hist_ts: list[np.ndarray],
+                     query: np.ndarray, cand: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per (query, candidate) row, the candidate in the query's own history (oldest first): how often it was
+    clicked or converted there (`seen_count` counts every action), the action of its latest occurrence
+    (0 exposure, 1 click, 2 conversion), how many events ago that was (0 = the last event) and how many days
+    before the query's last event. NaN (clicks 0) where the item is not in the history: where users come back
+    to items (the seen-item policy keeps them) the target is often one, and which one is recency and action."""
+    n_q = len(hist)
+    length = np.array([len(h) for h in hist], np.int64)
+    q = np.repeat(np.arange(n_q), length)
+    item = np.concatenate(hist).astype(np.int64) if n_q else np.zeros(0, np.int64)
+    act = np.concatenate(hist_action).astype(np.int64) if n_q else np.zeros(0, np.int64)
+    ts = np.concatenate(hist_ts).astype(np.int64) if n_q else np.zeros(0, np.int64)
+    age = np.repeat(length, length) - 1 - (np.arange(len(q)) - np.repeat(np.cumsum(length) - length, length))
+    t_last = np.zeros(n_q, np.int64)
+    t_last[length > 0] = ts[np.cumsum(length)[length > 0] - 1]
+    n = int(max(item.max(initial=0), cand.max(initial=0))) + 1
+    key = q * n + item
+    order = np.lexsort((-age, key))  # by key, the latest occurrence (smallest age) last
+    key, act, age, ts, q = key[order], act[order], age[order], ts[order], q[order]
+    last = np.r_[np.flatnonzero(key[1:] != key[:-1]), len(key) - 1] if len(key) else np.zeros(0, np.int64)
+    first = np.r_[0, last[:-1] + 1] if len(key) else np.zeros(0, np.int64)
+    clicks = np.add.reduceat((act >= 1).astype(np.float64), first) if len(key) else np.zeros(0)
+    ukey = key[last]
+    c_key = query.astype(np.int64) * n + cand.astype(np.int64)
+    at = np.minimum(np.searchsorted(ukey, c_key), max(len(ukey) - 1, 0))
+    found = (ukey[at] == c_key) if len(ukey) else np.zeros(len(c_key), bool)
+    at = np.where(found, at, 0)
+
+    def pick(values: np.ndarray, missing: float = np.nan) -> np.ndarray:
+        return np.where(found, values[at] if len(values) else 0, missing).astype(np.float32)
+
+    return {
+        "hist_clicks": pick(clicks, 0.0),
+        "hist_last_action": pick(act[last].astype(np.float64)),
+        "hist_last_age": pick(age[last].astype(np.float64)),
+        "hist_last_days": pick(((t_last[q[last]] - ts[last]) / DAY).astype(np.float64)),
     }

@@ -25,6 +25,8 @@ from recstack.data.tables.tgr_prepared import (
     pool_items,
     read_events,
     read_table,
+    seen_policy,
+    stack_queries,
 )
 from recstack.metrics import TGR_ACTION_WEIGHTS, auc, gauc, logloss, tencentgr_score
 from recstack.models.popularity import decayed_popularity, recommend
@@ -74,13 +76,19 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     n_rows = pq.read_metadata(prep / PreparedTGR.ITEMS).num_rows
     pool = pool_items(prep)
     valid = read_table(prep, PreparedTGR.VALID)
+    # seen items left out or kept: baseline.exclude_seen, auto decided from the stacker's training queries
+    # (tgr_prepared.seen_policy: the same queries and decision as the retrieve and seqrec stages)
+    cfg = ctx.cfg
+    policy = seen_policy(bc.exclude_seen, ev, stack_queries(ev, valid, int(cfg.data.stack_users), int(cfg.seed),
+                                                            int(cfg.data.stack_cuts)))  # fmt: skip
+    exclude = policy.exclude
 
     # valid: popularity and histories without each valid user's events from the held-out target on
     keep = before_cuts(ev["user"], valid["event_index"].to_numpy())
     pop = decayed_popularity(ev["item"][keep], ev["action"][keep], ev["ts"][keep], n_rows,
                              bc.half_life_days, bc.conversion_weight)  # fmt: skip
     seen = histories_before(ev["user"], ev["item"], valid)
-    top_v, score_v = recommend(pop, pool, seen, bc.topk, bc.exclude_seen)
+    top_v, score_v = recommend(pop, pool, seen, bc.topk, exclude)
     m = tencentgr_score(top_v, valid["item"].to_numpy(), k=10, action=valid["action"].to_numpy(),
                         action_weights=TGR_ACTION_WEIGHTS)  # fmt: skip
     figures = {f"valid_{k}": round(float(v), 5) for k, v in m.items()}
@@ -92,11 +100,17 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     pu = read_table(prep, PreparedTGR.PREDICT_USERS)
     pe = read_events(prep, predict=True, columns=["user", "item"])
     top_t, score_t = recommend(pop, pool, histories(pe["user"], pe["item"], pu["user"].to_numpy()), bc.topk,
-                               bc.exclude_seen)  # fmt: skip
+                               exclude)  # fmt: skip
     write_table(
         ctx.out / Predictions.FILE, ranking_table({"valid": (top_v, score_v), "test": (top_t, score_t)})
     )
-    figures |= {"pool": len(pool), "valid_users": len(valid), "predict_users": len(pu)}
+    figures |= {
+        "pool": len(pool),
+        "valid_users": len(valid),
+        "predict_users": len(pu),
+        "exclude_seen": exclude,
+        "seen_repeat_share": policy.figures.get("repeat_share"),
+    }
     log.info("popularity baseline: valid score %.4f (HR@10 %.4f, NDCG@10 %.4f)",
              figures["valid_score"], figures["valid_hr@10"], figures["valid_ndcg@10"])  # fmt: skip
     return figures

@@ -8,7 +8,9 @@ tencentgr (names in paths.Retrieved):
                            the valid users (tgr_prepared.stack_queries)
     candidates.parquet     every source's top-K for the train, valid and test queries, merged (contract in
                            paths.Retrieved.CANDIDATES), plus the fused "merged" ranking's score and rank
-    retrieval.json         recall@K per source and merged, each source's own valid top-10 score
+    retrieval.json         recall@K per source and merged, each source's own valid top-10 score, the
+                           seen-item decision (`seen_policy`: retrieve.exclude_seen, auto = decided from the
+                           train queries' repeat share, tgr_prepared.seen_policy) and its figures
     predictions.parquet    the best validated ranking (a source or merged), for the ensemble
 Train and valid queries are answered by sources fitted on the events before both sets' targets
 (tgr_prepared.before_cuts); test queries (predict users) by sources fitted on all training events plus the
@@ -39,6 +41,7 @@ from recstack.data.tables.tgr_prepared import (
     pool_items,
     read_events,
     read_table,
+    seen_policy,
     stack_queries,
 )
 from recstack.errors import DataError
@@ -47,6 +50,7 @@ from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retriev
 from recstack.retrieve.base import MISSING, Events, Ranking, backfill, query_histories
 from recstack.retrieve.covisit import Covisit, fit_covisit, write_matrix
 from recstack.retrieve.features import FEATURES, row_features, train_sequences
+from recstack.retrieve.history import History
 from recstack.retrieve.index import VectorIndex, set_threads
 from recstack.retrieve.merge import MERGED, TUNE_QUERIES, add_ranking, fuse, merge, tune_weights
 from recstack.retrieve.report import ACTION_WEIGHTS, recall, top10
@@ -132,6 +136,12 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     valid = read_table(prep, PreparedTGR.VALID)
     train = stack_queries(ev, valid, int(cfg.data.stack_users), int(cfg.seed), int(cfg.data.stack_cuts))
     write_table(ctx.out / Retrieved.QUERIES, pa.Table.from_pandas(train, preserve_index=False))
+    # seen items left out or kept: decided from these training queries' targets, never the valid users'
+    # (retrieve.exclude_seen: auto; the same call as the seqrec and baseline stages make)
+    policy = seen_policy(rc.exclude_seen, ev, train)
+    exclude = policy.exclude
+    log.info("retrieve: seen items %s (exclude_seen=%s: %s)", "left out" if exclude else "kept",
+             policy.figures["setting"], policy.figures["reason"])  # fmt: skip
     pu = read_table(prep, PreparedTGR.PREDICT_USERS)
     pe = read_events(prep, predict=True)
     predict = Events(pe["user"], pe["item"], pe["action"], pe["ts"])
@@ -155,6 +165,9 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         if not rc[name].enabled:
             continue
         src = build(rc, inputs)
+        if isinstance(src, History) and exclude:
+            log.info("source %s: left out, its candidates are seen items and these are excluded", name)
+            continue
         if src is None:
             log.info("source %s: its input is absent (no %s stage output), left out", name,
                      "embed" if name == "content" else name)  # fmt: skip
@@ -182,12 +195,10 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
             else:
                 src.fit(fit)
             for split in splits:
-                rankings[split][src.name] = src.recommend(
-                    queries[split], _topk(rc, src.name), rc.exclude_seen
-                )
+                rankings[split][src.name] = src.recommend(queries[split], _topk(rc, src.name), exclude)
                 log.info("source %s: %s queries answered", src.name, split)
             if "valid" in splits and rc.report_both:
-                alt[src.name] = src.recommend(queries["valid"], _topk(rc, src.name), not rc.exclude_seen)
+                alt[src.name] = src.recommend(queries["valid"], _topk(rc, src.name), not exclude)
 
     def labelled(split: str, rank: dict[str, Ranking], users: np.ndarray, first: int) -> pd.DataFrame:
         """The merged candidates of queries first.. of `split` (answered by `rank`), fused and labelled."""
@@ -228,14 +239,15 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         v_target, v_action = valid["item"].to_numpy(), valid["action"].to_numpy()
         ks = [int(k) for k in rc.recall_ks]
         report: dict[str, Any] = {"sources": names, "fusion_weights": dict(zip(names, weights, strict=True)),
-                                  "fusion_train_score": train_fit, "exclude_seen": bool(rc.exclude_seen),
+                                  "fusion_train_score": train_fit, "exclude_seen": exclude,
+                                  "seen_policy": policy.figures,
                                   "valid_users": len(valid), "train_queries": len(train), "per_source": {}}  # fmt: skip
         for name in [*names, MERGED]:
             r = rankings["valid"][name]
             entry = recall(r, v_target, ks) | top10(r, v_target, v_action) if len(valid) else {}
             if name in alt and len(valid):
                 other = top10(alt[name], v_target, v_action)["score"]
-                entry[f"score_exclude_seen_{not rc.exclude_seen}"] = other
+                entry[f"score_exclude_seen_{not exclude}"] = other
             report["per_source"][name] = entry
         union_hit = np.zeros(len(valid), bool)
         vq = vt["user_row"].to_numpy()
@@ -273,6 +285,8 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
                                "candidates_rows": candidates.rows, "union_recall": report["union_recall"]}  # fmt: skip
     # the submitted ranking's own figures: the leaderboard lists the retrieve stage as the model "retrieve:<best>"
     figures["model"] = f"retrieve:{best}"
+    figures |= {"exclude_seen": exclude, **{f"seen_{k}": v for k, v in policy.figures.items()
+                                             if k in ("repeat_share", "repeat_click_share", "queries")}}  # fmt: skip
     figures["valid_score"] = report["per_source"][best].get("score")
     for name, e in report["per_source"].items():
         for key in ("score", "weighted_score", "hr@10", "ndcg@10", *[f"recall@{k}" for k in ks]):

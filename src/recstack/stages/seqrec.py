@@ -15,6 +15,7 @@ An interrupted run resumes from its last evaluation (Paths.resume_dir("seqrec"))
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -38,6 +39,7 @@ from recstack.data.tables.tgr_prepared import (
     read_events,
     read_mm,
     read_table,
+    seen_policy,
     stack_queries,
 )
 from recstack.errors import DataError
@@ -203,7 +205,11 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     prepare_key = json.loads((prep / MANIFEST).read_text())["key"]
     key = stable_hash({"seqrec": OmegaConf.to_container(sc), "seed": cfg.seed, "prepare": prepare_key,
                        "multimodal": mm_source, "valid": int(cfg.data.valid_users), "stack": int(cfg.data.stack_users)})  # fmt: skip
-    s = settings(ctx, key)
+    # seen items left out or kept (seqrec.exclude_seen; auto: tgr_prepared.seen_policy, decided from these
+    # stacker queries as the retrieve stage decides): a bool for the training and the search below
+    policy = seen_policy(sc.exclude_seen, ev, stack)
+    s = dataclasses.replace(settings(ctx, key), exclude_seen=policy.exclude)
+    log.info("seqrec: seen items %s (%s)", "left out" if s.exclude_seen else "kept", policy.figures["reason"])
     v_win = queries(valid)
     log.info("seqrec on %s: %d training windows over %d events (%d users), %d valid queries, pool %d, "
              "multimodal=%s, loss=%s", device, len(train), int(keep.sum()), len(users), len(v_win), len(pool),
@@ -229,7 +235,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     for split, st, w in (("train", store, queries(stack)), ("valid", store, v_win), ("test", p_store, t_win)):
         q = encode_queries(model, st, w, sc.max_len).cpu().numpy()
         q = np.pad(q, ((0, 0), (0, 1))) if sc.loss == "bce" else q
-        seen = seen_lists(st, w) if sc.exclude_seen else None
+        seen = seen_lists(st, w) if s.exclude_seen else None
         scores, top = search_excluding(index, q, k, seen) if len(q) else (np.zeros((0, k)), np.zeros((0, k)))
         parts[split] = fill_seen(index, q, top, scores)
 
@@ -241,7 +247,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
                 "steps_planned": result.steps, "steps_run": int(curve["step"].max()) if len(curve) else 0,
                 "train_samples_per_s": round(float(curve["samples_per_s"].mean()), 1) if len(curve) else 0.0,
                 "params": sum(p.numel() for p in model.parameters()), "train_windows": len(train),
-                "queries": {s_: len(parts[s_][0]) for s_ in parts}, "pool": len(pool)}  # fmt: skip
+                "queries": {s_: len(parts[s_][0]) for s_ in parts}, "pool": len(pool),
+                "exclude_seen": s.exclude_seen}  # fmt: skip
     write_table(ctx.out / Predictions.FILE, ranking_table(parts))
     write_json(ctx.out / Seqrec.METRICS, figures)
     write_text(ctx.out / Seqrec.CURVE, curve.to_csv(index=False))

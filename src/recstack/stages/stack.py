@@ -45,6 +45,7 @@ from recstack.retrieve.covisit import CovisitMatrix, read_matrix
 from recstack.retrieve.features import covisit_lookup
 from recstack.stack.features import (
     feature_match,
+    history_features,
     history_pair_sums,
     history_similarity,
     item_stats,
@@ -353,6 +354,11 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         "valid": histories_before(ev["user"], ev["item"], queries["valid"]),
         "test": histories(pe["user"], pe["item"], queries["test"]["user"].to_numpy()),
     }
+    if rc.history_features:  # each history event's action and time: how and when a candidate was seen
+        hist_of = {c: {"train": histories_before(ev["user"], ev[c], queries["train"]),
+                       "valid": histories_before(ev["user"], ev[c], queries["valid"]),
+                       "test": histories(pe["user"], pe[c], queries["test"]["user"].to_numpy())}
+                   for c in ("action", "ts")}  # fmt: skip
     emb_path = ctx.input_dir("embed") / Embedded.ITEMS
     emb = np.load(emb_path) if emb_path.is_file() else None
     if emb is None:
@@ -388,6 +394,9 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         feats = _rows_features(part, feat_sources, stats, hists[split], n_hist, emb, rc.history)
         if rc.rich_features:
             feats = feats.assign(**_rich_features(part, feat_sources, hists[split], contexts[split], emb, rc))
+        if rc.history_features:
+            feats = feats.assign(**history_features(hists[split], hist_of["action"][split], hist_of["ts"][split],
+                                                    part["user_row"].to_numpy(), part["item"].to_numpy()))  # fmt: skip
         if rc.agreement:
             feats = feats.assign(**source_agreement(part, feat_sources),
                                  **user_standardised(part, [f"{s}_score" for s in feat_sources]))  # fmt: skip

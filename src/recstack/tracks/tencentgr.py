@@ -49,12 +49,12 @@ class TencentGR(Track):
                 "causal transformer over event sequences, InfoNCE + logQ: top-k of the pool per query, FAISS search",
             ),
             "baseline": Stage(
-                "baseline", baseline.run_tencentgr, ("prepare",), (*SHARED_KEYS, "baseline"),
-                "recent click popularity over the candidate pool, seen items left out: top-k per user",
+                "baseline", baseline.run_tencentgr, ("prepare",), (*SHARED_KEYS, "baseline", *HELD_OUT),
+                "recent click popularity over the candidate pool (seen items per baseline.exclude_seen): top-k per user",
             ),
             "retrieve": Stage(
                 "retrieve", retrieve.run_tencentgr, ("prepare",), (*SHARED_KEYS, "device", "retrieve", *HELD_OUT),
-                "candidate sources (co-visitation, content ANN, popularity, seqrec) -> merged candidates, recall",
+                "candidate sources (co-visitation, content ANN, popularity, seqrec, history) -> merged candidates, recall",
             ),
             "stack": Stage(
                 "stack", stack.run_tencentgr, ("prepare", "retrieve"), (*SHARED_KEYS, "stack.rerank"),

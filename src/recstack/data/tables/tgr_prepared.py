@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from recstack.config import SEEN_SETTINGS
 from recstack.errors import DataError
 from recstack.paths import PreparedTGR
 
@@ -162,3 +165,76 @@ def stack_queries(events: dict[str, np.ndarray], valid: pd.DataFrame, n_users: i
             "event_index": pos,
         }
     )
+
+
+# ---- the seen-item policy (retrieve / seqrec / baseline `exclude_seen: auto`) ----------------------------
+# `auto` keeps the items a user has already seen when at least this share of the training queries' targets
+# (held-out next clicks) is an item of the query's own history. MovieLens: 0 (nobody rates a movie twice;
+# leaving seen items out doubles every source's valid score there, bench/README.md); the synthetic data:
+# 0.66. A judgment, not tuned (only those two shares were at hand): at 10% the repeat targets alone should be
+# worth more than the top-10 slots the seen items take from new ones, since the fusion weights and the
+# reranker (which reads the history source's score and rank, retrieve/history.py) learn how far to trust them
+REPEAT_SHARE_KEEP = 0.1
+
+
+@dataclass(frozen=True)
+class SeenPolicy:
+    exclude: bool  # leave each query's history items out of its ranking
+    figures: dict[str, Any]  # the setting, the decision, the repeat shares it was decided from
+
+
+def seen_setting(value: Any, key: str = "exclude_seen") -> str:
+    """A config's exclude_seen (auto | true | false; YAML booleans arrive as 'True' / 'False') normalised."""
+    s = str(value).strip().lower()
+    if s not in SEEN_SETTINGS:
+        raise ValueError(f"'{key}' is {value!r}; expected one of {', '.join(SEEN_SETTINGS)}")
+    return s
+
+
+def repeat_shares(events: dict[str, np.ndarray], queries: pd.DataFrame) -> dict[str, Any]:
+    """Of the held-out `queries` (user, item, event_index as stack_queries gives them), the share whose
+    target item occurs in the query's own history before it: with any action, as a click or conversion,
+    and within the last 10 events; and the mean number of history events per query."""
+    users, start, _ = group_bounds(events["user"])
+    n_q = len(queries)
+    if n_q == 0:
+        return {"queries": 0, "repeat_share": None, "repeat_click_share": None, "repeat_last10_share": None}
+    g = np.searchsorted(users, queries["user"].to_numpy())
+    begin = start[g]
+    cut = queries["event_index"].to_numpy().astype(np.int64)
+    length = cut - begin
+    offsets = np.r_[0, np.cumsum(length)]
+    q = np.repeat(np.arange(n_q), length)
+    rows = np.repeat(begin - offsets[:-1], length) + np.arange(offsets[-1])
+    hit = events["item"][rows] == queries["item"].to_numpy()[q]
+    age = np.repeat(cut, length) - rows  # 1 = the event just before the target
+
+    def share(mask: np.ndarray) -> float:
+        return round(float((np.bincount(q[mask], minlength=n_q) > 0).mean()), 5)
+
+    return {
+        "queries": n_q,
+        "repeat_share": share(hit),
+        "repeat_click_share": share(hit & (events["action"][rows] >= 1)),
+        "repeat_last10_share": share(hit & (age <= 10)),
+        "mean_history": round(float(length.mean()), 1),
+    }
+
+
+def seen_policy(setting: Any, events: dict[str, np.ndarray], queries: pd.DataFrame) -> SeenPolicy:
+    """Whether to leave seen items out, for `setting` true / false / auto. auto decides from the training
+    queries only (stack_queries: users outside the valid users, so no valid target is read): keep seen items
+    when at least REPEAT_SHARE_KEEP of their targets repeat an item of their own history (any action).
+    Every stage that ranks (seqrec, baseline, retrieve) calls this with the same queries: one decision."""
+    s = seen_setting(setting)
+    fig = repeat_shares(events, queries) if s == "auto" else {}
+    if s != "auto":
+        exclude, why = s == "true", "set in the config"
+    elif not fig["queries"]:
+        exclude, why = True, "no training queries to decide from (data.stack_users): seen items left out"
+    else:
+        exclude = fig["repeat_share"] < REPEAT_SHARE_KEEP
+        why = (f"{fig['repeat_share']:.1%} of {fig['queries']} training targets repeat a history item "
+               f"({'<' if exclude else '>='} {REPEAT_SHARE_KEEP:.0%})")  # fmt: skip
+    return SeenPolicy(exclude, {"setting": s, "exclude_seen": exclude, "threshold": REPEAT_SHARE_KEEP,
+                                "reason": why, **fig})  # fmt: skip
