@@ -59,6 +59,11 @@ class EventStore:
         return cls(torch.from_numpy(item.astype(np.int32)).to(device),
                    torch.from_numpy(action.astype(np.int8)).to(device), gap.to(torch.int8).to(device))  # fmt: skip
 
+    @classmethod
+    def cat(cls, a: EventStore, b: EventStore) -> EventStore:
+        """b's events after a's (each keeps its own gap buckets: b's first event is no gap from a's last)."""
+        return cls(torch.cat([a.item, b.item]), torch.cat([a.action, b.action]), torch.cat([a.gap, b.gap]))
+
 
 @dataclass
 class Windows:
@@ -70,6 +75,10 @@ class Windows:
 
     def __len__(self) -> int:
         return len(self.end)
+
+    @classmethod
+    def cat(cls, a: Windows, b: Windows) -> Windows:
+        return cls(torch.cat([a.start, b.start]), torch.cat([a.end, b.end]), torch.cat([a.user, b.user]))
 
 
 def train_windows(start: np.ndarray, end: np.ndarray, user: np.ndarray, max_len: int,
