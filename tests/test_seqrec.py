@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from recstack.config import ConfigError, load_config
 from recstack.data.raw.tencentgr_platform import write_platform
 from recstack.data.tables.predictions import COLUMNS, read_ranking
-from recstack.data.tables.tgr_prepared import before_cuts, pool_items, read_events, read_table, stack_queries
+from recstack.data.tables.tgr_prepared import (
+    before_cuts,
+    group_bounds,
+    pool_items,
+    read_events,
+    read_table,
+    stack_queries,
+)
 from recstack.models.item_encoder import ItemColumns, ItemEncoder
 from recstack.models.seqrec import SeqRec, UserTower
 from recstack.paths import Paths, Predictions, PreparedTGR, Seqrec
@@ -197,6 +204,21 @@ def test_windows_make_every_event_after_the_first_a_target_once():
     assert (b["item"][b["valid"]] + 1 == b["next"][b["valid"]]).all()  # each input's target is the next
 
 
+def test_joined_stores_keep_each_part_and_its_own_first_gap():
+    a = tr.EventStore.of(
+        np.array([1, 1]), np.array([3, 4]), np.array([1, 2]), np.array([10, 20]), torch.device("cpu")
+    )
+    b = tr.EventStore.of(
+        np.array([1, 1]), np.array([5, 6]), np.array([0, 1]), np.array([100, 900]), torch.device("cpu")
+    )
+    j = tr.EventStore.cat(a, b)  # the same user id on both sides: b's first event is still nobody's next
+    assert j.item.tolist() == [3, 4, 5, 6] and j.action.tolist() == [1, 2, 0, 1]
+    assert j.gap.tolist() == [0, 1 + int(math.log2(11)), 0, 1 + int(math.log2(801))]
+    w = tr.Windows.cat(tr.query_windows([0], [2], [1], torch.device("cpu")),
+                       tr.query_windows([2], [4], [0], torch.device("cpu")))  # fmt: skip
+    assert w.start.tolist() == [0, 2] and w.end.tolist() == [2, 4] and w.user.tolist() == [1, 0]
+
+
 def _toy(seed: int = 0):
     rng = np.random.default_rng(seed)
     n_users, n_items = 12, 15
@@ -256,6 +278,7 @@ TINY = ("data.mm_feats=['81','82']", "data.emb_dims={'82': 8}", "data.valid_user
         (),
         ("seqrec.loss=bce", "seqrec.multimodal=provided"),
         ("seqrec.negatives=64", "seqrec.next_action=false", "seqrec.id_dropout=0.3"),
+        ("seqrec.train_predict=true",),
     ],
 )  # sampled negatives + logQ; the official recipe; the exact softmax (21 items fit 64 + 8 negatives)
 def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
@@ -286,6 +309,12 @@ def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
     assert not Paths(cfg).resume_dir("seqrec").exists()  # finished: the checkpoint is gone
     keep = before_cuts(ev["user"], np.r_[valid["event_index"], stack["event_index"]])
     assert not keep[valid["event_index"]].any()  # the held-out targets are never trained on
+    # seqrec.train_predict: one more window per predict user with 2+ events (tiny_tgr: user 2 has 2, user 5 one)
+    users, start, _ = group_bounds(ev["user"])
+    kept = np.add.reduceat(keep.astype(np.int64), start)
+    own = int(((kept >= 2) * ((kept - 1 + 99) // 100)).sum())  # max_len 100: one window per user here
+    on = "seqrec.train_predict=true" in extra
+    assert metrics["train_predict"] is on and metrics["train_windows"] == own + (1 if on else 0)
 
 
 @pytest.mark.parametrize(

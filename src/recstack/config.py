@@ -453,6 +453,10 @@ class SeqrecConfig:
     # auto | true | false: leave the user's seen items out of the top-k (and, with mask_seen, out of the
     # negatives); auto decides as retrieve.exclude_seen does, from the same training queries
     exclude_seen: str = "auto"
+    # train next-item on the predict users' histories too (inputs only: their targets are never given; the
+    # competition hands these sequences to every model). Off: on MovieLens +0.005 over 3 paired seeds, within
+    # one seed's spread, and nothing on synthetic (one seed; bench/README.md, sixth session)
+    train_predict: bool = False
     topk: int = 200  # ranked items per query in predictions.parquet (a candidate source for retrieve)
     index: str = "Flat"  # FAISS index_factory string of the pool search (retrieve/index.py)
     # added to `seed` for the model's initialisation and draws only: seeds over one data split (bench)

@@ -177,21 +177,34 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         start + np.add.reduceat(keep.astype(np.int64), start) if len(start) else end
     )  # kept events are a prefix
 
-    id_index, feats, n_items = item_side(ctx, ev["item"][keep])
+    pe = read_events(prep, predict=True)
+    p_users, p_start, p_end = group_bounds(pe["user"])
+    # seqrec.train_predict: the predict users' histories are inputs (their targets are never given), so
+    # they train next-item too, as more windows after the training events in one store
+    extra = sc.train_predict and len(pe["item"]) > 0
+    trained = np.concatenate([ev["item"][keep], pe["item"]]) if extra else ev["item"][keep]
+    trained_action = np.concatenate([ev["action"][keep], pe["action"]]) if extra else ev["action"][keep]
+    id_index, feats, n_items = item_side(ctx, trained)
     u_sparse, u_arrays, n_users = user_side(ctx)
     mats, mm_source = multimodal(ctx, n_items)
     store = EventStore.of(ev["user"], ev["item"], ev["action"], ev["ts"], device)
+    p_store = EventStore.of(pe["user"], pe["item"], pe["action"], pe["ts"], device)
     train = train_windows(start, train_end, profile_rows(users, n_users), sc.max_len, device)
+    if extra:
+        off = len(ev["item"])  # predict events follow the training events in the joint store
+        train = Windows.cat(train, train_windows(p_start + off, p_end + off, profile_rows(p_users, n_users),
+                                                 sc.max_len, device))  # fmt: skip
+        store = EventStore.cat(store, p_store)
 
     def queries(q: pd.DataFrame) -> Windows:
         g = np.searchsorted(users, q["user"].to_numpy())
         return query_windows(start[g], q["event_index"].to_numpy(), profile_rows(users[g], n_users), device)
 
     pool = pool_items(prep)
-    weight = np.vectorize(ACTION_WEIGHTS.get)(ev["action"][keep]).astype(np.float64)
-    counts = np.bincount(ev["item"][keep], weights=weight, minlength=n_items)
+    weight = np.vectorize(ACTION_WEIGHTS.get)(trained_action).astype(np.float64)
+    counts = np.bincount(trained, weights=weight, minlength=n_items)
     eligible = np.zeros(n_items, bool)
-    eligible[ev["item"][keep]] = True
+    eligible[trained] = True
     eligible[pool] = True
     eligible[0] = False
     popularity = counts / max(counts.sum(), 1e-12)
@@ -224,10 +237,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     index = VectorIndex(mips(item_vec) if sc.loss == "bce" else item_vec, IndexSettings(factory=sc.index,
                         device=cfg.device), ids=pool, seed=cfg.seed)  # fmt: skip
     k = min(sc.topk, len(pool))
-    pe = read_events(prep, predict=True)
     pu = read_table(prep, PreparedTGR.PREDICT_USERS)
-    p_store = EventStore.of(pe["user"], pe["item"], pe["action"], pe["ts"], device)
-    p_users, p_start, p_end = group_bounds(pe["user"])
     where = {int(u): (a, b) for u, a, b in zip(p_users, p_start, p_end, strict=True)}
     bounds = np.array([where.get(int(u), (0, 0)) for u in pu["user"].tolist()], np.int64).reshape(-1, 2)
     t_win = query_windows(bounds[:, 0], bounds[:, 1], profile_rows(pu["user"].to_numpy(), n_users), device)
@@ -247,7 +257,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
                 "steps_planned": result.steps, "steps_run": int(curve["step"].max()) if len(curve) else 0,
                 "train_samples_per_s": round(float(curve["samples_per_s"].mean()), 1) if len(curve) else 0.0,
                 "params": sum(p.numel() for p in model.parameters()), "train_windows": len(train),
-                "queries": {s_: len(parts[s_][0]) for s_ in parts}, "pool": len(pool),
+                "train_predict": bool(extra), "queries": {s_: len(parts[s_][0]) for s_ in parts}, "pool": len(pool),
                 "exclude_seen": s.exclude_seen}  # fmt: skip
     write_table(ctx.out / Predictions.FILE, ranking_table(parts))
     write_json(ctx.out / Seqrec.METRICS, figures)

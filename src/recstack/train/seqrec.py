@@ -59,6 +59,11 @@ class EventStore:
         return cls(torch.from_numpy(item.astype(np.int32)).to(device),
                    torch.from_numpy(action.astype(np.int8)).to(device), gap.to(torch.int8).to(device))  # fmt: skip
 
+    @classmethod
+    def cat(cls, a: EventStore, b: EventStore) -> EventStore:
+        """b's events after a's (each keeps its own gap buckets: b's first event is no gap from a's last)."""
+        return cls(torch.cat([a.item, b.item]), torch.cat([a.action, b.action]), torch.cat([a.gap, b.gap]))
+
 
 @dataclass
 class Windows:
@@ -70,6 +75,10 @@ class Windows:
 
     def __len__(self) -> int:
         return len(self.end)
+
+    @classmethod
+    def cat(cls, a: Windows, b: Windows) -> Windows:
+        return cls(torch.cat([a.start, b.start]), torch.cat([a.end, b.end]), torch.cat([a.user, b.user]))
 
 
 def train_windows(start: np.ndarray, end: np.ndarray, user: np.ndarray, max_len: int,
@@ -235,15 +244,19 @@ def evaluate(model: SeqRec, store: EventStore, w: Windows, target: np.ndarray, a
 
 def seen_in_window(item: torch.Tensor, valid: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
     """item, valid (B, L); cand (M,) item ids -> (B, L, M) bool: candidate m is among the window's events up
-    to and including position t (what the query after event t has seen)."""
+    to and including position t (what the query after event t has seen). Through each candidate's first
+    position in the window (one scatter-min, then a broadcast compare): a running max over the (B, L, M)
+    tensor took ~25x longer on CPU and a quarter of a MovieLens step."""
+    b, n = item.shape
     col = torch.full(
         (int(torch.maximum(item.max(), cand.max())) + 1,), -1, dtype=torch.long, device=item.device
     )
     col[cand] = torch.arange(len(cand), device=item.device)  # item -> candidate column (-1: none)
     c = torch.where(valid, col[item], -1)  # (B, L)
-    hit = torch.zeros(*item.shape, len(cand) + 1, dtype=torch.int8, device=item.device)  # last column: none
-    hit.scatter_(2, torch.where(c >= 0, c, len(cand)).unsqueeze(-1), 1)
-    return hit.cummax(1).values[..., :-1].bool()
+    first = torch.full((b, len(cand) + 1), n, dtype=torch.long, device=item.device)  # last column: none
+    pos = torch.arange(n, device=item.device).expand(b, n)  # (B, L)
+    first.scatter_reduce_(1, torch.where(c >= 0, c, len(cand)), pos, "amin")  # (B, M + 1)
+    return first[:, None, :-1] <= torch.arange(n, device=item.device)[None, :, None]  # (B, L, M)
 
 
 def batch_loss(model: SeqRec, store: EventStore, b: dict[str, torch.Tensor], weights: torch.Tensor,
