@@ -17,6 +17,8 @@ ranking the ensemble can use.
 from __future__ import annotations
 
 import logging
+import resource
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +63,12 @@ from recstack.stack.lgbm import cv_binary, fit_lambdarank, lgbm_binary
 from recstack.stages.context import StageContext
 
 log = logging.getLogger(__name__)
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB): logged at the stage's steps, so a run
+    at competition size shows which step holds what (bench/bench_scale.py measures the whole stage)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _retrieval_features(ctx: StageContext) -> pd.DataFrame | None:
@@ -311,23 +319,32 @@ def source_topk(part: pd.DataFrame, source: str, n_users: int, k: int) -> np.nda
 
 
 def _contexts(ctx: StageContext, ev: dict[str, np.ndarray], pe: dict[str, np.ndarray], keep: np.ndarray,
-              queries: dict[str, pd.DataFrame], n_rows: int) -> dict[str, Context]:  # fmt: skip
+              queries: dict[str, pd.DataFrame], n_rows: int) -> Callable[[str], Context]:  # fmt: skip
     """Per split what the rich features read. The co-visitation matrices are the retrieve stage's, read from
     its folder (fitted there once): on the training events before every held-out target for the train and
-    valid queries, on all training events plus the predict users' histories for the test queries."""
-    train = Events(ev["user"][keep], ev["item"][keep], ev["action"][keep], ev["ts"][keep])
-    before = read_matrix(ctx.input_dir("retrieve") / Retrieved.COVISIT_BEFORE, n_rows)
-    everything = read_matrix(ctx.input_dir("retrieve") / Retrieved.COVISIT_ALL, n_rows)
+    valid queries, on all training events plus the predict users' histories for the test queries. One
+    matrix is held at a time (~2.8 GB each at TencentGR-1M size): the splits are asked for in that order."""
+    click = keep & (ev["action"] >= 1)  # windowed_popularity counts clicks only: the other events are dropped
+    train = Events(ev["user"][click], ev["item"][click], ev["action"][click], ev["ts"][click])
     items = pq.read_table(ctx.input_dir("prepare") / PreparedTGR.ITEMS).to_pandas()
     names = [c for c in items.columns if c[:1] == "i" and c[1:].isdigit() and items[c].nunique() > 1]
     codes = items[names].to_numpy(np.int64) if names else np.zeros((len(items), 0), np.int64)
+    del items
     ts = {
         "train": histories_before(ev["user"], ev["ts"], queries["train"]),
         "valid": histories_before(ev["user"], ev["ts"], queries["valid"]),
         "test": histories(pe["user"], pe["ts"], queries["test"]["user"].to_numpy()),
     }
-    return {split: Context(train, everything if split == "test" else before, codes, names, ts[split])
-            for split in queries}  # fmt: skip
+    held: dict[str, CovisitMatrix] = {}
+
+    def context(split: str) -> Context:
+        name = Retrieved.COVISIT_ALL if split == "test" else Retrieved.COVISIT_BEFORE
+        if name not in held:
+            held.clear()  # the other matrix goes first
+            held[name] = read_matrix(ctx.input_dir("retrieve") / name, n_rows)
+        return Context(train, held[name], codes, names, ts[split])
+
+    return context
 
 
 def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
@@ -360,7 +377,8 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
                        "test": histories(pe["user"], pe[c], queries["test"]["user"].to_numpy())}
                    for c in ("action", "ts")}  # fmt: skip
     emb_path = ctx.input_dir("embed") / Embedded.ITEMS
-    emb = np.load(emb_path) if emb_path.is_file() else None
+    # memory-mapped: the features gather a few rows per query from it (2.5 GB at TencentGR-1M size)
+    emb = np.load(emb_path, mmap_mode="r") if emb_path.is_file() else None
     if emb is None:
         log.info("no item embeddings (%s absent): no history-similarity features", emb_path)
     elif emb.shape[0] != n_rows:
@@ -368,7 +386,10 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     pool = pool_items(prep)
     fill = pool[np.argsort(-stats["pop_decay"].to_numpy()[pool], kind="stable")]  # pads short lists
     k = min(rc.topk, len(pool))
-    contexts = _contexts(ctx, ev, pe, keep, queries, n_rows) if rc.rich_features else {}
+    context = _contexts(ctx, ev, pe, keep, queries, n_rows) if rc.rich_features else None
+    del ev, keep  # the features read the histories, statistics and contexts built from them
+    log.info("reranker inputs read: %d train / %d valid / %d test queries, peak RSS %.2f GiB", len(queries["train"]),
+             len(queries["valid"]), len(queries["test"]), peak_rss_gib())  # fmt: skip
 
     feat_sources = [s for s in sources if s not in rc.skip_sources]  # why skipped: config.RerankConfig
     if not feat_sources:
@@ -393,7 +414,7 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         n_hist = np.array([len(h) for h in hists[split]], np.int64)
         feats = _rows_features(part, feat_sources, stats, hists[split], n_hist, emb, rc.history)
         if rc.rich_features:
-            feats = feats.assign(**_rich_features(part, feat_sources, hists[split], contexts[split], emb, rc))
+            feats = feats.assign(**_rich_features(part, feat_sources, hists[split], context(split), emb, rc))
         if rc.history_features:
             feats = feats.assign(**history_features(hists[split], hist_of["action"][split], hist_of["ts"][split],
                                                     part["user_row"].to_numpy(), part["item"].to_numpy()))  # fmt: skip
@@ -410,6 +431,8 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     parts, x = {}, {}
     for split in ("train", "valid"):
         parts[split], x[split] = featurised(split)
+        log.info("%s candidates: %d rows x %d features, peak RSS %.2f GiB", split, len(parts[split]),
+                 x[split].shape[1], peak_rss_gib())  # fmt: skip
     train = parts["train"]
     if not len(train):
         raise DataError(f"{ret / Retrieved.CANDIDATES}: no split 'train' rows: the reranker trains on the "
