@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from recstack.data.tables.ranking import RankItems
-from recstack.models.din import DIN, TargetAttention
+from recstack.models.din import DIN, AttentionMLP, TargetAttention, attention_mlp
 from recstack.models.item_encoder import ItemColumns, ItemEncoder
 from recstack.models.qin import QIN, SparseTargetAttention
 from recstack.stages.rank import item_columns
@@ -84,6 +84,38 @@ def test_din_split_attention_equals_concat_attention():
     # the CUDA form (key term gathered per item) is the same function
     hist_k = fast.w_k(hist)
     torch.testing.assert_close(fast(hist, target, mask, hist_k), plain(hist, target, mask), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("hidden", [[], [3], [5, 3]])
+@pytest.mark.parametrize("extra", [True, False])
+def test_din_attention_mlp_function_gradcheck(hidden, extra):
+    """The hand-written forward/backward of DIN's packed attention MLP (in-place ReLUs, masked-multiply
+    ReLU backward): float64 gradcheck against finite differences, and the same values as the autograd
+    composition relu(base + extra + x W0^T) -> [Linear -> ReLU]* -> Linear."""
+    g = torch.Generator().manual_seed(0)
+    n, k, h0 = 7, 3, 4
+    dims = [h0, *hidden]
+    linears = [nn.Linear(a, b).double() for a, b in zip(dims, [*hidden, 1], strict=True)]
+    for lin in linears:
+        nn.init.normal_(lin.weight, generator=g)
+    leaf = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    base, x, w0 = leaf(n, h0), leaf(n, k), leaf(h0, k)
+    ex = leaf(n, h0) if extra else None
+    params = [t for lin in linears for t in (lin.weight, lin.bias)]
+    inputs = (base, ex, x, w0, *params)
+    assert torch.autograd.gradcheck(AttentionMLP.apply, inputs)
+    a = torch.relu(base + (ex if extra else 0) + x @ w0.T)
+    for lin in linears[:-1]:
+        a = torch.relu(lin(a))
+    want = linears[-1](a).squeeze(1)
+    got = attention_mlp(base, ex, x, w0, linears)
+    torch.testing.assert_close(got, want)
+    assert (a > 0).any() and (a == 0).any()  # both sides of every ReLU are exercised
+    gw = torch.randn(n, generator=g, dtype=torch.float64)
+    want_grads = torch.autograd.grad(want, [t for t in inputs if t is not None], gw)
+    got_grads = torch.autograd.grad(got, [t for t in inputs if t is not None], gw)
+    for w_, g_ in zip(want_grads, got_grads, strict=True):
+        torch.testing.assert_close(g_, w_)
 
 
 def test_qin_folded_attention_equals_query_key_value_attention():
