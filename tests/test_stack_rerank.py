@@ -294,3 +294,20 @@ def test_popularity_taste_by_hand():
     assert np.isnan(f["pop_vs_user"][1]) and np.isnan(f["rate_vs_user"][1])  # no history
     assert f["rate_vs_user"][2] == pytest.approx(0.75 - 1.0)  # item 0 has no rate: left out of the mean
     assert f["pop_vs_user"][2] == pytest.approx(np.log(4) - np.log(8) / 2)
+
+
+def test_reranker_by_chunks_of_queries_equals_whole_splits(tgr_cfg, monkeypatch):
+    """Every split read, featurised and scored STACK_CHUNK queries at a time (what bounds the stage's memory
+    at TencentGR-1M size) gives the same predictions as whole splits, the rich features' contexts included."""
+    from recstack.pipeline import run_stage
+    from recstack.stages import stack as stack_stage
+
+    _with_retrieve(monkeypatch)
+    cfg = OmegaConf.merge(tgr_cfg, {"stack": {"rerank": {"rich_features": True}}})
+    run_until(cfg, "stack")
+    path = Paths(cfg).stage_dir("stack") / "predictions.parquet"
+    whole = pd.read_parquet(path)
+    assert (whole.groupby("split")["query"].nunique() > 3).all()  # several chunks in every split
+    monkeypatch.setattr(stack_stage, "STACK_CHUNK", 3)
+    run_stage(cfg, "stack", force=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), whole)

@@ -221,8 +221,16 @@ def read_candidates(path, split: str, rows: tuple[int, int] | None = None) -> pd
     return df
 
 
+def _seen_counts(hist: list[np.ndarray]) -> pd.Series:
+    """How often each query's history holds each item: a (query, item) -> count Series."""
+    seen = pd.DataFrame({"q": np.repeat(np.arange(len(hist)), [len(h) for h in hist]),
+                         "item": np.concatenate(hist) if hist else np.zeros(0, np.int64)})  # fmt: skip
+    return seen.groupby(["q", "item"]).size()
+
+
 def _rows_features(part: pd.DataFrame, sources: list[str], stats: pd.DataFrame, hist: list[np.ndarray],
-                   n_hist: np.ndarray, emb: np.ndarray | None, recent: int) -> pd.DataFrame:  # fmt: skip
+                   n_hist: np.ndarray, counts: pd.Series, emb: np.ndarray | None,
+                   recent: int) -> pd.DataFrame:  # fmt: skip
     q = part["user_row"].to_numpy()
     item = part["item"].to_numpy()
     x = {}
@@ -233,9 +241,6 @@ def _rows_features(part: pd.DataFrame, sources: list[str], stats: pd.DataFrame, 
     x["n_sources"] = part["n_sources"].to_numpy(np.float32)
     x |= {c: stats[c].to_numpy()[item] for c in stats.columns}
     x["n_hist"] = n_hist[q].astype(np.float32)
-    seen = pd.DataFrame({"q": np.repeat(np.arange(len(hist)), [len(h) for h in hist]),
-                         "item": np.concatenate(hist) if hist else np.zeros(0, np.int64)})  # fmt: skip
-    counts = seen.groupby(["q", "item"]).size()
     x["seen_count"] = (
         counts.reindex(pd.MultiIndex.from_arrays([q, item])).fillna(0).to_numpy(np.float32)
         if len(counts) else np.zeros(len(q), np.float32)
@@ -396,6 +401,8 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         raise DataError(f"stack.rerank.skip_sources {list(rc.skip_sources)} leaves none of the candidates' "
                         f"sources {sources} as features")  # fmt: skip
 
+    per_split: dict[str, tuple[np.ndarray, pd.Series]] = {}
+
     def pruned_rows(split: str, rows: tuple[int, int]) -> pd.DataFrame:
         return prune(read_candidates(path, split, rows), sources, rc.depth)
 
@@ -411,8 +418,13 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
             part = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
         else:
             part = pruned_rows(split, rows)
-        n_hist = np.array([len(h) for h in hists[split]], np.int64)
-        feats = _rows_features(part, feat_sources, stats, hists[split], n_hist, emb, rc.history)
+        if split not in per_split:  # once per split, not per chunk of its queries
+            per_split[split] = (
+                np.array([len(h) for h in hists[split]], np.int64),
+                _seen_counts(hists[split]),
+            )
+        n_hist, counts = per_split[split]
+        feats = _rows_features(part, feat_sources, stats, hists[split], n_hist, counts, emb, rc.history)
         if rc.rich_features:
             feats = feats.assign(**_rich_features(part, feat_sources, hists[split], context(split), emb, rc))
         if rc.history_features:
