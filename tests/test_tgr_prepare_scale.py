@@ -11,7 +11,6 @@ from recstack.data.raw.progress import Heartbeat, Steps
 from recstack.data.raw.tencentgr import ITEM_SPARSE, EmbeddingSink
 from recstack.data.raw.tencentgr_platform import (
     SeqParser,
-    _block_entries,
     _Counts,
     _RowBatch,
     read_candidates,
@@ -77,33 +76,7 @@ def test_item_feat_dict_same_values_whatever_the_blocks(tmp_path, chunk):
     assert sum(int(v.sum()) for v in feats.values()) == 4 + 8 + 2 + 6 + 1 + 2 + 9 + 3
 
 
-def test_block_entries_taken_or_declined_without_change():
-    def run(seg):
-        feats = {k: np.zeros(10, np.int64) for k in ITEM_SPARSE}
-        seen, counts = np.zeros(10, bool), _Counts()
-        return _block_entries(seg, feats, seen, counts), feats, seen, counts
-
-    ok, feats, seen, counts = run(b'{"1": {"100": 4}, "3": {"112": 2, "5": [1]}, "12": {"100": 1}')
-    assert not ok  # a list value: the entry-by-entry path decides
-    ok, feats, seen, counts = run(b'{"1": {"100": 4}, "3": {"112": 2}, "12": {"100": 1}')
-    assert ok and feats["100"][1] == 4 and feats["112"][3] == 2 and seen[[1, 3]].all()
-    assert counts["item_feat_unknown_item"] == 1
-    for seg in (
-        b'"1": {"100": true}',  # a bool is not a feature value
-        b'"1": {"100": 1.0}',
-        b'"1": {"100": "1"}',
-        b'"1": {"100": 1}, "1": {"101": 2}',  # an item twice
-        b'"1": {"100": 1}, "01": {"101": 2}',  # the same item spelled twice
-        b'"\\u0031": {"100": 1}',  # an escaped key: the regex would not see it
-        b'"1": {"100": {"x": 1}}',  # braces inside a value
-        b'"a": {"100": 1}',
-        b'"1": {"100": 1}}',  # the end of the file's object
-    ):
-        ok, feats, seen, counts = run(seg)
-        assert not ok and not seen.any() and not any(v.any() for v in feats.values()), seg
-
-
-def test_item_feat_dict_bad_value_named_in_either_path(tmp_path):
+def test_item_feat_dict_bad_value_named_whatever_the_blocks(tmp_path):
     path = tmp_path / "item_feat_dict.json"
     path.write_bytes(b'{"1": {"100": 4}, "2": {"100": "big"}}')
     for chunk in (5, 1 << 24):

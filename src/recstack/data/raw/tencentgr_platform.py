@@ -20,7 +20,7 @@ import pickle
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from itertools import chain, repeat
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -272,21 +272,14 @@ _ENTRY = re.compile(rb'"(\d+)"\s*:\s*(\{[^{}]*\})')
 
 def read_item_feat_dict(path: Path, n_rows: int, strict: bool, counts: dict[str, int],
                         chunk: int = 1 << 24) -> dict[str, np.ndarray]:  # fmt: skip
-    """Feature id -> (n_rows,) int64 value per item re-id (0 = none), read `chunk` bytes at a time: each
-    block's complete entries at once (`_block_entries`), or entry by entry where that declines."""
+    """Feature id -> (n_rows,) int64 value per item re-id (0 = none), read `chunk` bytes at a time, entry by
+    entry (an item given twice: the later entry's features over the earlier ones)."""
     feats = {k: np.zeros(n_rows, np.int64) for k in ITEM_SPARSE}
-    seen = np.zeros(n_rows, bool)  # items read so far (a repeated item sends its block entry by entry)
     tail = b""
     with open(path, "rb") as f:
         while True:
             block = f.read(chunk)
             data = tail + block
-            cut = data.rfind(b"}") + 1  # the end of the last complete entry ...
-            if cut and data[: cut - 1].rstrip().endswith(b"}"):  # ... or "}}": the file's object ends here
-                cut = data.rfind(b"}", 0, cut - 1) + 1
-            if block and cut and _block_entries(data[:cut], feats, seen, counts):
-                tail = data[cut:]
-                continue
             end = 0
             for m in _ENTRY.finditer(data):
                 item = int(m.group(1))
@@ -298,7 +291,6 @@ def read_item_feat_dict(path: Path, n_rows: int, strict: bool, counts: dict[str,
                     counts["item_feat_unknown_item"] += 1
                     end = m.end()
                     continue
-                seen[item] = True
                 for key, v in values.items():
                     if key in feats:
                         feats[key][item] = _check_int(v, f"{path}: item {item} feature {key}")
@@ -314,65 +306,6 @@ def read_item_feat_dict(path: Path, n_rows: int, strict: bool, counts: dict[str,
         counts["item_feat_truncated"] += 1
         log.warning("%s; skipped (data.strict=false)", msg)
     return feats
-
-
-def _block_entries(
-    seg: bytes, feats: dict[str, np.ndarray], seen: np.ndarray, counts: dict[str, int]
-) -> bool:
-    """Every `"item": {...}` entry of `seg` in one orjson call, the values stored column by column: the
-    entry-by-entry path (a regex match, an orjson call and a numpy store per value) costs ~67M Python-level
-    stores at TencentGR-1M's 4.78M items (issue #15).
-
-    Taken only where the result is certainly the entry-by-entry one: `seg` parses as the body of one JSON
-    object without escapes; every value is an object and the block holds one "{" and one "}" per entry (no
-    braces inside values: the regex would match these same entries, and nothing between them); keys are ASCII
-    digits without a leading zero (so distinct keys are distinct items; "0" declines too); no item twice, in this block or before (the entry-by-entry path keeps an earlier value a later
-    entry lacks); feature values are integers. Otherwise returns False having changed nothing, and the caller
-    reads the block entry by entry, which names any error."""
-    body = seg.lstrip(b" \t\r\n{,")  # the object's "{" (first block), the "," after the previous block
-    if b"\\" in body:
-        return False
-    try:
-        obj = orjson.loads(b"{" + body + b"}")
-    except orjson.JSONDecodeError:
-        return False
-    n = len(obj)
-    if not n or body.count(b"{") != n or body.count(b"}") != n:
-        return False
-    digits = "".join(obj)
-    if not (digits.isascii() and digits.isdigit()) or "" in obj or ",0" in "," + ",".join(obj):
-        return False
-    values = list(obj.values())
-    if set(map(type, values)) != {dict}:
-        return False
-    try:
-        items = np.fromiter(map(int, obj), np.int64, n)
-    except OverflowError:  # an id past int64: the entry-by-entry path counts it as unknown
-        return False
-    known = (items >= 1) & (items < len(seen))
-    rows = items[known]
-    if seen[rows].any():
-        return False
-    # (key, value) pairs of all entries flattened by C iterators, not a Python loop per item and feature
-    keys = list(chain.from_iterable(values))
-    flat = list(chain.from_iterable(map(dict.values, values)))
-    if flat and set(map(type, flat)) != {int}:  # bool, float, str, list: the entry-by-entry path decides
-        return False
-    try:
-        vals = np.array(flat, np.int64)
-    except OverflowError:
-        return False
-    code = {k: c for c, k in enumerate(feats)}
-    codes = np.fromiter(map(code.get, keys, repeat(-1)), np.int64, len(keys))
-    owner = np.repeat(items, np.fromiter(map(len, values), np.int64, n))
-    take = (owner >= 1) & (owner < len(seen))
-    for key, c in code.items():
-        sel = take & (codes == c)
-        feats[key][owner[sel]] = vals[sel]
-    seen[rows] = True
-    if len(rows) < n:
-        counts["item_feat_unknown_item"] += n - len(rows)
-    return True
 
 
 def _cid(v: object, where: str) -> int:
