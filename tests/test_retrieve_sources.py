@@ -14,7 +14,7 @@ from recstack.data.tables.predictions import ranking_table
 from recstack.models.popularity import decayed_popularity
 from recstack.retrieve.base import MISSING, Events, Ranking, backfill, drop_seen, query_histories
 from recstack.retrieve.content import Content, ContentSettings
-from recstack.retrieve.covisit import CovisitSettings, fit_covisit, score_queries
+from recstack.retrieve.covisit import CovisitMatrix, CovisitSettings, fit_covisit, score_queries
 from recstack.retrieve.features import covisit_lookup, row_features
 from recstack.retrieve.index import IndexSettings, VectorIndex
 from recstack.retrieve.merge import (
@@ -98,6 +98,26 @@ def test_covisit_keeps_the_strongest_neighbours():
         assert len(nbr) == min(3, len(full.row(a)[0]))
         np.testing.assert_allclose(w, full.row(a)[1][: len(nbr)])
         assert (covisit_lookup(m, np.full(len(nbr), a), nbr.astype(np.int64)) == w).all()
+
+
+def test_covisit_lookup_equals_a_dict_of_the_pairs():
+    """Rows keyed one by one (the lookup keys only the rows it is asked about): hits, misses, empty rows,
+    a row asked many times and in any order."""
+    rng = np.random.default_rng(3)
+    n = 50
+    lens = rng.integers(0, 8, n)
+    lens[[0, 7]] = 0
+    indptr = np.r_[0, np.cumsum(lens)].astype(np.int64)
+    nbr = np.concatenate([rng.choice(n, k, replace=False) for k in lens]).astype(np.int32)
+    weight = rng.random(len(nbr)).astype(np.float32)
+    m = CovisitMatrix(indptr, nbr, weight)
+    pairs = {(a, int(nbr[j])): weight[j] for a in range(n) for j in range(indptr[a], indptr[a + 1])}
+    a = np.r_[rng.integers(0, n, 400), [p[0] for p in pairs]]
+    b = np.r_[rng.integers(0, n, 400), [p[1] for p in pairs]]
+    got = covisit_lookup(m, a, b)
+    want = np.array([pairs.get((int(x), int(y)), 0.0) for x, y in zip(a, b, strict=True)], np.float32)
+    assert (got == want).all() and (got > 0).sum() >= len(pairs)
+    assert len(covisit_lookup(m, a[:0], b[:0])) == 0
 
 
 def test_content_equals_brute_force():

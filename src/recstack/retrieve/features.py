@@ -51,16 +51,24 @@ def train_sequences(user: np.ndarray, hist: np.ndarray, target: np.ndarray, labe
 
 
 def covisit_lookup(m: CovisitMatrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """w(a -> b) for each pair (0 where b is not among a's kept partners)."""
+    """w(a -> b) for each pair (0 where b is not among a's kept partners). Only the rows of the distinct `a`
+    are keyed and sorted: keying the whole matrix took ~5 int64 copies of its ~350M entries (~10 GB and a
+    sort of them) at TencentGR-1M size, on every call."""
     n = len(m.indptr) - 1
-    src = np.repeat(np.arange(n, dtype=np.int64), np.diff(m.indptr))
-    keys = src * n + m.nbr
+    rows, local = np.unique(a, return_inverse=True)
+    start = m.indptr[rows].astype(np.int64)
+    length = m.indptr[rows + 1].astype(np.int64) - start
+    # entry positions of those rows in the matrix, row after row
+    pos = np.repeat(start - (np.cumsum(length) - length), length) + np.arange(
+        int(length.sum()), dtype=np.int64
+    )
+    keys = np.repeat(np.arange(len(rows), dtype=np.int64), length) * n + m.nbr[pos]
     order = np.argsort(keys)
     keys = keys[order]
-    want = a.astype(np.int64) * n + b
+    want = local.astype(np.int64) * n + b
     at = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
     hit = (keys[at] == want) if len(keys) else np.zeros(len(want), bool)
-    return np.where(hit, m.weight[order][at] if len(keys) else 0.0, 0.0)
+    return np.where(hit, m.weight[pos[order]][at] if len(keys) else 0.0, 0.0)
 
 
 def row_features(hist: np.ndarray, target: np.ndarray, item_vecs: np.ndarray, covisit: CovisitMatrix,

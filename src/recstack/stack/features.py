@@ -111,25 +111,30 @@ def history_similarity(emb: np.ndarray, hist: list[np.ndarray], query: np.ndarra
                        recent: int) -> dict[str, np.ndarray]:  # fmt: skip
     """Cosine of each candidate `item` to its query's recent history (last `recent` items): to their mean,
     the best match, and the last item. NaN where the user has no history."""
-    norm = np.linalg.norm(emb, axis=1, keepdims=True)
-    unit = (emb / np.maximum(norm, 1e-12)).astype(np.float32)
-    d = unit.shape[1]
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        """Unit-length rows of emb, gathered first: never the whole (items, D) table (2.5 GB at TencentGR-1M
+        size, memory-mapped), whose normalised copies held 10 GB at once."""
+        v = np.asarray(emb[rows])
+        return (v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
     n_q = len(hist)
-    last = np.zeros((n_q, d), np.float32)
     has = np.zeros(n_q, bool)
     pad = np.zeros((n_q, recent), np.int64)
     mask = np.zeros((n_q, recent), bool)
+    lasts = np.zeros(n_q, np.int64)
     for q, h in enumerate(hist):
         h = h[-recent:]
         if len(h):
             has[q] = True
             pad[q, : len(h)], mask[q, : len(h)] = h, True
-            last[q] = unit[h[-1]]
-    hv = unit[pad] * mask[..., None]  # (Q, R, D)
+            lasts[q] = h[-1]
+    last = unit(lasts) * has[:, None]  # (Q, D)
+    hv = unit(pad) * mask[..., None]  # (Q, R, D)
     mean = hv.sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
     out = {k: np.full(len(item), np.nan, np.float32) for k in ("sim_mean", "sim_last", "sim_max")}
     for a in range(0, len(item), CHUNK):  # bounds the (rows, R, D) gather
-        q, cand = query[a : a + CHUNK], unit[item[a : a + CHUNK]]  # (B,), (B, D)
+        q, cand = query[a : a + CHUNK], unit(item[a : a + CHUNK])  # (B,), (B, D)
         ok = has[q]
         out["sim_mean"][a : a + CHUNK] = np.where(ok, np.einsum("nd,nd->n", cand, mean[q]), np.nan)
         out["sim_last"][a : a + CHUNK] = np.where(ok, np.einsum("nd,nd->n", cand, last[q]), np.nan)
