@@ -97,7 +97,11 @@ def test_prepare_detects_the_parquet_release(tmp_cfg):
     from tgr_helpers import tiny_tgr
 
     cfg = tmp_cfg(
-        "tencentgr_real.yaml", "data.mm_feats=['81','82']", "data.emb_dims={'82': 8}", "data.valid_users=3"
+        "tencentgr_real.yaml",
+        "data.mm_feats=['81','82']",
+        "data.emb_dims={'82': 8}",
+        "data.valid_users=3",
+        "ensemble.sources=[retrieve,seqrec]",  # six users: no reranker queries (the full config: test_real_configs)
     )
     write_parquet_layout(tiny_tgr(), Paths(cfg).raw_dir, {"82": 8})
     manifests = run_until(cfg, "ensemble")

@@ -1,0 +1,70 @@
+"""The configs a user runs on a challenge download (and the default MovieLens runs) submit the learned models,
+and run end to end on data in the release layouts: a config whose ensemble lists only the baseline would
+submit popularity / logistic-regression answers after training every model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recstack.config import SyntheticTGRConfig, load_config
+from recstack.data.builders.synthetic_tgr import build_tgr_synthetic
+from recstack.data.raw.mmctr import write_mmctr_raw
+from recstack.data.raw.tencentgr_parquet import write_parquet_layout
+from recstack.models.rankers import RANKERS
+from recstack.paths import Paths, Submission
+from recstack.pipeline import run_until
+
+from conftest import ROOT, tiny_raw
+
+LEARNED = {
+    "mmctr": {*(f"rank_{n}" for n in RANKERS if n in ("din", "qin")), "stack"},
+    "tencentgr": {"retrieve", "stack", "seqrec"},
+}
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["mmctr_microlens.yaml", "mmctr_movielens.yaml", "tencentgr_real.yaml", "tencentgr_movielens.yaml"],
+)
+def test_user_configs_ensemble_the_learned_models(config):
+    cfg = load_config(ROOT / "configs" / config, [])
+    missing = LEARNED[cfg.track] - set(cfg.ensemble.sources)
+    assert not missing, (
+        f"{config}: ensemble.sources {list(cfg.ensemble.sources)} leaves out {sorted(missing)}"
+    )
+    assert cfg.ensemble.submit == "best"
+
+
+def test_tencentgr_real_config_runs_every_model_on_the_two_folder_release(tmp_cfg):
+    """The parquet release as published (training and evaluation folders) through the shipped real config:
+    the submission is the best validated of retrieve, the reranker, seqrec and their blend."""
+    cfg = tmp_cfg("tencentgr_real.yaml", "data.mm_feats=['81']", "data.valid_users=100", "embed.dim=16",
+                  "embed.align.epochs=1")  # fmt: skip
+    syn = SyntheticTGRConfig(users=300, items=600, events_per_user=30, topics=8, candidates=200,
+                             predict_users=40, mm_feats=["81"], seed=3)  # fmt: skip
+    raw, _ = build_tgr_synthetic(syn)
+    write_parquet_layout(raw, Paths(cfg).raw_dir, two_folders=True)
+    manifests = run_until(cfg, "ensemble")
+    assert manifests["prepare"]["figures"]["layout"] == "parquet"
+    for stage in ("seqrec", "retrieve", "stack"):
+        assert stage in manifests, f"{stage} did not run"
+    figures = manifests["ensemble"]["figures"]
+    assert figures["submitted"] in {"retrieve", "stack", "seqrec", "blend"}
+    out = Paths(cfg).stage_dir("ensemble")
+    answers = json.loads((out / Submission.TGR_JSON).read_text())
+    assert len(answers["user_list"]) == len(set(answers["user_list"])) == len(raw.predict_users)
+    assert all(len(set(top)) == 10 for top in answers["top10s"])
+
+
+def test_mmctr_microlens_config_runs_every_model(tmp_cfg):
+    cfg = tmp_cfg("mmctr_microlens.yaml", "data.max_hist=8", "embed.text.enabled=false", "embed.align.epochs=1",
+                  "rank.epochs=1", "stack.folds=3")  # fmt: skip
+    write_mmctr_raw(tiny_raw(n_items=40, users=30), Paths(cfg).raw_dir)
+    manifests = run_until(cfg, "ensemble")
+    for stage in ("baseline", "rank_din", "rank_qin", "stack"):
+        assert stage in manifests, f"{stage} did not run"
+    figures = manifests["ensemble"]["figures"]
+    assert figures["submitted"] in {"baseline", "rank_din", "rank_qin", "stack", "blend"}
+    assert (Paths(cfg).stage_dir("ensemble") / Submission.MMCTR_CSV).is_file()
