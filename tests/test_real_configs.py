@@ -12,11 +12,12 @@ from recstack.config import SyntheticTGRConfig, load_config
 from recstack.data.builders.synthetic_tgr import build_tgr_synthetic
 from recstack.data.raw.mmctr import write_mmctr_raw
 from recstack.data.raw.tencentgr_parquet import write_parquet_layout
+from recstack.errors import DataError, ModalityAbsent
 from recstack.models.rankers import RANKERS
 from recstack.paths import Paths, Submission
 from recstack.pipeline import run_until
 
-from conftest import ROOT, tiny_raw
+from conftest import ROOT, TINY_SEQREC, tiny_raw
 
 LEARNED = {
     "mmctr": {*(f"rank_{n}" for n in RANKERS if n in ("din", "qin")), "stack"},
@@ -68,3 +69,38 @@ def test_mmctr_microlens_config_runs_every_model(tmp_cfg):
     figures = manifests["ensemble"]["figures"]
     assert figures["submitted"] in {"baseline", "rank_din", "rank_qin", "stack", "blend"}
     assert (Paths(cfg).stage_dir("ensemble") / Submission.MMCTR_CSV).is_file()
+
+
+def test_tencentgr_real_config_runs_without_the_multimodal_files(tmp_path):
+    """A release written without mm_emb/ (as a MovieLens conversion is): the real config goes on without
+    emb_81 (coverage 0, counted, warned); required (the schema default) it stops naming the folder; a
+    feature present at another width is an error either way."""
+
+    def cfg(run: str, *overrides: str):
+        roots = [f"input_root={tmp_path / run / 'in'}", f"output_root={tmp_path / run / 'out'}"]
+        return load_config(ROOT / "configs" / "tencentgr_real.yaml", [*roots, *TINY_SEQREC, *overrides])
+
+    def release(mm_feats: list[str], mm_dims: dict[str, int] | None = None):
+        syn = SyntheticTGRConfig(users=300, items=600, events_per_user=30, topics=8, candidates=200,
+                                 predict_users=40, mm_feats=mm_feats, mm_dims=mm_dims or {}, seed=3)  # fmt: skip
+        return build_tgr_synthetic(syn)[0]
+
+    no_mm = cfg("a", "data.valid_users=100", "embed.dim=16", "embed.align.epochs=1")
+    write_parquet_layout(release([]), Paths(no_mm).raw_dir)
+    manifests = run_until(no_mm, "ensemble")
+    figures = manifests["prepare"]["figures"]
+    assert figures["mm_81_absent"] == 1 and figures["coverage_mm_81"] == 0.0
+    assert (Paths(no_mm).stage_dir("ensemble") / Submission.TGR_JSON).is_file()
+
+    required = cfg("a", "data.mm_required=true", f"output_root={tmp_path / 'required'}")
+    with pytest.raises(ModalityAbsent, match="emb_81_32_parquet: folder not found"):
+        run_until(required, "prepare")
+    assert not Paths(required).stage_dir("prepare").exists()
+
+    other_width = cfg("b")
+    write_parquet_layout(release(["81"], {"81": 4}), Paths(other_width).raw_dir, {"81": 4})
+    with pytest.raises(
+        DataError, match=r"found emb_81_4_parquet \(set its dimension in data.emb_dims\)"
+    ) as e:
+        run_until(other_width, "prepare")
+    assert not isinstance(e.value, ModalityAbsent)

@@ -97,6 +97,9 @@ class DataConfig:
     max_unknown_item_share: float = 0.05
     strict: bool = True  # a line that does not parse (e.g. truncated) is an error; false: skipped and counted
     mm_feats: list[str] = field(default_factory=lambda: ["81"])  # multimodal embedding ids to read (81..86)
+    # a feature of mm_feats with no file at all (at no width) in the download: an error (true), or read as
+    # "no item has it" with a warning (false: tencentgr_real.yaml, so a release without mm_emb/ still runs)
+    mm_required: bool = True
     emb_dims: dict[str, int] = field(default_factory=dict)  # override a feature's width (tests, new releases)
     valid_users: int = 10000  # training users whose last click is held out for local validation
     # training users outside the valid ones whose last click is held out to train level-2 models (the

@@ -176,6 +176,12 @@ def embed_items(ctx: StageContext, side: ItemSide) -> dict[str, Any]:
     for m in modalities:
         m.weight = float(ec.weights.get(m.name, auto.get(m.name, 1.0)))
 
+    if modalities and side.export is None and not any(m.mask.any() for m in modalities):
+        # e.g. a TencentGR release without mm_emb/ (data.mm_required=false) and without item texts: no item
+        # has a content vector. The stage finishes without item_emb.npy and says so; seqrec, retrieve's
+        # content source and the reranker's similarity features go without (they check for the file)
+        log.warning("embed: no item has a vector in any of %s: no item embeddings written", names)
+        return figures | {"vectors": 0, "modalities": names}
     fused = fuse(modalities, ec.dim, ec.whiten, rows, cfg.seed)
     figures.update(fused.figures)
     matrix = fused.matrix

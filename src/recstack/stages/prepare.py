@@ -157,9 +157,11 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
                 f"data.eval_dir={dc.eval_dir}: the platform layout is one folder (predict_seq.jsonl and "
                 "predict_set.jsonl beside seq.jsonl); data.eval_dir is for the parquet release"
             )
-        figures = read_platform(*args, steps=steps)
+        figures = read_platform(*args, steps=steps, mm_required=dc.mm_required)
     else:
-        figures = read_parquet_layout(*args, eval_dir=ctx.paths.eval_dir, steps=steps)
+        figures = read_parquet_layout(
+            *args, eval_dir=ctx.paths.eval_dir, steps=steps, mm_required=dc.mm_required
+        )
     figures["layout"] = layout
     if raw.item_text.is_file():
         items = pq.read_table(ctx.out / PreparedTGR.ITEMS, columns=["creative_id"])

@@ -93,8 +93,8 @@ class _RowGroups:
 
 def _item_vecs(ctx: StageContext, n_rows: int) -> np.ndarray | None:
     path = ctx.input_dir("embed") / Embedded.ITEMS
-    if not (ctx.input_dir("embed") / MANIFEST).is_file():
-        return None
+    if not (ctx.input_dir("embed") / MANIFEST).is_file() or not path.is_file():
+        return None  # no embed stage, or it found no item vector (stages/embed.py)
     vecs = np.load(path)
     if vecs.ndim != 2 or vecs.shape[0] != n_rows:
         raise DataError(f"{path}: shape {vecs.shape}; expected ({n_rows}, dim): one row per item")

@@ -33,7 +33,7 @@ class TencentGR(Track):
             ),
             "prepare": Stage(
                 "prepare", prepare.run_tencentgr, ("build",),
-                (*SHARED_KEYS, "data.layout", "data.strict", "data.mm_feats", "data.emb_dims", "data.valid_users",
+                (*SHARED_KEYS, "data.layout", "data.strict", "data.mm_feats", "data.mm_required", "data.emb_dims", "data.valid_users",
                  "data.eval_dir", "data.max_unknown_item_share"),
                 "stream the platform / parquet layout into canonical events, users, items, embeddings, candidates",
                 reads_raw=True,

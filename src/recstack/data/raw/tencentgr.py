@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from recstack.artifacts import atomic_path, write_npy, write_table
 from recstack.data.raw.progress import Steps
-from recstack.errors import DataError
+from recstack.errors import DataError, ModalityAbsent
 from recstack.paths import PreparedTGR
 
 log = logging.getLogger(__name__)
@@ -328,9 +328,11 @@ def _stream_events(path: Path, read: Callable[[EventSink], tuple]) -> tuple[tupl
 
 def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dict[str, int] | None,
              max_unknown_item_share: float, counts: Counter, steps: Steps | None = None,
-             ) -> dict[str, object]:  # fmt: skip
+             mm_required: bool = True) -> dict[str, object]:  # fmt: skip
     """Read a release through `layout` into prepare's canonical tables in `out`; returns the figures.
-    `steps` logs one line per step (counts, seconds); a new one named `prepare` when not given."""
+    `steps` logs one line per step (counts, seconds); a new one named `prepare` when not given.
+    `mm_required` false: a feature of `mm_feats` with no file at all is written with no vectors (coverage 0,
+    every model then goes without it) and counted as `mm_<id>_absent`, with a warning."""
     steps = steps or Steps(log, "prepare")
     idx = layout.indexer()
     n_users, n_items = max(idx["u"].values(), default=0), max(idx["i"].values(), default=0)
@@ -397,6 +399,12 @@ def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dic
         esink = EmbeddingSink(out, feat, n_rows, dims[feat])
         try:
             layout.read_mm(feat, creative, lookup, esink, counts)
+        except ModalityAbsent as e:
+            if mm_required:
+                esink.abort()
+                raise
+            log.warning("%s: going on without emb_%s (data.mm_required=false): no item has it", e, feat)
+            counts[f"mm_{feat}_absent"] = 1
         except BaseException:
             esink.abort()
             raise

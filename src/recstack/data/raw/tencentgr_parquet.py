@@ -56,7 +56,7 @@ from recstack.data.raw.tencentgr_platform import (
     read_candidates,
     read_seq,
 )
-from recstack.errors import DataError
+from recstack.errors import DataError, ModalityAbsent
 from recstack.paths import RawTencentGR
 
 log = logging.getLogger(__name__)
@@ -402,8 +402,10 @@ def read_mm_parquet(
     folder = mm_root / f"emb_{feat}_{dim}_parquet"
     if not folder.is_dir():
         others = sorted(p.name for p in mm_root.glob(f"emb_{feat}_*_parquet")) if mm_root.is_dir() else []
-        hint = f"; found {', '.join(others)} (set its dimension in emb_dims)" if others else ""
-        raise DataError(f"{folder}: folder not found (multimodal feature {feat}, dimension {dim}){hint}")
+        msg = f"{folder}: folder not found (multimodal feature {feat}, dimension {dim})"
+        if others:  # the feature is there at another width: a setting to fix, never skipped
+            raise DataError(f"{msg}; found {', '.join(others)} (set its dimension in data.emb_dims)")
+        raise ModalityAbsent(msg)
     what = f"emb_{feat}_{dim}_parquet/*.parquet with anonymous_cid string, emb list<float32> of length {dim}"
     unknown = nulls = 0
     for path in parquet_parts(folder, what):
@@ -613,7 +615,7 @@ class ParquetLayout(Layout):
 def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_feats: tuple[str, ...] = ("81",),
                         emb_dims: dict[str, int] | None = None, max_unknown_item_share: float = 0.05,
                         eval_dir: str | Path | None = None, steps: Steps | None = None,
-                        ) -> dict[str, object]:  # fmt: skip
+                        mm_required: bool = True) -> dict[str, object]:  # fmt: skip
     """Read the parquet release under `root` into the canonical tables in `out` (as `read_platform` does).
 
     The eval side is the evaluation folder (see `release_folders`) or, in one folder, `predict_seq/` +
@@ -622,7 +624,7 @@ def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_fea
     has no partial records to skip.
     """
     layout = ParquetLayout(Path(root), strict, eval_dir)
-    return assemble(layout, out, mm_feats, emb_dims, max_unknown_item_share, Counter(), steps)
+    return assemble(layout, out, mm_feats, emb_dims, max_unknown_item_share, Counter(), steps, mm_required)
 
 
 # ---- writing the parquet layout (tests; builders write the platform layout) ---------------------------

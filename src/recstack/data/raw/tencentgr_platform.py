@@ -43,7 +43,7 @@ from recstack.data.raw.tencentgr import (
     TgrRaw,
     indexer_of,
 )
-from recstack.errors import DataError
+from recstack.errors import DataError, ModalityAbsent
 from recstack.paths import RawTencentGR
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,11 @@ def read_mm(root: Path, feat: str, cid_to_row: dict[int, int], sink: EmbeddingSi
                 else:
                     rows.add(row, v)
     else:
-        raise DataError(f"{root}: no emb_{feat}_{dim}.pkl or emb_{feat}_{dim}/ (multimodal feature {feat})")
+        others = sorted(p.name for p in root.glob(f"emb_{feat}_*")) if root.is_dir() else []
+        msg = f"{root}: no emb_{feat}_{dim}.pkl or emb_{feat}_{dim}/ (multimodal feature {feat})"
+        if others:  # the feature is there at another width: a setting to fix, never skipped
+            raise DataError(f"{msg}; found {', '.join(others)} (set its dimension in data.emb_dims)")
+        raise ModalityAbsent(msg)
     rows.flush()
     counts[f"mm_{feat}_unknown_creative"] += unknown
 
@@ -466,10 +470,12 @@ class PlatformLayout(tgr.Layout):
 
 def read_platform(root: str | Path, out: Path, strict: bool = True, mm_feats: tuple[str, ...] = ("81",),
                   emb_dims: dict[str, int] | None = None, max_unknown_item_share: float = 0.05,
-                  steps: Steps | None = None) -> dict[str, object]:  # fmt: skip
+                  steps: Steps | None = None, mm_required: bool = True) -> dict[str, object]:  # fmt: skip
     """Read the platform layout under `root` into prepare's canonical tables in `out`; returns the figures."""
     layout = PlatformLayout(Path(root), strict)
-    return tgr.assemble(layout, out, mm_feats, emb_dims, max_unknown_item_share, _Counts(), steps)
+    return tgr.assemble(
+        layout, out, mm_feats, emb_dims, max_unknown_item_share, _Counts(), steps, mm_required
+    )
 
 
 class _Counts(dict):
