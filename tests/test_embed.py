@@ -116,6 +116,14 @@ def test_bad_texts_are_masked_replaced_truncated_and_counted(minilm):
     assert np.allclose(vectors[0], vectors[-1])
 
 
+def test_no_text_at_all_gives_zero_vectors(minilm):
+    """Every title empty (a MicroLens download without item_feature.parquet): no tokenizer call on an empty
+    batch (transformers' fast tokenizer raises IndexError there), zero vectors, nothing masked in."""
+    vectors, mask, stats = encode_texts(minilm, [None, "", "  "])
+    assert vectors.shape == (3, minilm.dim) and not vectors.any() and not mask.any()
+    assert stats.empty == 3 and stats.encoded == 0
+
+
 def test_cache_encodes_only_new_items(minilm, tmp_path):
     first, _, s1 = encode_texts(minilm, TEXTS[:4], tmp_path)
     assert (s1.cached, s1.encoded) == (0, 4)

@@ -120,6 +120,8 @@ class TextEncoder:
 
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray]:
         """Token ids (truncated to max_length, special tokens included) and a mask of truncated texts."""
+        if not texts:  # the fast tokenizer fails with an IndexError on an empty batch (transformers 5)
+            return [], np.zeros(0, bool)
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, verbose=False)["input_ids"]
         full = [i for i, x in enumerate(ids) if len(x) >= self.max_length]  # only these can have been cut
         truncated = np.zeros(len(texts), bool)
