@@ -229,7 +229,7 @@ def _toy(seed: int = 0):
     return user, item, action, ts, n_items
 
 
-def _fit(tmp_path, on_step=None):
+def _fit(tmp_path, on_step=None, min_steps: int = 12, eval_every: int = 5):
     user, item, action, ts, n_items = _toy()
     start = np.arange(0, len(user), 9)
     store = tr.EventStore.of(user, item, action, ts, torch.device("cpu"))
@@ -237,7 +237,7 @@ def _fit(tmp_path, on_step=None):
     valid = tr.query_windows(start, start + 8, np.zeros(12, np.int64), torch.device("cpu"))
     model = tiny_model(n_items, mm=False)
     counts = np.bincount(item, minlength=n_items).astype(float)
-    s = tr.SeqTrainSettings(batch_size=4, min_steps=12, epochs=1, eval_every=5, negatives=6, inbatch=4,
+    s = tr.SeqTrainSettings(batch_size=4, min_steps=min_steps, epochs=1, eval_every=eval_every, negatives=6, inbatch=4,
                             max_len=4, progress=False, resume=tmp_path / "ck.pt", resume_key="k", warmup=2,
                             patience=99)  # fmt: skip
     model.train()
@@ -245,6 +245,13 @@ def _fit(tmp_path, on_step=None):
     res = tr.fit(model, store, train, valid, item[start + 8], np.ones(12), torch.arange(1, n_items), counts / counts.sum(),
                  tr.sampling_rates(counts, (np.arange(n_items) > 0).astype(float), 0.1), s, on_step)  # fmt: skip
     return model, res
+
+
+def test_eval_every_0_evaluates_about_ten_times_whatever_the_epoch(tmp_path):
+    """3 steps per epoch here: "once per epoch" would be every 3 steps; auto is total / 10, whatever the size
+    (a 1,000-step floor on a small download was one evaluation at the end)."""
+    _, res = _fit(tmp_path, min_steps=40, eval_every=0)
+    assert [r["step"] for r in res.curve] == list(range(4, 41, 4))
 
 
 def test_resume_after_an_interrupted_epoch_gives_the_same_result(tmp_path):

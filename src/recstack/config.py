@@ -446,7 +446,7 @@ class SeqrecConfig:
     batch_size: int = 128  # windows (users) per step
     epochs: int = 20
     min_steps: int = 1000  # step floor: a small data set still gets enough updates
-    eval_every: int = 0  # steps between valid evaluations; 0 = once per epoch
+    eval_every: int = 0  # steps between valid evaluations; 0 = about 10 over the run (train/seqrec.py)
     patience: int = 5  # evaluations without a better valid score before stopping
     multimodal: str = (
         "auto"  # auto (embed stage's item_emb.npy, else provided mm_<id>) | embed | provided | none
