@@ -24,6 +24,12 @@ LEARNED = {
 }
 
 
+def _assert_best_validated(figures: dict, metric: str, sources: list[str]) -> None:
+    """The ensemble scored every learned source and the blend on valid and submitted the best of them."""
+    scores = {c: figures[f"valid_{metric}_{c}"] for c in [*sources, "blend"]}
+    assert figures["submitted"] in scores and scores[figures["submitted"]] == max(scores.values()), figures
+
+
 @pytest.mark.parametrize(
     "config",
     ["mmctr_microlens.yaml", "mmctr_movielens.yaml", "tencentgr_real.yaml", "tencentgr_movielens.yaml"],
@@ -50,8 +56,7 @@ def test_tencentgr_real_config_runs_every_model_on_the_two_folder_release(tmp_cf
     assert manifests["prepare"]["figures"]["layout"] == "parquet"
     for stage in ("seqrec", "retrieve", "stack"):
         assert stage in manifests, f"{stage} did not run"
-    figures = manifests["ensemble"]["figures"]
-    assert figures["submitted"] in {"retrieve", "stack", "seqrec", "blend"}
+    _assert_best_validated(manifests["ensemble"]["figures"], "score", ["retrieve", "stack", "seqrec"])
     out = Paths(cfg).stage_dir("ensemble")
     answers = json.loads((out / Submission.TGR_JSON).read_text())
     assert len(answers["user_list"]) == len(set(answers["user_list"])) == len(raw.predict_users)
@@ -65,8 +70,9 @@ def test_mmctr_microlens_config_runs_every_model(tmp_cfg):
     manifests = run_until(cfg, "ensemble")
     for stage in ("baseline", "rank_din", "rank_qin", "stack"):
         assert stage in manifests, f"{stage} did not run"
-    figures = manifests["ensemble"]["figures"]
-    assert figures["submitted"] in {"baseline", "rank_din", "rank_qin", "stack", "blend"}
+    _assert_best_validated(
+        manifests["ensemble"]["figures"], "auc", ["baseline", "rank_din", "rank_qin", "stack"]
+    )
     assert (Paths(cfg).stage_dir("ensemble") / Submission.MMCTR_CSV).is_file()
 
 

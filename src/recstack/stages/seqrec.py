@@ -92,17 +92,18 @@ def multimodal(ctx: StageContext, n: int) -> tuple[dict[str, np.ndarray], str]:
     """Frozen item matrices (row == item re-id) for the item encoder by name, and where they came from."""
     sc, prep = ctx.cfg.seqrec, ctx.input_dir("prepare")
     embed_done = (ctx.input_dir("embed") / MANIFEST).is_file()
-    no_vectors = embed_done and not (ctx.input_dir("embed") / Embedded.ITEMS).is_file()
-    if sc.multimodal == "embed" and no_vectors:
-        raise DataError("seqrec.multimodal=embed but the embed stage found no item vector (its log says why)")
-    if sc.multimodal == "embed" or (sc.multimodal == "auto" and embed_done and not no_vectors):
-        if not embed_done:
-            raise DataError(
-                "seqrec.multimodal=embed but the embed stage has not finished: run `./run.sh embed`"
-            )
+    vectors = embed_done and (ctx.input_dir("embed") / Embedded.ITEMS).is_file()  # none where no item has one
+    if sc.multimodal == "embed" and not vectors:
+        why = (
+            "found no item vector (its log says why)"
+            if embed_done
+            else "has not finished: run `./run.sh embed`"
+        )
+        raise DataError(f"seqrec.multimodal=embed but the embed stage {why}")
+    if sc.multimodal == "embed" or (sc.multimodal == "auto" and vectors):
         return {"embed": read_matrix(ctx.input_dir("embed") / Embedded.ITEMS, n)}, "embed"
-    if sc.multimodal == "none" or no_vectors:  # auto: nor has any item a provided vector then
-        return {}, "none"
+    if sc.multimodal == "none" or (sc.multimodal == "auto" and embed_done):  # auto: embed found no vector at
+        return {}, "none"  # all, provided ones included
     dims = {**MM_DIMS, **ctx.cfg.data.emb_dims}
     mats = {f"emb_{f}": np.array(read_mm(prep, f, n, int(dims[f]))[0]) for f in ctx.cfg.data.mm_feats}
     return mats, "provided:" + ",".join(ctx.cfg.data.mm_feats) if mats else "none"

@@ -17,7 +17,6 @@ ranking the ensemble can use.
 from __future__ import annotations
 
 import logging
-import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from recstack.artifacts import write_json, write_table
+from recstack.data.raw.progress import peak_rss_gib
 from recstack.data.tables.predictions import predictions_table, ranking_table, read_predictions
 from recstack.data.tables.prepared import read_samples
 from recstack.data.tables.tgr_prepared import (
@@ -63,12 +63,6 @@ from recstack.stack.lgbm import cv_binary, fit_lambdarank, lgbm_binary
 from recstack.stages.context import StageContext
 
 log = logging.getLogger(__name__)
-
-
-def peak_rss_gib() -> float:
-    """This process's peak resident memory so far (Linux reports KiB): logged at the stage's steps, so a run
-    at competition size shows which step holds what (bench/bench_scale.py measures the whole stage)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _retrieval_features(ctx: StageContext) -> pd.DataFrame | None:

@@ -23,7 +23,6 @@ Everything is vectorised over users in chunks, so memory stays at the output arr
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from recstack.artifacts import write_table
 from recstack.config import SyntheticTGRConfig
 from recstack.data.builders.movielens import deciles
 from recstack.data.builders.synthetic import _alias_tables, _draw
+from recstack.data.raw.progress import peak_rss_gib
 from recstack.data.raw.tencentgr import MM_DIMS, TgrEvents, TgrRaw
 from recstack.paths import RawTencentGR
 
@@ -440,7 +440,7 @@ def build_and_write(cfg: SyntheticTGRConfig, root: str | Path) -> dict[str, floa
     t0 = time.perf_counter()
     raw, truth = build_tgr_synthetic(cfg)
     t1 = time.perf_counter()
-    build_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    build_gib = peak_rss_gib()
     write_platform(raw, root, emb_dims=dict(cfg.mm_dims))
     write_table(
         RawTencentGR(Path(root)).truth,
@@ -465,7 +465,7 @@ def build_and_write(cfg: SyntheticTGRConfig, root: str | Path) -> dict[str, floa
         "build_s": t1 - t0,
         "build_gib": build_gib,
         "write_s": t2 - t1,
-        "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_gib": peak_rss_gib(),
     }
     log.info("synthetic tencentgr written to %s: %s", root, figures)
     return figures

@@ -8,7 +8,14 @@ so it lands in the run's log file too (tqdm bars go to the terminal only).
 from __future__ import annotations
 
 import logging
+import resource
 import time
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far, GiB (Linux reports KiB): logged at the steps of the long
+    stages so a run at competition size shows which step holds what (bench/bench_scale.py times whole stages)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _fmt(v: object) -> str:

@@ -326,6 +326,15 @@ def _stream_events(path: Path, read: Callable[[EventSink], tuple]) -> tuple[tupl
     return got, sink.close()
 
 
+def mm_not_found(msg: str, others: list[str]) -> DataError:
+    """The error for a multimodal feature without its file at the configured width: ModalityAbsent (skipped
+    with data.mm_required=false) when the feature has no file at any width, else a DataError naming the files
+    found, a setting to fix (data.emb_dims) that is never skipped."""
+    if others:
+        return DataError(f"{msg}; found {', '.join(others)} (set its dimension in data.emb_dims)")
+    return ModalityAbsent(msg)
+
+
 def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dict[str, int] | None,
              max_unknown_item_share: float, counts: Counter, steps: Steps | None = None,
              mm_required: bool = True) -> dict[str, object]:  # fmt: skip

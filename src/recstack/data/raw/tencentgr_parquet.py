@@ -48,6 +48,7 @@ from recstack.data.raw.tencentgr import (
     apply_profiles,
     assemble,
     indexer_of,
+    mm_not_found,
 )
 from recstack.data.raw.tencentgr_platform import (
     check_reids,
@@ -56,7 +57,7 @@ from recstack.data.raw.tencentgr_platform import (
     read_candidates,
     read_seq,
 )
-from recstack.errors import DataError, ModalityAbsent
+from recstack.errors import DataError
 from recstack.paths import RawTencentGR
 
 log = logging.getLogger(__name__)
@@ -402,10 +403,7 @@ def read_mm_parquet(
     folder = mm_root / f"emb_{feat}_{dim}_parquet"
     if not folder.is_dir():
         others = sorted(p.name for p in mm_root.glob(f"emb_{feat}_*_parquet")) if mm_root.is_dir() else []
-        msg = f"{folder}: folder not found (multimodal feature {feat}, dimension {dim})"
-        if others:  # the feature is there at another width: a setting to fix, never skipped
-            raise DataError(f"{msg}; found {', '.join(others)} (set its dimension in data.emb_dims)")
-        raise ModalityAbsent(msg)
+        raise mm_not_found(f"{folder}: folder not found (multimodal feature {feat}, dimension {dim})", others)
     what = f"emb_{feat}_{dim}_parquet/*.parquet with anonymous_cid string, emb list<float32> of length {dim}"
     unknown = nulls = 0
     for path in parquet_parts(folder, what):

@@ -43,7 +43,7 @@ from recstack.data.raw.tencentgr import (
     TgrRaw,
     indexer_of,
 )
-from recstack.errors import DataError, ModalityAbsent
+from recstack.errors import DataError
 from recstack.paths import RawTencentGR
 
 log = logging.getLogger(__name__)
@@ -358,10 +358,8 @@ def read_mm(root: Path, feat: str, cid_to_row: dict[int, int], sink: EmbeddingSi
                     rows.add(row, v)
     else:
         others = sorted(p.name for p in root.glob(f"emb_{feat}_*")) if root.is_dir() else []
-        msg = f"{root}: no emb_{feat}_{dim}.pkl or emb_{feat}_{dim}/ (multimodal feature {feat})"
-        if others:  # the feature is there at another width: a setting to fix, never skipped
-            raise DataError(f"{msg}; found {', '.join(others)} (set its dimension in data.emb_dims)")
-        raise ModalityAbsent(msg)
+        raise tgr.mm_not_found(f"{root}: no emb_{feat}_{dim}.pkl or emb_{feat}_{dim}/ (multimodal feature {feat})",
+                               others)  # fmt: skip
     rows.flush()
     counts[f"mm_{feat}_unknown_creative"] += unknown
 
