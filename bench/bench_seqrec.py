@@ -3,6 +3,7 @@
     python bench/bench_seqrec.py --seeds 3 --config configs/tencentgr_movielens.yaml --set data.valid_users=400
     python bench/bench_seqrec.py --seeds 3 --config configs/tencentgr_synthetic.yaml --set data.valid_users=400
     python bench/bench_seqrec.py --scale --users 100000 --steps 200
+    python bench/bench_seqrec.py --epoch --users 1000000 --set seqrec.batch_size=1024   # the GPU epoch
 
 Quality: every run goes through the pipeline (`run_until(cfg, "seqrec")`, the stage forced), one data split
 (`seed` fixed) and `seqrec.seed_offset` = 0, 1, 2 for the model's initialisation and draws; prints the valid
@@ -11,11 +12,16 @@ retrieve stage's co-visitation source's on the same valid users. Each loss is re
 losses trained the same number of steps) and at its own best evaluation step on valid (what the stage keeps).
 Scale: a TencentGR-1M-shaped synthetic slice (100 events per user) prepared once, then a short training run
 in a child process: training samples/s (windows of up to 100 events) and the child's peak RSS.
+Epoch: one epoch of a TencentGR-1M-shaped event store (users x 100 events, 4.78M items, 660k pool) built in
+memory (the pipeline's build + prepare take ~10 min at this size on one core) and trained by the stage's own
+model and loop (SeqRec, ItemEncoder, train.seqrec.fit: the default seqrec config, bf16 autocast on CUDA):
+the epoch's wall time, training samples/s and peak memory (GPU and host).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import resource
@@ -26,10 +32,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from recstack.config import load_config
+from recstack.data.builders.synthetic_tgr import ITEM_FEATURES
+from recstack.device import resolve_device
+from recstack.models.item_encoder import ItemColumns, ItemEncoder
+from recstack.models.seqrec import SeqRec, UserTower
 from recstack.paths import Paths, Seqrec
 from recstack.pipeline import run_stage, run_until
+from recstack.train import seqrec as tr
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,6 +117,112 @@ def scale(args: argparse.Namespace) -> None:
     print(f"one epoch of 1M users at this rate: {1e6 / max(sps, 1e-9) / 60:.0f} min")
 
 
+def epoch_data(users: int, items: int, pool: int, events: int, device: torch.device, seed: int = 0) -> dict:
+    """A TencentGR-1M-shaped store in memory: every user `events` events, items by a Zipf-like popularity
+    (p ~ rank^-0.9 over a shuffled catalogue), 10% clicks or conversions (a tenth of them conversions: the
+    synthetic builder's rates), session-like gaps; the item sparse features at the synthetic builder's
+    cardinalities (a topic = 1 of 1,000), emb_81 (32-d, float16) and the user profile columns."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    n = users * events
+    cdf = torch.cumsum(torch.arange(1, items, device=device, dtype=torch.float64) ** -0.9, 0)
+    ranks = torch.searchsorted(cdf / cdf[-1], torch.rand(n, device=device, generator=g, dtype=torch.float64))
+    shuffle = torch.randperm(items - 1, device=device, generator=g) + 1  # item re-ids 1..items-1
+    item = shuffle[ranks.clamp(max=items - 2)].to(torch.int32).cpu().numpy()
+    u = torch.rand(n, device=device, generator=g)
+    action = (
+        ((u < 0.1).to(torch.int8) + (u < 0.01).to(torch.int8)).cpu().numpy()
+    )  # 0 / 1 click / 2 conversion
+    gap = np.where(rng.random(n) < 0.05, rng.exponential(86_400.0, n), rng.exponential(45.0, n))
+    ts = 1_700_000_000 + np.cumsum(gap.astype(np.int64))
+    user = np.repeat(np.arange(1, users + 1, dtype=np.int64), events)
+    n_topics = 1000
+    feats = {}
+    for f, (kind, card, _noise, missing) in ITEM_FEATURES.items():
+        if f == "111":  # id-like: the stage skips it (seqrec.skip_item_feats)
+            continue
+        top = n_topics * card if kind == "subtopic" else (card or n_topics)
+        v = rng.integers(1, top + 1, items)
+        feats[f"i{f}"] = torch.from_numpy(np.where(rng.random(items) < missing, 0, v))
+    return {"user": user, "item": item, "action": action, "ts": ts, "feats": feats,
+            "mm": torch.from_numpy(rng.standard_normal((items, 32), np.float32).astype(np.float16)),
+            "u_sparse": torch.from_numpy(np.stack([rng.integers(0, c + 1, users + 1) for c in (8, 2, 7, 5)], 1)),
+            "u_arrays": torch.from_numpy(rng.integers(0, 65, (users + 1, 1, 8))),
+            "pool": rng.choice(np.arange(1, items), pool, replace=False)}  # fmt: skip
+
+
+def epoch(args: argparse.Namespace) -> None:
+    """One epoch of the stage's model and training loop on a TencentGR-1M-shaped store (module docstring)."""
+    sc = load_config(None, [s_ for s_ in args.set if s_.startswith("seqrec.")]).seqrec
+    device = resolve_device("auto")
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    d = epoch_data(args.users, args.items, args.pool, args.events, device)
+    valid_n = min(2000, args.users)  # the first 2,000 users' last event is held out for the evaluations
+    start = np.arange(args.users, dtype=np.int64) * args.events
+    end = start + args.events
+    train_end = end.copy()
+    train_end[:valid_n] -= 1
+    d["action"][train_end[:valid_n]] = 1  # each valid user's held-out last event is a click
+    store = tr.EventStore.of(d["user"], d["item"], d["action"], d["ts"], device)
+    train = tr.train_windows(start, train_end, np.arange(1, args.users + 1), sc.max_len, device)
+    valid = tr.query_windows(start[:valid_n], train_end[:valid_n], np.arange(1, valid_n + 1), device)
+    seen = np.zeros(args.items, bool)
+    seen[d["item"]] = True  # every item in the store trains (the held-out valid targets are 2k of 100M)
+    seen[0] = False
+    id_index = torch.from_numpy(np.where(seen, np.cumsum(seen), 0))
+    w = np.array([tr.ACTION_WEIGHTS[a] for a in (0, 1, 2)])[d["action"]]
+    counts = np.bincount(d["item"], weights=w, minlength=args.items)
+    eligible = seen.copy()
+    eligible[d["pool"]] = True
+    rates = tr.sampling_rates(counts, eligible.astype(np.float64), sc.uniform_mix)
+    cols = ItemColumns(id_index, sparse=d["feats"], multimodal={"emb_81": d["mm"]})
+    model = SeqRec(ItemEncoder(cols, sc.dim, "project", sc.emb_std, sc.id_dropout),
+                   UserTower(d["u_sparse"], d["u_arrays"], sc.dim, sc.emb_std), sc.dim, sc.layers, sc.heads,
+                   sc.max_len, sc.dropout, sc.next_action, sc.emb_std).to(device)  # fmt: skip
+    keys = ("loss", "temperature", "negatives", "inbatch", "logq", "uniform_mix", "lr", "weight_decay", "warmup",
+            "batch_size", "max_len", "full_softmax_items")  # fmt: skip
+    s = tr.SeqTrainSettings(**{k: sc[k] for k in keys}, epochs=1, min_steps=0, eval_every=args.eval_every,
+                            patience=10**9, exclude_seen=False, progress=False)  # fmt: skip
+    if args.profile:  # a few steps under torch.profiler instead of the epoch: where a step's time goes
+        s = dataclasses.replace(s, epochs=0, min_steps=args.profile, eval_every=args.profile)
+        acts = [torch.profiler.ProfilerActivity.CPU] + (
+            [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []
+        )
+        with torch.profiler.profile(activities=acts) as prof:
+            tr.fit(model, store, train, valid, d["item"][train_end[:valid_n]], d["action"][train_end[:valid_n]],
+                   torch.from_numpy(d["pool"]).to(device), counts / max(counts.sum(), 1e-12), rates, s)  # fmt: skip
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+        return
+    setup = time.perf_counter() - t0
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}); "
+        f"{args.users:,} users x {args.events} events = {len(d['item']):,} events, {args.items:,} items, pool "
+        f"{args.pool:,}; {len(train):,} training windows, batch {s.batch_size}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters; data in memory in {setup:.0f} s",
+        flush=True,
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    logging.getLogger("recstack.train.seqrec").setLevel(logging.INFO)
+    t1 = time.perf_counter()
+    r = tr.fit(model, store, train, valid, d["item"][train_end[:valid_n]], d["action"][train_end[:valid_n]],
+               torch.from_numpy(d["pool"]).to(device), counts / max(counts.sum(), 1e-12), rates, s)  # fmt: skip
+    wall = time.perf_counter() - t1
+    curve = pd.DataFrame(r.curve)
+    eval_s = wall - float(curve["seconds"].sum())
+    gpu = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(curve[["step", "train_loss", "valid_score", "samples_per_s", "seconds"]].to_string(index=False))
+    print("| users | events | batch | steps | epoch wall s (evaluations incl.) | of it evaluations s | train "
+          "samples/s | events/s | peak GPU GiB | peak RSS GiB |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+          "| ---: | ---: | ---: |")  # fmt: skip
+    sps = len(train) / (wall - eval_s)
+    print(f"| {args.users:,} | {len(d['item']):,} | {s.batch_size} | {r.steps:,} | {wall:.1f} | {eval_s:.1f} | "
+          f"{sps:,.0f} | {sps * args.events:,.0f} | {gpu:.2f} | {rss:.2f} |")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "configs" / "tencentgr_movielens.yaml"))
@@ -115,9 +233,18 @@ def main() -> None:
     p.add_argument("--users", type=int, default=100_000)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--root", default="/tmp/recstack_bench_seqrec")
+    p.add_argument("--epoch", action="store_true")
+    p.add_argument("--items", type=int, default=4_780_000)
+    p.add_argument("--pool", type=int, default=660_000)
+    p.add_argument("--events", type=int, default=100)
+    p.add_argument("--profile", type=int, default=0, help="--epoch: profile this many steps instead")
+    p.add_argument("--eval-every", type=int, default=0, help="--epoch: steps between evaluations (0: ~10)")
     args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    scale(args) if args.scale else quality(args)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    if args.epoch:
+        epoch(args)
+    else:
+        scale(args) if args.scale else quality(args)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from recstack.data.tables.tgr_prepared import (
     read_table,
     stack_queries,
 )
+from recstack.device import deterministic_mode
 from recstack.models.item_encoder import ItemColumns, ItemEncoder
 from recstack.models.seqrec import SeqRec, UserTower
 from recstack.paths import Paths, Predictions, PreparedTGR, Seqrec
@@ -229,20 +230,25 @@ def _toy(seed: int = 0):
     return user, item, action, ts, n_items
 
 
-def _fit(tmp_path, on_step=None, min_steps: int = 12, eval_every: int = 5):
+# CUDA too where this machine has it (no skip either way: the list holds the devices present)
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+def _fit(tmp_path, on_step=None, min_steps: int = 12, eval_every: int = 5, device: str = "cpu"):
     user, item, action, ts, n_items = _toy()
     start = np.arange(0, len(user), 9)
-    store = tr.EventStore.of(user, item, action, ts, torch.device("cpu"))
-    train = tr.train_windows(start, start + 8, np.zeros(12, np.int64), 4, torch.device("cpu"))
-    valid = tr.query_windows(start, start + 8, np.zeros(12, np.int64), torch.device("cpu"))
-    model = tiny_model(n_items, mm=False)
+    dev = torch.device(device)
+    store = tr.EventStore.of(user, item, action, ts, dev)
+    train = tr.train_windows(start, start + 8, np.zeros(12, np.int64), 4, dev)
+    valid = tr.query_windows(start, start + 8, np.zeros(12, np.int64), dev)
+    model = tiny_model(n_items, mm=False).to(dev)
     counts = np.bincount(item, minlength=n_items).astype(float)
     s = tr.SeqTrainSettings(batch_size=4, min_steps=min_steps, epochs=1, eval_every=eval_every, negatives=6, inbatch=4,
                             max_len=4, progress=False, resume=tmp_path / "ck.pt", resume_key="k", warmup=2,
                             patience=99)  # fmt: skip
     model.train()
     model.drop.p = 0.1  # dropout draws must repeat after a resume too
-    res = tr.fit(model, store, train, valid, item[start + 8], np.ones(12), torch.arange(1, n_items), counts / counts.sum(),
+    res = tr.fit(model, store, train, valid, item[start + 8], np.ones(12), torch.arange(1, n_items, device=dev), counts / counts.sum(),
                  tr.sampling_rates(counts, (np.arange(n_items) > 0).astype(float), 0.1), s, on_step)  # fmt: skip
     return model, res
 
@@ -254,17 +260,21 @@ def test_eval_every_0_evaluates_about_ten_times_whatever_the_epoch(tmp_path):
     assert [r["step"] for r in res.curve] == list(range(4, 41, 4))
 
 
-def test_resume_after_an_interrupted_epoch_gives_the_same_result(tmp_path):
-    full, r_full = _fit(tmp_path / "a")
+@pytest.mark.parametrize("device", DEVICES)
+def test_resume_after_an_interrupted_epoch_gives_the_same_result(tmp_path, device):
+    """On CUDA under `deterministic=true` (device.deterministic_mode): the embedding backward's atomic adds
+    are otherwise free to sum in any order."""
+    with deterministic_mode(device == "cuda"):
+        full, r_full = _fit(tmp_path / "a", device=device)
 
-    def boom(step: int) -> None:
-        if step == 7:  # between the evaluations after steps 5 and 10
-            raise KeyboardInterrupt
+        def boom(step: int) -> None:
+            if step == 7:  # between the evaluations after steps 5 and 10
+                raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        _fit(tmp_path / "b", boom)
-    assert (tmp_path / "b" / "ck.pt").is_file()
-    resumed, r_res = _fit(tmp_path / "b")
+        with pytest.raises(KeyboardInterrupt):
+            _fit(tmp_path / "b", boom, device=device)
+        assert (tmp_path / "b" / "ck.pt").is_file()
+        resumed, r_res = _fit(tmp_path / "b", device=device)
     assert [r["step"] for r in r_res.curve] == [5, 10, 12]
     assert r_res.curve == r_full.curve or all(
         a["valid_score"] == b["valid_score"] for a, b in zip(r_res.curve, r_full.curve, strict=True)
