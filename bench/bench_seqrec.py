@@ -184,14 +184,18 @@ def epoch(args: argparse.Namespace) -> None:
             "batch_size", "max_len", "full_softmax_items")  # fmt: skip
     s = tr.SeqTrainSettings(**{k: sc[k] for k in keys}, epochs=1, min_steps=0, eval_every=args.eval_every,
                             patience=10**9, exclude_seen=False, progress=False)  # fmt: skip
+
+    def run(s: tr.SeqTrainSettings) -> tr.FitResult:
+        target = train_end[:valid_n]  # each valid user's held-out event
+        return tr.fit(model, store, train, valid, d["item"][target], d["action"][target],
+                      torch.from_numpy(d["pool"]).to(device), counts / max(counts.sum(), 1e-12), rates, s)  # fmt: skip
+
     if args.profile:  # a few steps under torch.profiler instead of the epoch: where a step's time goes
-        s = dataclasses.replace(s, epochs=0, min_steps=args.profile, eval_every=args.profile)
         acts = [torch.profiler.ProfilerActivity.CPU] + (
             [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []
         )
         with torch.profiler.profile(activities=acts) as prof:
-            tr.fit(model, store, train, valid, d["item"][train_end[:valid_n]], d["action"][train_end[:valid_n]],
-                   torch.from_numpy(d["pool"]).to(device), counts / max(counts.sum(), 1e-12), rates, s)  # fmt: skip
+            run(dataclasses.replace(s, epochs=0, min_steps=args.profile, eval_every=args.profile))
         key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
         return
@@ -207,8 +211,7 @@ def epoch(args: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats(device)
     logging.getLogger("recstack.train.seqrec").setLevel(logging.INFO)
     t1 = time.perf_counter()
-    r = tr.fit(model, store, train, valid, d["item"][train_end[:valid_n]], d["action"][train_end[:valid_n]],
-               torch.from_numpy(d["pool"]).to(device), counts / max(counts.sum(), 1e-12), rates, s)  # fmt: skip
+    r = run(s)
     wall = time.perf_counter() - t1
     curve = pd.DataFrame(r.curve)
     eval_s = wall - float(curve["seconds"].sum())
