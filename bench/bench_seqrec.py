@@ -37,10 +37,10 @@ import torch
 from recstack.config import load_config
 from recstack.data.builders.synthetic_tgr import ITEM_FEATURES
 from recstack.device import resolve_device
-from recstack.models.item_encoder import ItemColumns, ItemEncoder
-from recstack.models.seqrec import SeqRec, UserTower
+from recstack.models.item_encoder import ItemColumns
 from recstack.paths import Paths, Seqrec
 from recstack.pipeline import run_stage, run_until
+from recstack.stages import seqrec as stage
 from recstack.train import seqrec as tr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,28 +167,20 @@ def epoch(args: argparse.Namespace) -> None:
     store = tr.EventStore.of(d["user"], d["item"], d["action"], d["ts"], device)
     train = tr.train_windows(start, train_end, np.arange(1, args.users + 1), sc.max_len, device)
     valid = tr.query_windows(start[:valid_n], train_end[:valid_n], np.arange(1, valid_n + 1), device)
-    seen = np.zeros(args.items, bool)
-    seen[d["item"]] = True  # every item in the store trains (the held-out valid targets are 2k of 100M)
-    seen[0] = False
-    id_index = torch.from_numpy(np.where(seen, np.cumsum(seen), 0))
-    w = np.array([tr.ACTION_WEIGHTS[a] for a in (0, 1, 2)])[d["action"]]
-    counts = np.bincount(d["item"], weights=w, minlength=args.items)
-    eligible = seen.copy()
-    eligible[d["pool"]] = True
-    rates = tr.sampling_rates(counts, eligible.astype(np.float64), sc.uniform_mix)
+    # the stage's own item side, negatives and model (every item in the store trains: the held-out valid
+    # targets are 2k of 100M events)
+    id_index = torch.from_numpy(stage.id_index_of(d["item"], args.items))
+    popularity, rates = stage.negative_rates(d["item"], d["action"], d["pool"], args.items, sc.uniform_mix)
     cols = ItemColumns(id_index, sparse=d["feats"], multimodal={"emb_81": d["mm"]})
-    model = SeqRec(ItemEncoder(cols, sc.dim, "project", sc.emb_std, sc.id_dropout),
-                   UserTower(d["u_sparse"], d["u_arrays"], sc.dim, sc.emb_std), sc.dim, sc.layers, sc.heads,
-                   sc.max_len, sc.dropout, sc.next_action, sc.emb_std).to(device)  # fmt: skip
-    keys = ("loss", "temperature", "negatives", "inbatch", "logq", "uniform_mix", "lr", "weight_decay", "warmup",
-            "batch_size", "max_len", "full_softmax_items")  # fmt: skip
-    s = tr.SeqTrainSettings(**{k: sc[k] for k in keys}, epochs=1, min_steps=0, eval_every=args.eval_every,
-                            patience=10**9, exclude_seen=False, progress=False)  # fmt: skip
+    model = stage.build_model(sc, cols, d["u_sparse"], d["u_arrays"], device)
+    s = tr.SeqTrainSettings(**{k: sc[k] for k in stage.SETTINGS_KEYS} | {
+        "epochs": 1, "min_steps": 0, "eval_every": args.eval_every, "patience": 10**9, "exclude_seen": False,
+        "progress": False})  # fmt: skip
 
     def run(s: tr.SeqTrainSettings) -> tr.FitResult:
         target = train_end[:valid_n]  # each valid user's held-out event
         return tr.fit(model, store, train, valid, d["item"][target], d["action"][target],
-                      torch.from_numpy(d["pool"]).to(device), counts / max(counts.sum(), 1e-12), rates, s)  # fmt: skip
+                      torch.from_numpy(d["pool"]).to(device), popularity, rates, s)  # fmt: skip
 
     if args.profile:  # a few steps under torch.profiler instead of the epoch: where a step's time goes
         acts = [torch.profiler.ProfilerActivity.CPU] + (

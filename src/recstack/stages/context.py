@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from recstack.paths import Paths
+from recstack.paths import MANIFEST, Embedded, Paths
 
 
 @dataclass
@@ -19,3 +19,10 @@ class StageContext:
     def input_dir(self, stage: str) -> Path:
         """An upstream stage's finished folder."""
         return self.paths.stage_dir(stage)
+
+    def embedded_items(self) -> Path | None:
+        """The embed stage's item matrix, or None: the stage has not finished, or it found no item vector at
+        all and wrote none (stages/embed.py; e.g. a TencentGR download without mm_emb/ or item texts)."""
+        folder = self.input_dir("embed")
+        path = folder / Embedded.ITEMS
+        return path if (folder / MANIFEST).is_file() and path.is_file() else None

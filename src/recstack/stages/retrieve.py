@@ -46,7 +46,7 @@ from recstack.data.tables.tgr_prepared import (
 )
 from recstack.errors import DataError
 from recstack.metrics import auc
-from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retrieved
+from recstack.paths import MANIFEST, Predictions, PreparedTGR, Retrieved
 from recstack.retrieve.base import MISSING, Events, Ranking, backfill, query_histories
 from recstack.retrieve.covisit import Covisit, fit_covisit, write_matrix
 from recstack.retrieve.features import FEATURES, row_features, train_sequences
@@ -92,9 +92,9 @@ class _RowGroups:
 
 
 def _item_vecs(ctx: StageContext, n_rows: int) -> np.ndarray | None:
-    path = ctx.input_dir("embed") / Embedded.ITEMS
-    if not (ctx.input_dir("embed") / MANIFEST).is_file() or not path.is_file():
-        return None  # no embed stage, or it found no item vector (stages/embed.py)
+    path = ctx.embedded_items()
+    if path is None:
+        return None
     vecs = np.load(path)
     if vecs.ndim != 2 or vecs.shape[0] != n_rows:
         raise DataError(f"{path}: shape {vecs.shape}; expected ({n_rows}, dim): one row per item")

@@ -46,7 +46,7 @@ from recstack.errors import DataError
 from recstack.metrics import tencentgr_score
 from recstack.models.item_encoder import ItemColumns, ItemEncoder
 from recstack.models.seqrec import SeqRec, UserTower
-from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Seqrec
+from recstack.paths import MANIFEST, Predictions, PreparedTGR, Seqrec
 from recstack.retrieve.base import backfill
 from recstack.retrieve.index import IndexSettings, VectorIndex, search_excluding
 from recstack.stages.context import StageContext
@@ -92,16 +92,16 @@ def multimodal(ctx: StageContext, n: int) -> tuple[dict[str, np.ndarray], str]:
     """Frozen item matrices (row == item re-id) for the item encoder by name, and where they came from."""
     sc, prep = ctx.cfg.seqrec, ctx.input_dir("prepare")
     embed_done = (ctx.input_dir("embed") / MANIFEST).is_file()
-    vectors = embed_done and (ctx.input_dir("embed") / Embedded.ITEMS).is_file()  # none where no item has one
-    if sc.multimodal == "embed" and not vectors:
+    vectors = ctx.embedded_items()  # None where no item has a vector
+    if sc.multimodal == "embed" and vectors is None:
         why = (
             "found no item vector (its log says why)"
             if embed_done
             else "has not finished: run `./run.sh embed`"
         )
         raise DataError(f"seqrec.multimodal=embed but the embed stage {why}")
-    if sc.multimodal == "embed" or (sc.multimodal == "auto" and vectors):
-        return {"embed": read_matrix(ctx.input_dir("embed") / Embedded.ITEMS, n)}, "embed"
+    if vectors is not None and sc.multimodal in ("embed", "auto"):
+        return {"embed": read_matrix(vectors, n)}, "embed"
     if sc.multimodal == "none" or (sc.multimodal == "auto" and embed_done):  # auto: embed found no vector at
         return {}, "none"  # all, provided ones included
     dims = {**MM_DIMS, **ctx.cfg.data.emb_dims}
@@ -121,12 +121,40 @@ def item_side(
     skip = {f"i{f}" for f in ctx.cfg.seqrec.skip_item_feats}
     cols = [c for c in table.column_names if c.startswith("i") and c[1:].isdigit() and c not in skip]
     feats = {c: codes(table.column(c).to_numpy().astype(np.int64)) for c in cols}
+    used = {
+        c: torch.from_numpy(f) for c, f in feats.items() if f.any()
+    }  # a never-set feature carries nothing
+    return torch.from_numpy(id_index_of(trained_items, n)), used, n
+
+
+def id_index_of(trained_items: np.ndarray, n: int) -> np.ndarray:
+    """(n,) id-embedding row of each item: 1.. for the items seen in training, 0 (the zero row) otherwise."""
     seen = np.zeros(n, bool)
     seen[trained_items] = True
     seen[0] = False
-    id_index = np.where(seen, np.cumsum(seen), 0)
-    # a feature this data set never sets carries nothing
-    return torch.from_numpy(id_index), {c: torch.from_numpy(f) for c, f in feats.items() if f.any()}, n
+    return np.where(seen, np.cumsum(seen), 0)
+
+
+def negative_rates(trained: np.ndarray, trained_action: np.ndarray, pool: np.ndarray, n_items: int,
+                   uniform_mix: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(popularity, rates), each (n_items,): the targets' weighted popularity and the shared negatives'
+    sampling distribution (train.seqrec.sampling_rates) over the trained and pool items."""
+    weight = np.array([ACTION_WEIGHTS[a] for a in range(max(ACTION_WEIGHTS) + 1)])[trained_action]
+    counts = np.bincount(trained, weights=weight, minlength=n_items)
+    eligible = np.zeros(n_items, bool)
+    eligible[trained] = True
+    eligible[pool] = True
+    eligible[0] = False
+    return counts / max(counts.sum(), 1e-12), sampling_rates(counts, eligible.astype(np.float64), uniform_mix)
+
+
+def build_model(sc: Any, cols: ItemColumns, u_sparse: torch.Tensor, u_arrays: torch.Tensor,
+                device: torch.device) -> SeqRec:  # fmt: skip
+    """The shared item encoder, projected to one vector (id | sparse features | each matrix, kept float16),
+    under the user tower and the transformer, sized by the seqrec config `sc`."""
+    items = ItemEncoder(cols, sc.dim, "project", sc.emb_std, sc.id_dropout)
+    return SeqRec(items, UserTower(u_sparse, u_arrays, sc.dim, sc.emb_std), sc.dim, sc.layers, sc.heads,
+                  sc.max_len, sc.dropout, sc.next_action, sc.emb_std).to(device)  # fmt: skip
 
 
 def user_side(ctx: StageContext) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -146,12 +174,15 @@ def profile_rows(user: np.ndarray, n_users: int) -> np.ndarray:
     return np.where((user >= 1) & (user < n_users), user, 0).astype(np.int64)
 
 
+# the seqrec config keys that are training settings (train.seqrec.SeqTrainSettings), by the same names
+SETTINGS_KEYS = ("loss", "temperature", "negatives", "inbatch", "logq", "uniform_mix", "lr", "weight_decay", "warmup",
+                 "batch_size", "epochs", "min_steps", "eval_every", "patience", "max_len", "exclude_seen", "progress",
+                 "full_softmax_items", "mask_seen")  # fmt: skip
+
+
 def settings(ctx: StageContext, key: str) -> SeqTrainSettings:
     sc = ctx.cfg.seqrec
-    keys = ("loss", "temperature", "negatives", "inbatch", "logq", "uniform_mix", "lr", "weight_decay", "warmup",
-            "batch_size", "epochs", "min_steps", "eval_every", "patience", "max_len", "exclude_seen", "progress",
-            "full_softmax_items", "mask_seen")  # fmt: skip
-    return SeqTrainSettings(**{k: sc[k] for k in keys}, seed=ctx.cfg.seed + sc.seed_offset,
+    return SeqTrainSettings(**{k: sc[k] for k in SETTINGS_KEYS}, seed=ctx.cfg.seed + sc.seed_offset,
                             resume=ctx.paths.resume_dir("seqrec") / Seqrec.RESUME, resume_key=key)  # fmt: skip
 
 
@@ -205,20 +236,9 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         return query_windows(start[g], q["event_index"].to_numpy(), profile_rows(users[g], n_users), device)
 
     pool = pool_items(prep)
-    weight = np.vectorize(ACTION_WEIGHTS.get)(trained_action).astype(np.float64)
-    counts = np.bincount(trained, weights=weight, minlength=n_items)
-    eligible = np.zeros(n_items, bool)
-    eligible[trained] = True
-    eligible[pool] = True
-    eligible[0] = False
-    popularity = counts / max(counts.sum(), 1e-12)
-    rates = sampling_rates(counts, eligible.astype(np.float64), sc.uniform_mix)
-
-    # the shared item encoder, projected to one vector: id | sparse features | each matrix (kept float16)
+    popularity, rates = negative_rates(trained, trained_action, pool, n_items, sc.uniform_mix)
     cols = ItemColumns(id_index, sparse=feats, multimodal={k: torch.from_numpy(m) for k, m in mats.items()})
-    items = ItemEncoder(cols, sc.dim, "project", sc.emb_std, sc.id_dropout)
-    model = SeqRec(items, UserTower(u_sparse, u_arrays, sc.dim, sc.emb_std), sc.dim, sc.layers, sc.heads,
-                   sc.max_len, sc.dropout, sc.next_action, sc.emb_std).to(device)  # fmt: skip
+    model = build_model(sc, cols, u_sparse, u_arrays, device)
     prepare_key = json.loads((prep / MANIFEST).read_text())["key"]
     key = stable_hash({"seqrec": OmegaConf.to_container(sc), "seed": cfg.seed, "prepare": prepare_key,
                        "multimodal": mm_source, "valid": int(cfg.data.valid_users), "stack": int(cfg.data.stack_users)})  # fmt: skip

@@ -41,7 +41,7 @@ from recstack.ensemble.blend import logit
 from recstack.errors import DataError
 from recstack.metrics import auc, tencentgr_score
 from recstack.models.popularity import DAY
-from recstack.paths import MANIFEST, Embedded, Predictions, PreparedTGR, Retrieved, Stacked
+from recstack.paths import MANIFEST, Predictions, PreparedTGR, Retrieved, Stacked
 from recstack.retrieve.base import Events, backfill, top_k_groups
 from recstack.retrieve.covisit import CovisitMatrix, read_matrix
 from recstack.retrieve.features import covisit_lookup
@@ -375,11 +375,11 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
                        "valid": histories_before(ev["user"], ev[c], queries["valid"]),
                        "test": histories(pe["user"], pe[c], queries["test"]["user"].to_numpy())}
                    for c in ("action", "ts")}  # fmt: skip
-    emb_path = ctx.input_dir("embed") / Embedded.ITEMS
+    emb_path = ctx.embedded_items()
     # memory-mapped: the features gather a few rows per query from it (2.5 GB at TencentGR-1M size)
-    emb = np.load(emb_path, mmap_mode="r") if emb_path.is_file() else None
+    emb = np.load(emb_path, mmap_mode="r") if emb_path is not None else None
     if emb is None:
-        log.info("no item embeddings (%s absent): no history-similarity features", emb_path)
+        log.info("no item embeddings from the embed stage: no history-similarity features")
     elif emb.shape[0] != n_rows:
         raise DataError(f"{emb_path}: {emb.shape[0]} rows; expected {n_rows} (one per item re-id)")
     pool = pool_items(prep)
