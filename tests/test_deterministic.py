@@ -11,21 +11,28 @@ from recstack.pipeline import pipeline_of
 
 
 def test_the_switch_sets_and_restores_torch_state():
+    sdp = torch.backends.cuda
     torch.set_num_threads(2)
     before = (
         torch.are_deterministic_algorithms_enabled(),
         torch.get_num_threads(),
         os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        (sdp.flash_sdp_enabled(), sdp.mem_efficient_sdp_enabled(), sdp.cudnn_sdp_enabled()),
     )
+    assert before[3] == (True, True, True)  # torch's defaults: the fused attention kernels may be chosen
     with deterministic_mode(True):
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.get_num_threads() == 1
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        # the fused attention kernels' backward is not deterministic under warn_only: math backend only
+        assert not (sdp.flash_sdp_enabled() or sdp.mem_efficient_sdp_enabled() or sdp.cudnn_sdp_enabled())
+        assert sdp.math_sdp_enabled()
     after = (
         torch.are_deterministic_algorithms_enabled(),
         torch.get_num_threads(),
         os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        (sdp.flash_sdp_enabled(), sdp.mem_efficient_sdp_enabled(), sdp.cudnn_sdp_enabled()),
     )
     assert after == before
     with deterministic_mode(False):

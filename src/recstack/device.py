@@ -24,18 +24,27 @@ def resolve_device(pref: str = "auto") -> torch.device:
 def deterministic_mode(on: bool) -> Iterator[None]:
     """`deterministic=true` around a stage: torch's deterministic algorithms (warn_only: an op without one
     is named in a warning instead of stopping the run), cuDNN without autotuning, the cuBLAS workspace
-    setting its deterministic GEMMs need, and one CPU thread (multi-threaded float sums differed between two
-    processes of the same seqrec run: bench/README.md, seqrec reproducibility). Slower; off by default.
-    Settings are restored afterwards, so a stage never leaks them into the next."""
+    setting its deterministic GEMMs need, attention on the math SDPA backend only, and one CPU thread
+    (multi-threaded float sums differed between two processes of the same seqrec run: bench/README.md, seqrec
+    reproducibility). Under warn_only, torch still picks the cuDNN / memory-efficient attention kernels, whose
+    backward is not deterministic: on an H200 the seqrec stage warned "cuDNN Attention defaults to a
+    non-deterministic algorithm" (bench/README.md, Ninth session); the math backend is plain matmuls and a
+    softmax. Slower; off by default. Settings are restored afterwards, so a stage never leaks them."""
     if not on:
         yield
         return
-    cudnn = torch.backends.cudnn
+    cudnn, sdp = torch.backends.cudnn, torch.backends.cuda
+    fused = (sdp.enable_flash_sdp, sdp.enable_mem_efficient_sdp, sdp.enable_cudnn_sdp)  # attention kernels
+    fused_prev = (sdp.flash_sdp_enabled(), sdp.mem_efficient_sdp_enabled(), sdp.cudnn_sdp_enabled())
+    math_prev = sdp.math_sdp_enabled()
     prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
             torch.get_num_threads(), cudnn.deterministic, cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))  # fmt: skip
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     cudnn.deterministic, cudnn.benchmark = True, False
+    for enable in fused:
+        enable(False)
+    sdp.enable_math_sdp(True)
     torch.set_num_threads(1)
     try:
         yield
@@ -43,6 +52,9 @@ def deterministic_mode(on: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
         torch.set_num_threads(prev[2])
         cudnn.deterministic, cudnn.benchmark = prev[3], prev[4]
+        for enable, was in zip(fused, fused_prev, strict=True):
+            enable(was)
+        sdp.enable_math_sdp(math_prev)
         if prev[5] is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         else:
