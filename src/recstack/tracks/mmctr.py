@@ -18,7 +18,7 @@ from recstack.metrics import auc, gauc, logloss
 from recstack.models.rankers import RANKERS
 from recstack.paths import Paths
 from recstack.stages import baseline, build, embed, ensemble, prepare, rank, retrieve, stack
-from recstack.tracks.base import SHARED_KEYS, Stage, Track, no_truth
+from recstack.tracks.base import DATA_KEYS, SHARED_KEYS, Stage, Track, no_truth
 
 RANK_KEYS = (
     "rank.multimodal",
@@ -46,11 +46,11 @@ class Mmctr(Track):
     def __init__(self) -> None:
         self.stages = {
             "build": Stage(
-                "build", build.run_mmctr, (), (*SHARED_KEYS, "data"),
+                "build", build.run_mmctr, (), (*DATA_KEYS, "data"),
                 "build the raw mmctr layout for data.source=movielens|synthetic under input/<dataset>/",
             ),
             "prepare": Stage(
-                "prepare", prepare.run_mmctr, ("build",), (*SHARED_KEYS, "data.max_hist"),
+                "prepare", prepare.run_mmctr, ("build",), (*DATA_KEYS, "data.max_hist"),
                 "read and check the raw layout; write canonical item and sample tables", reads_raw=True,
             ),
             "embed": Stage(

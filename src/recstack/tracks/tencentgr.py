@@ -17,7 +17,7 @@ from recstack.ensemble.submission import TGR_K, read_tgr, validate_tgr
 from recstack.metrics import TGR_ACTION_WEIGHTS, tencentgr_score
 from recstack.paths import Paths, PreparedTGR
 from recstack.stages import baseline, build, embed, ensemble, prepare, retrieve, seqrec, stack
-from recstack.tracks.base import SHARED_KEYS, Stage, Track, no_truth
+from recstack.tracks.base import DATA_KEYS, SHARED_KEYS, Stage, Track, no_truth
 
 HELD_OUT = ("data.valid_users", "data.stack_users", "data.stack_cuts")  # which events each model may train on
 
@@ -28,12 +28,12 @@ class TencentGR(Track):
     def __init__(self) -> None:
         self.stages = {
             "build": Stage(
-                "build", build.run_tencentgr, (), (*SHARED_KEYS, "data"),
+                "build", build.run_tencentgr, (), (*DATA_KEYS, "data"),
                 "build the raw TencentGR platform layout for data.source=movielens|synthetic",
             ),
             "prepare": Stage(
                 "prepare", prepare.run_tencentgr, ("build",),
-                (*SHARED_KEYS, "data.layout", "data.strict", "data.mm_feats", "data.mm_required", "data.emb_dims", "data.valid_users",
+                (*DATA_KEYS, "data.layout", "data.strict", "data.mm_feats", "data.mm_required", "data.emb_dims", "data.valid_users",
                  "data.eval_dir", "data.max_unknown_item_share"),
                 "stream the platform / parquet layout into canonical events, users, items, embeddings, candidates",
                 reads_raw=True,
