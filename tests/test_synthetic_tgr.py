@@ -116,6 +116,41 @@ def test_clicks_follow_topic_preferences(built):
     assert same > 0.8
 
 
+def test_latent_event_topics_and_the_oracle_click_law(built):
+    """`latent` holds each training event's topic run and the click model's terms (bench/oracle_tgr.py bounds
+    the valid score with them): exposures come from their run's topic (TOPIC_EXPOSURE, plus popular draws that
+    land in it), and the oracle's law of a clicked item gives the real clicks a higher likelihood than the same
+    law told shuffled topic runs or than popularity alone."""
+    import importlib.util
+    from pathlib import Path
+
+    from recstack.data.builders.synthetic_tgr import TOPIC_EXPOSURE
+
+    raw, _, latent = built
+    ev, t = raw.events, latent["event_topic"]
+    assert len(t) == len(ev.user) and latent["item_pop"].shape == latent["item_creative"].shape
+    same = (latent["item_topic"][ev.item] == t).mean()
+    assert same > TOPIC_EXPOSURE
+    shuffled = np.random.default_rng(0).permutation(t)
+    assert (latent["item_topic"][ev.item] == shuffled).mean() < same - 0.3
+    spec = importlib.util.spec_from_file_location(
+        "oracle", Path(__file__).parents[1] / "bench" / "oracle_tgr.py"
+    )
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    click = np.flatnonzero(ev.action >= 1)
+    rows = np.arange(len(click))
+
+    def loglik(topics):
+        p = oracle.click_law(latent, CFG.items, CFG.topics, topics[click].astype(np.int64), ev.user[click])
+        assert np.allclose(p.sum(1), 1.0)
+        return np.log(p[rows, ev.item[click] - 1]).mean()
+
+    pop = latent["item_pop"][: CFG.items]
+    assert loglik(t) > loglik(shuffled) + 0.2  # 0.40 nats a click at this seed (8 topics)
+    assert loglik(t) > np.log(pop[ev.item[click] - 1] / pop.sum()).mean() + 1.0  # 2.03 nats here
+
+
 def test_platform_round_trip(tmp_path, built):
     raw, truth, _ = built
     figures = build_and_write(CFG, tmp_path / "raw")

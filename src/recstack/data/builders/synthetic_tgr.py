@@ -227,6 +227,7 @@ class _Chunk:
         self.ts = ts
         last = starts + lengths - 1
         self.last_topic, self.last_ts = ev_topic[last], ts[last]
+        self.topic = ev_topic  # the topic run each event belongs to (for `latent`: the oracle bench)
 
 
 def _pick_topics(ptop: np.ndarray, cumw: np.ndarray, n_topics: int, rng: np.random.Generator) -> np.ndarray:
@@ -240,7 +241,9 @@ def build_tgr_synthetic(cfg: SyntheticTGRConfig, latent: dict | None = None) -> 
     """TgrRaw (targets hidden) + truth (user_id raw string, creative_id, action per predict user, in answer
     order); `cfg` has SyntheticTGRConfig's fields. A `latent` dict, when given, receives the planted structure
     (for tests and analysis): item_topic (I + 1,) by re-id (-1 for row 0), cand_topic (C,), user_topics
-    (U + 1, 3) preferred topics (-1: none) and user_weights (U + 1, 3)."""
+    (U + 1, 3) preferred topics (-1: none) and user_weights (U + 1, 3); and what the click model of the
+    training events used: event_topic (one per training event), item_pop, item_z_pop, item_quality,
+    item_creative (index = re-id - 1, pool-only items after the I training items) and click_c."""
     n_train, n_pred, n_items, n_topics = cfg.users, cfg.predict_users, cfg.items, cfg.topics
     n_cold = int(round(cfg.candidates * cfg.cold_share))
     n_warm = cfg.candidates - n_cold
@@ -313,12 +316,15 @@ def build_tgr_synthetic(cfg: SyntheticTGRConfig, latent: dict | None = None) -> 
     pred = TgrEvents(*(np.empty(int(lengths[is_pred].sum()), np.int64) for _ in range(4)))
     last_topic, last_ts = np.empty(n_users, np.int64), np.empty(n_users, np.int64)
     fill = [0, 0]
+    train_topic = np.empty(n_train_ev, np.int32) if latent is not None else None
     bounds = list(range(0, n_users, CHUNK_USERS))
     for a, child in zip(bounds, ss_chunks.spawn(len(bounds)), strict=True):
         b = min(a + CHUNK_USERS, n_users)
         ch = _Chunk(a, lengths[a:b], ctx, np.random.default_rng(child))
         last_topic[a:b], last_ts[a:b] = ch.last_topic, ch.last_ts
         to_pred = is_pred[ch.user - 1]
+        if train_topic is not None:
+            train_topic[fill[0] : fill[0] + int((~to_pred).sum())] = ch.topic[~to_pred]
         for slot, (dest, sel) in enumerate(((train, ~to_pred), (pred, to_pred))):
             m = int(sel.sum())
             for name in ("user", "item", "action", "ts"):
@@ -398,6 +404,11 @@ def build_tgr_synthetic(cfg: SyntheticTGRConfig, latent: dict | None = None) -> 
         latent["cand_topic"] = topic[pool]
         latent["user_topics"] = np.r_[np.full((1, 3), -1), np.where(chosen, pref_topic, -1)]
         latent["user_weights"] = np.r_[np.zeros((1, 3)), pref_w]
+        # what draws a training event (bench/oracle_tgr.py): its topic run, and every item's popularity,
+        # standardised log popularity, quality and raw creative id (index = re-id - 1; pool-only items last)
+        latent["event_topic"] = train_topic
+        latent.update(item_pop=pop, item_z_pop=z_pop, item_quality=quality, item_creative=creative)
+        latent["click_c"] = float(ctx["click_c"])
     return raw, truth
 
 
