@@ -46,8 +46,7 @@ for name in "${names[@]}"; do
   grep -h -i "deterministic implementation\|nondeterministic" "$OUT/$name".*.log | sort | uniq -c | head -n 5
 done
 python3 - <<'PY'
-import json, pathlib
-import os
+import json, os, pathlib
 for name in [n for n in ("detA", "defA") if os.path.isdir(f"/tmp/{n}")]:
     for m in sorted(pathlib.Path(f"/tmp/{name}").glob("*/*/*/manifest.json")):
         d = json.loads(m.read_text())
