@@ -42,10 +42,10 @@ def click_law(latent: dict, n_items: int, n_topics: int, topics: np.ndarray, use
     pop = latent["item_pop"][:n_items]
     item_topic = latent["item_topic"][1:]  # (n_items,) by index = re-id - 1
     by_topic = np.bincount(item_topic, pop, minlength=n_topics)  # (n_topics,)
-    base = syn.W_POP * latent["item_z_pop"][:n_items] + syn.W_QUALITY * latent["item_quality"][:n_items]
     ut, uw = latent["user_topics"][users], latent["user_weights"][users]  # (Q, 3) each; -1 = none
     aff = (uw[:, :, None] * (ut[:, :, None] == item_topic[None, None, :])).sum(1)  # (Q, n_items)
-    logit = syn.W_AFFINITY * np.log1p(n_topics * aff) + base[None, :] + latent["click_c"]
+    z_pop, quality = latent["item_z_pop"][None, :n_items], latent["item_quality"][None, :n_items]
+    logit = syn.click_logit(aff, z_pop, quality, n_topics) + latent["click_c"]  # the builder's own law
     exposed = (
         syn.TOPIC_EXPOSURE * pop[None, :] * (item_topic[None, :] == topics[:, None]) / by_topic[topics, None]
     )

@@ -121,9 +121,8 @@ def item_side(
     skip = {f"i{f}" for f in ctx.cfg.seqrec.skip_item_feats}
     cols = [c for c in table.column_names if c.startswith("i") and c[1:].isdigit() and c not in skip]
     feats = {c: codes(table.column(c).to_numpy().astype(np.int64)) for c in cols}
-    used = {
-        c: torch.from_numpy(f) for c, f in feats.items() if f.any()
-    }  # a never-set feature carries nothing
+    # a feature this data set never sets carries nothing
+    used = {c: torch.from_numpy(f) for c, f in feats.items() if f.any()}
     return torch.from_numpy(id_index_of(trained_items, n)), used, n
 
 

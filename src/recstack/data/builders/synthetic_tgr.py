@@ -168,6 +168,12 @@ def _segment_cumsum(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
     return cs - np.repeat(cs[starts] - x[starts], lengths)
 
 
+def click_logit(affinity: np.ndarray, z_pop: np.ndarray, quality: np.ndarray, n_topics: int) -> np.ndarray:
+    """An exposure's click logit before the intercept: the user's affinity to the item's topic (0..1), its
+    standardised log popularity and its quality (bench/oracle_tgr.py scores with the same law)."""
+    return W_AFFINITY * np.log1p(n_topics * affinity) + W_POP * z_pop + W_QUALITY * quality
+
+
 class _Chunk:
     """Events of users [a, b): every array is per event, users in order, time order within a user."""
 
@@ -195,8 +201,7 @@ class _Chunk:
         item = np.where(rng.random(e) < TOPIC_EXPOSURE, in_topic, overall)  # 1-based training item ids
         it_topic = ctx["topic"][item - 1]
         affinity = (pw[local] * (ptop[local] == it_topic[:, None])).sum(1)
-        logit = W_AFFINITY * np.log1p(n_topics * affinity) + W_POP * ctx["z_pop"][item - 1]
-        logit += W_QUALITY * ctx["quality"][item - 1]
+        logit = click_logit(affinity, ctx["z_pop"][item - 1], ctx["quality"][item - 1], n_topics)
         conv_logit = W_CONVERSION * ctx["quality"][item - 1]
         if "click_c" not in ctx:  # calibrated once, on the first chunk
             ctx["click_c"] = _intercept(
