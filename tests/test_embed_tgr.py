@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from recstack.data.raw.tencentgr_platform import write_platform
+from recstack.data.tables.tgr_prepared import read_events, stack_queries
 from recstack.errors import DataError
 from recstack.paths import Embedded, Paths, PreparedTGR
 from recstack.pipeline import run_stage, run_until
@@ -60,19 +61,32 @@ def test_tencentgr_embed_writes_id_aligned_matrix_and_coverage(tmp_cfg):
     assert 0 <= figs["valid_knn_hr10"] <= 1 and figs["valid_probe_rows"] == 3
 
 
-def test_tencentgr_alignment_pairs_leave_out_the_valid_targets(tmp_cfg):
-    cfg, _ = _config(tmp_cfg, texts=False)
+@pytest.mark.parametrize("histories", [False, True])
+def test_tencentgr_alignment_pairs_leave_out_the_valid_targets(tmp_cfg, histories):
+    cfg, _ = _config(tmp_cfg, f"embed.fit_histories={str(histories).lower()}", texts=False)
     run_until(cfg, "prepare")
     paths = Paths(cfg)
     prep = paths.stage_dir("prepare")
     side = tencentgr_side(StageContext(cfg, paths, paths.stage_dir("embed")))
     ev = pd.read_parquet(prep / PreparedTGR.EVENTS)
     valid = pd.read_parquet(prep / PreparedTGR.VALID)
-    cut = dict(zip(valid["user"], valid["event_index"], strict=True))
-    expected = set()
+    stack = stack_queries(
+        read_events(prep), valid, int(cfg.data.stack_users), int(cfg.seed), int(cfg.data.stack_cuts)
+    )
+    cut = stack.groupby("user")["event_index"].min().to_dict()  # a stacker query's user: up to its first cut
+    v_cut = dict(zip(valid["user"], valid["event_index"], strict=True))
+    runs = []
     for u, g in ev.groupby("user", sort=False):  # the obvious version: walk each user's training events
-        items = g["item"].tolist()[: cut[u] - g.index[0]] if u in cut else g["item"].tolist()
-        expected |= {(a, b) for a, b in zip(items[:-1], items[1:], strict=True) if a != b}
+        if u in v_cut:  # a valid user is held out whole, its history an input like a predict user's
+            if histories:
+                runs.append(g["item"].tolist()[: v_cut[u] - g.index[0]])
+            continue
+        runs.append(g["item"].tolist()[: cut[u] - g.index[0]] if u in cut else g["item"].tolist())
+    if histories:  # embed.fit_histories: the predict users' histories too
+        pe = pd.read_parquet(prep / PreparedTGR.PREDICT_EVENTS)
+        runs += [g["item"].tolist() for _, g in pe.groupby("user", sort=False)]
+    expected = {(a, b) for items in runs for a, b in zip(items[:-1], items[1:], strict=True) if a != b}
+    assert expected
     assert set(map(tuple, side.pairs.tolist())) == expected and len(side.pairs) == len(expected)
     assert side.texts is None and side.image_paths is None and side.export is None
     hist, target = side.probe

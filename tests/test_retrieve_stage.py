@@ -13,7 +13,7 @@ from recstack.artifacts import sha256_file, write_table
 from recstack.config import ConfigError
 from recstack.data.raw.tencentgr_platform import write_platform
 from recstack.data.tables.predictions import ranking_table
-from recstack.data.tables.tgr_prepared import before_cuts, read_events
+from recstack.data.tables.tgr_prepared import read_events
 from recstack.errors import DataError
 from recstack.paths import Paths, Predictions, PreparedTGR, Retrieved
 from recstack.pipeline import Stage, run_stage, run_until
@@ -167,12 +167,28 @@ def test_the_stack_reads_the_covisitation_retrieve_fitted_once(tmp_path, tmp_cfg
     events = Events(ev["user"], ev["item"], ev["action"], ev["ts"])
     train = pd.read_parquet(out / Retrieved.QUERIES)
     valid = pd.read_parquet(prep / PreparedTGR.VALID)
-    cuts = np.r_[train["event_index"].to_numpy(), valid["event_index"].to_numpy()]
-    every = Events(*(np.r_[ev[c], pe[c]] for c in ("user", "item", "action", "ts")))
+    # the valid fold by hand: training users (a stacker query's up to its first cut), then the valid users'
+    # histories and the predict users' (retrieve.fit_histories); the test fold: every event but the valid
+    # targets and what follows, then the predict users' histories
+    row = np.arange(len(ev["user"]))
+    first_cut = train.groupby("user")["event_index"].min()
+    s_cut = first_cut.reindex(ev["user"]).fillna(len(row)).to_numpy()
+    v_cut = valid.set_index("user")["event_index"].reindex(ev["user"]).fillna(len(row)).to_numpy()
+    is_valid = np.isin(ev["user"], valid["user"])
+    hist = np.concatenate([np.flatnonzero((ev["user"] == u) & (row < c)) for u, c in
+                           zip(valid["user"], valid["event_index"], strict=True)])  # fmt: skip
+
+    def joined(*parts):
+        return Events(*(np.concatenate([p[c] for p in parts]) for c in ("user", "item", "action", "ts")))
+
+    pick = lambda m: {c: ev[c][m] for c in ev}  # noqa: E731
+    fold_valid = joined(pick(~is_valid & (row < s_cut)), pick(hist), pe)
+    fold_test = joined(pick(row < v_cut), pe)
     st = covisit_settings(cfg.retrieve)
     before = read_matrix(out / Retrieved.COVISIT_BEFORE, n_rows)
-    assert _same(before, fit_covisit(events.take(before_cuts(events.user, cuts)), n_rows, st)[0])
-    assert _same(read_matrix(out / Retrieved.COVISIT_ALL, n_rows), fit_covisit(every, n_rows, st)[0])
+    assert _same(before, fit_covisit(fold_valid, n_rows, st)[0])
+    assert _same(read_matrix(out / Retrieved.COVISIT_ALL, n_rows), fit_covisit(fold_test, n_rows, st)[0])
+    del events
     assert len(before.nbr) > 0
 
     changed = tmp_cfg("tencentgr_movielens.yaml", *args, "retrieve.covisit.window=1")

@@ -295,7 +295,7 @@ TINY = ("data.mm_feats=['81','82']", "data.emb_dims={'82': 8}", "data.valid_user
         (),
         ("seqrec.loss=bce", "seqrec.multimodal=provided"),
         ("seqrec.negatives=64", "seqrec.next_action=false", "seqrec.id_dropout=0.3"),
-        ("seqrec.train_predict=true",),
+        ("seqrec.train_predict=false",),
     ],
 )  # sampled negatives + logQ; the official recipe; the exact softmax (21 items fit 64 + 8 negatives)
 def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
@@ -324,14 +324,15 @@ def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
     assert metrics["multimodal"] == ("provided:81,82" if "seqrec.multimodal=provided" in extra else "embed")
     assert (out / Seqrec.CURVE).is_file() and (out / Seqrec.MODEL).is_file()
     assert not Paths(cfg).resume_dir("seqrec").exists()  # finished: the checkpoint is gone
-    keep = before_cuts(ev["user"], np.r_[valid["event_index"], stack["event_index"]])
-    assert not keep[valid["event_index"]].any()  # the held-out targets are never trained on
-    # seqrec.train_predict: one more window per predict user with 2+ events (tiny_tgr: user 2 has 2, user 5 one)
+    keep = before_cuts(ev["user"], stack["event_index"].to_numpy()) & ~np.isin(ev["user"], valid["user"])
+    # seqrec.train_predict: one more window per predict user and per valid user with 2+ history events
+    # (tiny_tgr: predict user 2 has 2, user 5 one); the valid users are held out whole otherwise
     users, start, _ = group_bounds(ev["user"])
     kept = np.add.reduceat(keep.astype(np.int64), start)
     own = int(((kept >= 2) * ((kept - 1 + 99) // 100)).sum())  # max_len 100: one window per user here
-    on = "seqrec.train_predict=true" in extra
-    assert metrics["train_predict"] is on and metrics["train_windows"] == own + (1 if on else 0)
+    on = "seqrec.train_predict=false" not in extra  # on by default
+    histories = 1 + int((valid["n_hist"] >= 2).sum())
+    assert metrics["train_predict"] is on and metrics["train_windows"] == own + (histories if on else 0)
 
 
 @pytest.mark.parametrize(

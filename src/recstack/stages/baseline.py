@@ -19,14 +19,14 @@ from recstack.artifacts import write_table
 from recstack.data.tables.predictions import predictions_table, ranking_table
 from recstack.data.tables.prepared import read_hist, read_items, read_samples
 from recstack.data.tables.tgr_prepared import (
-    before_cuts,
+    HeldOut,
+    fit_events,
     histories,
-    histories_before,
     pool_items,
+    query_inputs,
     read_events,
     read_table,
     seen_policy,
-    stack_queries,
 )
 from recstack.metrics import TGR_ACTION_WEIGHTS, auc, gauc, logloss, tencentgr_score
 from recstack.models.popularity import decayed_popularity, recommend
@@ -79,28 +79,24 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     # seen items left out or kept: baseline.exclude_seen, auto decided from the stacker's training queries
     # (tgr_prepared.seen_policy: the same queries and decision as the retrieve and seqrec stages)
     cfg = ctx.cfg
-    policy = seen_policy(bc.exclude_seen, ev, stack_queries(ev, valid, int(cfg.data.stack_users), int(cfg.seed),
-                                                            int(cfg.data.stack_cuts)))  # fmt: skip
+    held = HeldOut.of(ev, valid, int(cfg.data.stack_users), int(cfg.seed), int(cfg.data.stack_cuts))
+    policy = seen_policy(bc.exclude_seen, ev, held.stack)
     exclude = policy.exclude
-
-    # valid: popularity and histories without each valid user's events from the held-out target on
-    keep = before_cuts(ev["user"], valid["event_index"].to_numpy())
-    pop = decayed_popularity(ev["item"][keep], ev["action"][keep], ev["ts"][keep], n_rows,
-                             bc.half_life_days, bc.conversion_weight)  # fmt: skip
-    seen = histories_before(ev["user"], ev["item"], valid)
-    top_v, score_v = recommend(pop, pool, seen, bc.topk, exclude)
+    pe = read_events(prep, predict=True, columns=list(ev))
+    pu = read_table(prep, PreparedTGR.PREDICT_USERS)
+    # each fold's popularity from what it may learn from (tgr_prepared.fit_events: valid users held out
+    # whole), each query's seen items from its own history (query_inputs: valid and predict users alike)
+    tops = {}
+    for fold, users in (("valid", valid["user"].to_numpy()), ("test", pu["user"].to_numpy())):
+        fit = fit_events(ev, pe, held, fold, bool(bc.fit_histories))
+        pop = decayed_popularity(fit["item"], fit["action"], fit["ts"], n_rows, bc.half_life_days,
+                                 bc.conversion_weight)  # fmt: skip
+        inputs = query_inputs(ev, pe, held, fold)
+        tops[fold] = recommend(pop, pool, histories(inputs["user"], inputs["item"], users), bc.topk, exclude)
+    (top_v, score_v), (top_t, score_t) = tops["valid"], tops["test"]
     m = tencentgr_score(top_v, valid["item"].to_numpy(), k=10, action=valid["action"].to_numpy(),
                         action_weights=TGR_ACTION_WEIGHTS)  # fmt: skip
     figures = {f"valid_{k}": round(float(v), 5) for k, v in m.items()}
-
-    # test: popularity from all training events, each predict user's history left out
-    pop = decayed_popularity(
-        ev["item"], ev["action"], ev["ts"], n_rows, bc.half_life_days, bc.conversion_weight
-    )
-    pu = read_table(prep, PreparedTGR.PREDICT_USERS)
-    pe = read_events(prep, predict=True, columns=["user", "item"])
-    top_t, score_t = recommend(pop, pool, histories(pe["user"], pe["item"], pu["user"].to_numpy()), bc.topk,
-                               exclude)  # fmt: skip
     write_table(
         ctx.out / Predictions.FILE, ranking_table({"valid": (top_v, score_v), "test": (top_t, score_t)})
     )

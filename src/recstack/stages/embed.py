@@ -34,8 +34,10 @@ from recstack.data.raw.mmctr import item_info_table
 from recstack.data.raw.tencentgr import MM_DIMS
 from recstack.data.tables.prepared import read_hist, read_items, read_samples
 from recstack.data.tables.tgr_prepared import (
-    before_cuts,
+    HeldOut,
+    fit_events,
     group_bounds,
+    query_inputs,
     read_events,
     read_item_text,
     read_mm,
@@ -124,23 +126,30 @@ def tencentgr_side(ctx: StageContext) -> ItemSide:
         matrix, mask = read_mm(prep, feat, n, int(dims[feat]))
         provided.append(provided_modality(f"emb_{feat}", matrix, n, mask))
 
-    # training sequences only: each valid user's events from the held-out target on are left out
-    ev = read_events(prep, columns=["user", "item"])
-    user, ev_item = ev["user"], ev["item"]
+    # alignment pairs from what a model may learn from (tgr_prepared.fit_events, fold "valid": the valid users
+    # held out whole, the stacker's queries' users up to their first cut; embed.fit_histories adds the released
+    # query histories). One item matrix serves every split, so it is fitted once, on that fold
+    ev = read_events(prep, columns=["user", "item", "action", "ts"])
+    pe = read_events(prep, predict=True, columns=list(ev))
     valid = read_table(prep, PreparedTGR.VALID)
-    users, start, _ = group_bounds(user)
-    g = np.searchsorted(users, valid["user"].to_numpy())  # group of each valid user
-    cut = valid["event_index"].to_numpy()
-    train = before_cuts(user, cut)
+    dc = cfg.data
+    held = HeldOut.of(ev, valid, int(dc.stack_users), int(cfg.seed), int(dc.stack_cuts))
+    fit = fit_events(ev, pe, held, "valid", bool(cfg.embed.fit_histories))
     # every event counts (exposures too). Valid kNN HR@10 after alignment, all events vs clicks only:
     # synthetic 0.060 vs 0.054 (112k vs 7k pairs), MovieLens 0.119 vs 0.158 (its "exposures" are low ratings)
-    pairs = sequence_pairs(user[train], ev_item[train])
+    pairs = sequence_pairs(fit["user"], fit["item"])
 
     probe = None
     if cfg.embed.probe and len(valid):
-        width = int((cut - start[g]).max(initial=0)) or 1  # the whole history before the target
-        pos = cut[:, None] - width + np.arange(width)  # (V, width) event rows, most recent last
-        hist = np.where(pos >= start[g][:, None], ev_item[np.maximum(pos, 0)], 0)
+        inputs = query_inputs(ev, pe, held, "valid")  # the valid users' histories, as a predict user's
+        users, start, end = group_bounds(inputs["user"])
+        where = dict(zip(users.tolist(), zip(start.tolist(), end.tolist(), strict=True), strict=True))
+        bounds = np.array([where.get(int(u), (0, 0)) for u in valid["user"].tolist()], np.int64).reshape(
+            -1, 2
+        )
+        width = int((bounds[:, 1] - bounds[:, 0]).max(initial=0)) or 1  # the whole history before the target
+        pos = bounds[:, 1:2] - width + np.arange(width)  # (V, width) rows, most recent last
+        hist = np.where(pos >= bounds[:, :1], inputs["item"][np.maximum(pos, 0)], 0)
         probe = hist, valid["item"].to_numpy()
     return ItemSide(n, item > 0, provided, read_item_text(prep, n), None, pairs, probe)
 

@@ -24,7 +24,7 @@ from recstack.data.raw.mmctr import MmctrRaw, MmctrSplit, read_mmctr_raw
 from recstack.data.raw.progress import Steps
 from recstack.data.raw.tencentgr_parquet import read_item_text, read_parquet_layout
 from recstack.data.raw.tencentgr_platform import read_platform
-from recstack.data.tables.tgr_prepared import last_clicks, read_events
+from recstack.data.tables.tgr_prepared import last_clicks, pool_items, read_events
 from recstack.errors import DataError
 from recstack.paths import MMCTR_SPLITS, Prepared, PreparedTGR
 from recstack.stages.context import StageContext
@@ -117,14 +117,18 @@ def run_mmctr(ctx: StageContext) -> dict[str, Any]:
 
 
 # ---- tencentgr ----------------------------------------------------------------------------------------
-def valid_targets(events: dict[str, np.ndarray], n_users: int, seed: int) -> pa.Table:
+def valid_targets(events: dict[str, np.ndarray], n_users: int, seed: int, predict_users: np.ndarray,
+                  pool: np.ndarray) -> pa.Table:  # fmt: skip
     """The last click (or conversion) of up to `n_users` sampled training users, with its history length.
 
-    Later stages train on events before each target only and score the target: a local validation that
-    mirrors the task (next item after a history), for data whose test answers are hidden.
+    Held out as whole users, like the predict users (tgr_prepared.fit_events): no model trains on them, their
+    events before the target are inference inputs: a local validation that mirrors the task for data whose
+    test answers are hidden. A predict user who is also a training user is never drawn (its history would be
+    two inputs at once). The target is the user's last click of a candidate (`pool`, item rows), as a predict
+    user's hidden click is one, after at least one event.
     """
     return pa.Table.from_pandas(
-        last_clicks(events, n_users, seed), preserve_index=False
+        last_clicks(events, n_users, seed, predict_users, pool), preserve_index=False
     ).replace_schema_metadata()
 
 
@@ -174,7 +178,11 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         steps.done("read the item text", items_with_text=figures["items_with_text"])
     events = read_events(ctx.out, columns=["user", "item", "action"])
     n_valid = valid_cap(events, dc.valid_users)
-    valid = valid_targets(events, n_valid, ctx.cfg.seed)
+    predict_users = (
+        pq.read_table(ctx.out / PreparedTGR.PREDICT_USERS, columns=["user"]).column("user").to_numpy()
+    )
+    pool = pool_items(ctx.out)
+    valid = valid_targets(events, n_valid, ctx.cfg.seed, predict_users, pool[pool > 0])
     write_table(ctx.out / PreparedTGR.VALID, valid)
     figures["valid_users"] = valid.num_rows
     steps.done("wrote the local validation targets", valid_users=valid.num_rows)

@@ -1,8 +1,8 @@
 """`retrieve`: candidate sources (retrieve/sources.py) -> merged candidates, recall report, best ranking.
 
 tencentgr (names in paths.Retrieved):
-    covisit_before.npz     the co-visitation matrix of the events before every held-out target, and
-    covisit_all.npz        of all training events + predict users' histories (CSR, covisit.write_matrix):
+    covisit_before.npz     the co-visitation matrix of the valid fold's events (tgr_prepared.fit_events), and
+    covisit_all.npz        of the test fold's (CSR, covisit.write_matrix):
                            fitted once, answering the covisit source and read by the stack stage's features
     train_queries.parquet  the stacker's queries: the last click of `data.stack_users` training users outside
                            the valid users (tgr_prepared.stack_queries)
@@ -12,9 +12,10 @@ tencentgr (names in paths.Retrieved):
                            seen-item decision (`seen_policy`: retrieve.exclude_seen, auto = decided from the
                            train queries' repeat share, tgr_prepared.seen_policy) and its figures
     predictions.parquet    the best validated ranking (a source or merged), for the ensemble
-Train and valid queries are answered by sources fitted on the events before both sets' targets
-(tgr_prepared.before_cuts); test queries (predict users) by sources fitted on all training events plus the
-predict users' own histories (inputs given with the task, as a valid user's history is in its fit). The test
+Train and valid queries are answered by sources fitted on tgr_prepared.fit_events(fold="valid"): the valid
+users held out whole, the stacker's queries' users up to their first cut; test queries (predict users) by
+sources fitted on every training event (fold="test"). With retrieve.fit_histories both fits also read the
+released query histories (the predict users', and the valid users' in the valid fit), as inputs. The test
 queries' candidates are merged and written TEST_CHUNK queries at a time (row groups): never held whole.
 mmctr:
     features.parquet       split, row_id + float32 features (retrieve/features.py) for valid and test rows.
@@ -37,12 +38,13 @@ from recstack.artifacts import atomic_path, write_json, write_table
 from recstack.data.tables.predictions import ranking_table
 from recstack.data.tables.prepared import read_hist, read_samples
 from recstack.data.tables.tgr_prepared import (
-    before_cuts,
+    HeldOut,
+    fit_events,
     pool_items,
+    query_inputs,
     read_events,
     read_table,
     seen_policy,
-    stack_queries,
 )
 from recstack.errors import DataError
 from recstack.metrics import auc
@@ -101,6 +103,10 @@ def _item_vecs(ctx: StageContext, n_rows: int) -> np.ndarray | None:
     return vecs
 
 
+def _events(d: dict[str, np.ndarray]) -> Events:
+    return Events(d["user"], d["item"], d["action"], d["ts"])
+
+
 def _seqrec_dir(ctx: StageContext) -> Path | None:
     d = ctx.input_dir(SEQREC)
     return d if (d / MANIFEST).is_file() and (d / Predictions.FILE).is_file() else None
@@ -134,7 +140,8 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     pool = pool_items(prep)
     pool = pool[pool > 0]  # item 0 = a cold candidate never seen in training: no source can propose it
     valid = read_table(prep, PreparedTGR.VALID)
-    train = stack_queries(ev, valid, int(cfg.data.stack_users), int(cfg.seed), int(cfg.data.stack_cuts))
+    held = HeldOut.of(ev, valid, int(cfg.data.stack_users), int(cfg.seed), int(cfg.data.stack_cuts))
+    train = held.stack
     write_table(ctx.out / Retrieved.QUERIES, pa.Table.from_pandas(train, preserve_index=False))
     # seen items left out or kept: decided from these training queries' targets, never the valid users'
     # (retrieve.exclude_seen: auto; the same call as the seqrec and baseline stages make)
@@ -144,14 +151,16 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
              policy.figures["setting"], policy.figures["reason"])  # fmt: skip
     pu = read_table(prep, PreparedTGR.PREDICT_USERS)
     pe = read_events(prep, predict=True)
-    predict = Events(pe["user"], pe["item"], pe["action"], pe["ts"])
 
-    cuts = np.r_[train["event_index"].to_numpy(), valid["event_index"].to_numpy()].astype(np.int64)
-    fit_before = events.take(before_cuts(events.user, cuts))
+    # what the sources learn from and whose histories they answer: tgr_prepared.fit_events / query_inputs
+    # (valid users held out whole, answered from their histories as the predict users are)
+    fit_before = _events(fit_events(ev, pe, held, "valid", bool(rc.fit_histories)))
     queries = {
         "train": query_histories(events, train["user"].to_numpy(), "train", train["event_index"].to_numpy()),
-        "valid": query_histories(events, valid["user"].to_numpy(), "valid", valid["event_index"].to_numpy()),
-        "test": query_histories(predict, pu["user"].to_numpy(), "test"),
+        "valid": query_histories(
+            _events(query_inputs(ev, pe, held, "valid")), valid["user"].to_numpy(), "valid"
+        ),
+        "test": query_histories(_events(query_inputs(ev, pe, held, "test")), pu["user"].to_numpy(), "test"),
     }
     targets = {"train": train, "valid": valid}
 
@@ -260,9 +269,7 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
 
         # test queries (predict users): sources refitted on every event; the candidates of TEST_CHUNK queries
         # at a time become one row group, so the table is never held whole (~90M rows at TencentGR-1M size)
-        fit_all = Events(*(np.r_[a, b] for a, b in zip(
-            (events.user, events.item, events.action, events.ts),
-            (predict.user, predict.item, predict.action, predict.ts), strict=True)))  # fmt: skip
+        fit_all = _events(fit_events(ev, pe, held, "test", bool(rc.fit_histories)))
         answer(fit_all, ("test",), Retrieved.COVISIT_ALL)
         del fit_all
         k = min(int(rc.predictions_topk), len(pool))

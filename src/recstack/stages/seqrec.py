@@ -1,11 +1,12 @@
 """`seqrec`: the generative sequence retriever of the tencentgr track (models/seqrec.py, train/seqrec.py).
 
-Trains next-item on the events before every held-out target (valid_targets and the stacker's queries,
-tgr_prepared.before_cuts), selects the step by the valid score, then searches the candidate pool's item
+Trains next-item on the valid fold's events (tgr_prepared.fit_events: the valid users held out whole, as the
+predict users are; their histories and the predict users' train too with seqrec.train_predict), answers the
+valid and the predict users from their histories alike (query_inputs), selects the step by the valid score, then searches the candidate pool's item
 vectors with each query's user vector through retrieve/index.py (FAISS), the user's seen items left out
 (seqrec.exclude_seen). Writes (names in paths.Predictions / paths.Seqrec):
     predictions.parquet  ranking table (data/predictions.ranking_table), top seqrec.topk per query: split
-                         train = stack_queries(...) rows in order, valid = valid_targets rows, test =
+                         train = the stacker's queries (HeldOut.stack) in order, valid = valid_targets rows, test =
                          predict_users rows (histories from predict_events.parquet)
     metrics.json         valid score, HR@10, NDCG@10, weighted score; best step, samples/s
     curve.csv            one row per evaluation
@@ -33,14 +34,15 @@ from recstack.data.raw.tencentgr import MM_DIMS
 from recstack.data.tables.predictions import ranking_table
 from recstack.data.tables.ranking import read_matrix
 from recstack.data.tables.tgr_prepared import (
-    before_cuts,
+    HeldOut,
     group_bounds,
     pool_items,
+    query_inputs,
     read_events,
     read_mm,
     read_table,
     seen_policy,
-    stack_queries,
+    training_mask,
 )
 from recstack.errors import DataError
 from recstack.metrics import tencentgr_score
@@ -168,6 +170,15 @@ def user_side(ctx: StageContext) -> tuple[torch.Tensor, torch.Tensor, int]:
     return torch.from_numpy(s), torch.from_numpy(a), n
 
 
+def history_windows(run_users: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, wanted: np.ndarray,
+                    n_users: int, device: torch.device) -> Windows:  # fmt: skip
+    """One query window per user of `wanted`: its run [start, end) of the store (empty where it has none), for
+    the valid and the predict users alike (their histories are query_inputs' runs)."""
+    where = {int(u): (a, b) for u, a, b in zip(run_users, run_start, run_end, strict=True)}
+    bounds = np.array([where.get(int(u), (0, 0)) for u in wanted.tolist()], np.int64).reshape(-1, 2)
+    return query_windows(bounds[:, 0], bounds[:, 1], profile_rows(wanted, n_users), device)
+
+
 def profile_rows(user: np.ndarray, n_users: int) -> np.ndarray:
     """users.parquet row of each user id (0 = no profile: a cold-start predict user)."""
     return np.where((user >= 1) & (user < n_users), user, 0).astype(np.int64)
@@ -200,35 +211,39 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     device = dist.resolve_device(cfg.device)
     torch.manual_seed(cfg.seed + sc.seed_offset)  # the model's initialisation
     ev = read_events(prep)
-    valid = read_table(prep, PreparedTGR.VALID)
-    stack = stack_queries(ev, valid, cfg.data.stack_users, cfg.seed, cfg.data.stack_cuts)
-    cuts = np.concatenate([valid["event_index"].to_numpy(), stack["event_index"].to_numpy()]).astype(np.int64)
-    keep = before_cuts(
-        ev["user"], cuts
-    )  # training events: every held-out target and what follows it left out
-    users, start, end = group_bounds(ev["user"])
-    train_end = (
-        start + np.add.reduceat(keep.astype(np.int64), start) if len(start) else end
-    )  # kept events are a prefix
-
     pe = read_events(prep, predict=True)
-    p_users, p_start, p_end = group_bounds(pe["user"])
-    # seqrec.train_predict: the predict users' histories are inputs (their targets are never given), so
-    # they train next-item too, as more windows after the training events in one store
-    extra = sc.train_predict and len(pe["item"]) > 0
-    trained = np.concatenate([ev["item"][keep], pe["item"]]) if extra else ev["item"][keep]
-    trained_action = np.concatenate([ev["action"][keep], pe["action"]]) if extra else ev["action"][keep]
+    valid = read_table(prep, PreparedTGR.VALID)
+    pu = read_table(prep, PreparedTGR.PREDICT_USERS)
+    held = HeldOut.of(ev, valid, cfg.data.stack_users, cfg.seed, cfg.data.stack_cuts)
+    stack = held.stack
+    # one store: the training events, then the valid users' and the predict users' histories (query_inputs:
+    # the same form for both). Training sequences are tgr_prepared.fit_events(fold="valid") laid out as
+    # windows: the training events of training_mask (a prefix of each user's run: nothing of a valid user,
+    # a stacker query's user up to its first cut), plus with seqrec.train_predict both users' histories
+    keep = training_mask(ev["user"], held)
+    users, start, end = group_bounds(ev["user"])
+    train_end = start + np.add.reduceat(keep.astype(np.int64), start) if len(start) else end  # kept = prefix
+    inputs = {"valid": query_inputs(ev, pe, held, "valid"), "test": query_inputs(ev, pe, held, "test")}
+    extra = sc.train_predict and any(len(p["item"]) for p in inputs.values())
+    trained = np.concatenate([ev["item"][keep], *(p["item"] for p in inputs.values() if extra)])
+    trained_action = np.concatenate([ev["action"][keep], *(p["action"] for p in inputs.values() if extra)])
     id_index, feats, n_items = item_side(ctx, trained)
     u_sparse, u_arrays, n_users = user_side(ctx)
     mats, mm_source = multimodal(ctx, n_items)
     store = EventStore.of(ev["user"], ev["item"], ev["action"], ev["ts"], device)
-    p_store = EventStore.of(pe["user"], pe["item"], pe["action"], pe["ts"], device)
     train = train_windows(start, train_end, profile_rows(users, n_users), sc.max_len, device)
-    if extra:
-        off = len(ev["item"])  # predict events follow the training events in the joint store
-        train = Windows.cat(train, train_windows(p_start + off, p_end + off, profile_rows(p_users, n_users),
-                                                 sc.max_len, device))  # fmt: skip
-        store = EventStore.cat(store, p_store)
+    q_win: dict[str, Windows] = {}
+    off = len(ev["item"])
+    for split, part, who in (("valid", inputs["valid"], valid["user"]), ("test", inputs["test"], pu["user"])):
+        store = EventStore.cat(
+            store, EventStore.of(part["user"], part["item"], part["action"], part["ts"], device)
+        )
+        p_users, p_start, p_end = group_bounds(part["user"])
+        if extra:  # released histories train next-item too (their targets are never given)
+            train = Windows.cat(train, train_windows(p_start + off, p_end + off, profile_rows(p_users, n_users),
+                                                     sc.max_len, device))  # fmt: skip
+        q_win[split] = history_windows(p_users, p_start + off, p_end + off, who.to_numpy(), n_users, device)
+        off += len(part["item"])
 
     def queries(q: pd.DataFrame) -> Windows:
         g = np.searchsorted(users, q["user"].to_numpy())
@@ -240,13 +255,14 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     model = build_model(sc, cols, u_sparse, u_arrays, device)
     prepare_key = json.loads((prep / MANIFEST).read_text())["key"]
     key = stable_hash({"seqrec": OmegaConf.to_container(sc), "seed": cfg.seed, "prepare": prepare_key,
-                       "multimodal": mm_source, "valid": int(cfg.data.valid_users), "stack": int(cfg.data.stack_users)})  # fmt: skip
+                       "multimodal": mm_source, "valid": int(cfg.data.valid_users), "stack": int(cfg.data.stack_users),
+                       "cuts": int(cfg.data.stack_cuts), "folds": "whole valid users"})  # fmt: skip
     # seen items left out or kept (seqrec.exclude_seen; auto: tgr_prepared.seen_policy, decided from these
     # stacker queries as the retrieve stage decides): a bool for the training and the search below
     policy = seen_policy(sc.exclude_seen, ev, stack)
     s = dataclasses.replace(settings(ctx, key), exclude_seen=policy.exclude)
     log.info("seqrec: seen items %s (%s)", "left out" if s.exclude_seen else "kept", policy.figures["reason"])
-    v_win = queries(valid)
+    v_win = q_win["valid"]
     log.info("seqrec on %s: %d training windows over %d events (%d users), %d valid queries, pool %d, "
              "multimodal=%s, loss=%s", device, len(train), int(keep.sum()), len(users), len(v_win), len(pool),
              mm_source, sc.loss)  # fmt: skip
@@ -260,15 +276,11 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     index = VectorIndex(mips(item_vec) if sc.loss == "bce" else item_vec, IndexSettings(factory=sc.index,
                         device=cfg.device), ids=pool, seed=cfg.seed)  # fmt: skip
     k = min(sc.topk, len(pool))
-    pu = read_table(prep, PreparedTGR.PREDICT_USERS)
-    where = {int(u): (a, b) for u, a, b in zip(p_users, p_start, p_end, strict=True)}
-    bounds = np.array([where.get(int(u), (0, 0)) for u in pu["user"].tolist()], np.int64).reshape(-1, 2)
-    t_win = query_windows(bounds[:, 0], bounds[:, 1], profile_rows(pu["user"].to_numpy(), n_users), device)
     parts = {}
-    for split, st, w in (("train", store, queries(stack)), ("valid", store, v_win), ("test", p_store, t_win)):
-        q = encode_queries(model, st, w, sc.max_len).cpu().numpy()
+    for split, w in (("train", queries(stack)), ("valid", v_win), ("test", q_win["test"])):
+        q = encode_queries(model, store, w, sc.max_len).cpu().numpy()
         q = np.pad(q, ((0, 0), (0, 1))) if sc.loss == "bce" else q
-        seen = seen_lists(st, w) if s.exclude_seen else None
+        seen = seen_lists(store, w) if s.exclude_seen else None
         scores, top = search_excluding(index, q, k, seen) if len(q) else (np.zeros((0, k)), np.zeros((0, k)))
         parts[split] = fill_seen(index, q, top, scores)
 

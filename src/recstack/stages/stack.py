@@ -30,10 +30,12 @@ from recstack.data.raw.progress import peak_rss_gib
 from recstack.data.tables.predictions import predictions_table, ranking_table, read_predictions
 from recstack.data.tables.prepared import read_samples
 from recstack.data.tables.tgr_prepared import (
-    before_cuts,
+    HeldOut,
+    fit_events,
     histories,
     histories_before,
     pool_items,
+    query_inputs,
     read_events,
     read_table,
 )
@@ -317,23 +319,18 @@ def source_topk(part: pd.DataFrame, source: str, n_users: int, k: int) -> np.nda
     return items
 
 
-def _contexts(ctx: StageContext, ev: dict[str, np.ndarray], pe: dict[str, np.ndarray], keep: np.ndarray,
-              queries: dict[str, pd.DataFrame], n_rows: int) -> Callable[[str], Context]:  # fmt: skip
+def _contexts(ctx: StageContext, fit: dict[str, np.ndarray], hist_ts: dict[str, list[np.ndarray]],
+              n_rows: int) -> Callable[[str], Context]:  # fmt: skip
     """Per split what the rich features read. The co-visitation matrices are the retrieve stage's, read from
     its folder (fitted there once): on the training events before every held-out target for the train and
     valid queries, on all training events plus the predict users' histories for the test queries. One
     matrix is held at a time (~2.8 GB each at TencentGR-1M size): the splits are asked for in that order."""
-    click = keep & (ev["action"] >= 1)  # windowed_popularity counts clicks only: the other events are dropped
-    train = Events(ev["user"][click], ev["item"][click], ev["action"][click], ev["ts"][click])
+    click = fit["action"] >= 1  # windowed_popularity counts clicks only: the other events are dropped
+    train = Events(fit["user"][click], fit["item"][click], fit["action"][click], fit["ts"][click])
     items = pq.read_table(ctx.input_dir("prepare") / PreparedTGR.ITEMS).to_pandas()
     names = [c for c in items.columns if c[:1] == "i" and c[1:].isdigit() and items[c].nunique() > 1]
     codes = items[names].to_numpy(np.int64) if names else np.zeros((len(items), 0), np.int64)
     del items
-    ts = {
-        "train": histories_before(ev["user"], ev["ts"], queries["train"]),
-        "valid": histories_before(ev["user"], ev["ts"], queries["valid"]),
-        "test": histories(pe["user"], pe["ts"], queries["test"]["user"].to_numpy()),
-    }
     held: dict[str, CovisitMatrix] = {}
 
     def context(split: str) -> Context:
@@ -341,7 +338,7 @@ def _contexts(ctx: StageContext, ev: dict[str, np.ndarray], pe: dict[str, np.nda
         if name not in held:
             held.clear()  # the other matrix goes first
             held[name] = read_matrix(ctx.input_dir("retrieve") / name, n_rows)
-        return Context(train, held[name], codes, names, ts[split])
+        return Context(train, held[name], codes, names, hist_ts[split])
 
     return context
 
@@ -357,24 +354,23 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     sources = candidate_schema(path, {s: len(q) for s, q in queries.items()})
     ev = read_events(prep)
     n_rows = pq.read_metadata(prep / PreparedTGR.ITEMS).num_rows
-    # item statistics from training events before every held-out target (valid and stacker queries)
-    cut = np.concatenate(
-        [queries["train"]["event_index"].to_numpy(), queries["valid"]["event_index"].to_numpy()]
-    )
-    keep = before_cuts(ev["user"], cut)
-    stats = item_stats(ev["item"][keep], ev["action"][keep], ev["ts"][keep], n_rows, rc.half_life_days,
-                       rc.conversion_weight)  # fmt: skip
     pe = read_events(prep, predict=True)
-    hists = {
-        "train": histories_before(ev["user"], ev["item"], queries["train"]),
-        "valid": histories_before(ev["user"], ev["item"], queries["valid"]),
-        "test": histories(pe["user"], pe["item"], queries["test"]["user"].to_numpy()),
-    }
-    if rc.history_features:  # each history event's action and time: how and when a candidate was seen
-        hist_of = {c: {"train": histories_before(ev["user"], ev[c], queries["train"]),
-                       "valid": histories_before(ev["user"], ev[c], queries["valid"]),
-                       "test": histories(pe["user"], pe[c], queries["test"]["user"].to_numpy())}
-                   for c in ("action", "ts")}  # fmt: skip
+    # item statistics from what a model answering the stacker's and the valid queries may learn from
+    # (tgr_prepared.fit_events, fold "valid": the valid users held out whole), one fit for every split
+    held_out = HeldOut(queries["valid"], queries["train"])  # the retrieve stage's stack_queries
+    fit = fit_events(ev, pe, held_out, "valid", bool(rc.fit_histories))
+    stats = item_stats(fit["item"], fit["action"], fit["ts"], n_rows, rc.half_life_days,
+                       rc.conversion_weight)  # fmt: skip
+    # each query's history: the stacker's cut out of the training events; the valid and the predict users'
+    # from query_inputs, the one form both take
+    inputs = {s: query_inputs(ev, pe, held_out, s) for s in ("valid", "test")}
+
+    hist_of = {
+        c: {"train": histories_before(ev["user"], ev[c], queries["train"]),
+            **{s: histories(inputs[s]["user"], inputs[s][c], queries[s]["user"].to_numpy()) for s in inputs}}
+        for c in ("item", "action", "ts")
+    }  # fmt: skip
+    hists = hist_of["item"]  # rc.history_features: each event's action and time, how and when it was seen
     emb_path = ctx.embedded_items()
     # memory-mapped: the features gather a few rows per query from it (2.5 GB at TencentGR-1M size)
     emb = np.load(emb_path, mmap_mode="r") if emb_path is not None else None
@@ -385,8 +381,8 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     pool = pool_items(prep)
     fill = pool[np.argsort(-stats["pop_decay"].to_numpy()[pool], kind="stable")]  # pads short lists
     k = min(rc.topk, len(pool))
-    context = _contexts(ctx, ev, pe, keep, queries, n_rows) if rc.rich_features else None
-    del ev, keep  # the features read the histories, statistics and contexts built from them
+    context = _contexts(ctx, fit, hist_of["ts"], n_rows) if rc.rich_features else None
+    del ev, fit, inputs  # the features read the histories, statistics and contexts built from them
     log.info("reranker inputs read: %d train / %d valid / %d test queries, peak RSS %.2f GiB", len(queries["train"]),
              len(queries["valid"]), len(queries["test"]), peak_rss_gib())  # fmt: skip
 
