@@ -27,8 +27,18 @@ def test_cli_end_to_end(tmp_path, capsys):
     ]  # fmt: skip
     config = str(ROOT / "configs" / "tencentgr_movielens.yaml")
     assert cli.main(["all", "--config", config, *args]) == 0
-    assert "valid_score" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "valid_score" in out and "(test " in out  # the local test beside each valid figure
     run = tmp_path / "out" / "tencentgr" / "movielens_tgr"
+    # every model stage's manifest records its local test, per source (retrieve) and per candidate (ensemble),
+    # scored from the builder's answers after the stage; the submission's test is what `evaluate` says
+    tests = {s: json.loads((run / s / "manifest.json").read_text()).get("test", {}) for s in
+             ("baseline", "seqrec", "retrieve", "stack", "ensemble", "prepare")}  # fmt: skip
+    assert tests["prepare"] == {} and all(0 <= tests[s]["test_score"] <= 1 for s in tests if s != "prepare")
+    assert {"test_score_covisit", "test_score_merged"} <= set(tests["retrieve"]) and tests["stack"][
+        "test_score_se"
+    ] >= 0
+    assert {"test_score_blend", "test_score_seqrec", "test_score_retrieve"} <= set(tests["ensemble"])
     sub = json.loads((run / "ensemble" / "submission.json").read_text())
     assert len(sub["user_list"]) == 6 and all(len(set(r)) == 10 for r in sub["top10s"])  # 20% of 30 held out
     raw = tmp_path / "in" / "movielens_tgr"
@@ -36,6 +46,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert cli.main(["evaluate", str(run / "ensemble" / "submission.json"), "--config", config, *args]) == 0
     scores = dict(line.split(": ") for line in capsys.readouterr().out.strip().splitlines())
     assert 0 <= float(scores["test_score"]) <= 1 and int(scores["rows"]) == 6
+    assert float(scores["test_score"]) == pytest.approx(tests["ensemble"]["test_score"], abs=1e-5)
     manifest = json.loads((run / "prepare" / "manifest.json").read_text())
     assert manifest["figures"]["layout"] == "platform" and manifest["figures"]["items_with_text"] == 60
     # a quarter of the training users with a click stay outside validation, so the reranker has queries

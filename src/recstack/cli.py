@@ -138,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _beside(key: str, figs: dict, tests: dict) -> str:
+    """`key=value`, with the local test next to a valid figure where the run has one (tencentgr)."""
+    t = tests.get(f"test{key[5:]}") if key.startswith("valid_") else None
+    return f"{key}={figs[key]}" + (f" (test {t})" if t is not None else "")
+
+
 def _summary(cfg, paths: Paths, manifests: dict, seconds: float) -> None:
     print(f"\n== {cfg.track} / {cfg.dataset}: {len(manifests)} stage(s) in {seconds:.1f}s ==")
     for name, m in manifests.items():
@@ -149,13 +155,17 @@ def _summary(cfg, paths: Paths, manifests: dict, seconds: float) -> None:
             or k
             in ("submission", "submitted", "rows_train", "gain_over_best_single", "lift_over_best_source")
         ]
-        shown = ", ".join(f"{k}={figs[k]}" for k in keys)
+        tests = m.get("test", {}) if m else {}
+
+        shown = ", ".join(_beside(k, figs, tests) for k in keys if "_exclude_seen_" not in k)
         print(f"  {name:<10} {shown or ('skipped (data.source=raw)' if not m else '')}")
     if "ensemble" in manifests and manifests["ensemble"]:
         fig = manifests["ensemble"]["figures"]
         metric = (
             f"valid AUC {fig['valid_auc']}" if "valid_auc" in fig else f"valid score {fig.get('valid_score')}"
         )
+        test = (manifests["ensemble"].get("test") or {}).get("test_score")
+        metric += f", local test {test}" if test is not None else ""
         print(f"  submission: {paths.stage_dir('ensemble') / fig['submission']}  ({metric})")
 
 

@@ -132,6 +132,13 @@ def ndcg_at_k(topk: ArrayLike, target: ArrayLike, k: int = 10) -> float:
 TGR_ACTION_WEIGHTS = {0: 0.0, 1: 1.0, 2: 2.5}
 
 
+def tencentgr_gains(topk: ArrayLike, target: ArrayLike, k: int = 10) -> np.ndarray:
+    """(U,) each user's share of tencentgr_score: 0.31 [hit] + 0.69 / log2(rank + 2); their mean is the
+    score, their sd / sqrt(U) its standard error."""
+    hr, nd = _hr_ndcg(_target_rank(topk, target, k))
+    return 0.31 * hr + 0.69 * nd
+
+
 def tencentgr_score(
     topk: ArrayLike,
     target: ArrayLike,

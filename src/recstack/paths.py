@@ -286,6 +286,14 @@ class Predictions:
     FILE = "predictions.parquet"
 
 
+class Ensembled:
+    """Files of the `ensemble` stage beside predictions.parquet (the submitted ranking) and the submission."""
+
+    # tencentgr: every candidate's valid and test top-10 (the sources and the blend; split = "<name>/<split>"),
+    # so the local test of the candidates not submitted can be shown beside their valid score
+    RANKINGS = "candidate_rankings.parquet"
+
+
 class Submission:
     MMCTR_CSV = "prediction.csv"
     MMCTR_ZIP = "prediction.zip"

@@ -40,7 +40,7 @@ from recstack.ensemble.blend import (
 )
 from recstack.ensemble.submission import TGR_K, write_mmctr, write_tgr
 from recstack.metrics import auc, logloss, tencentgr_score
-from recstack.paths import Predictions, PreparedTGR
+from recstack.paths import Ensembled, Predictions, PreparedTGR
 from recstack.stages.context import StageContext
 from recstack.train.oof import user_folds
 
@@ -83,6 +83,10 @@ class Blending(ABC):
     ) -> dict[str, Any]:
         """The blend per split (its valid prediction out-of-fold where fitted); weights into `figures`."""
 
+    def write_candidates(self, ctx: StageContext, out: dict[str, dict[str, Any]]) -> None:
+        """Every candidate's predictions beside the submitted one, where the track keeps them (tencentgr)."""
+        return None
+
     @abstractmethod
     def write(self, ctx: StageContext, chosen: dict[str, Any], truth: Any, figures: dict) -> int:
         """predictions.parquet and the validated submission of the chosen candidate; its figures into
@@ -103,6 +107,7 @@ def blend_and_submit(ctx: StageContext, how: Blending) -> dict[str, Any]:
     figures[f"valid_{m}_{BLEND}"] = round(scores[BLEND], 5)
     chosen = _choose(scores, ec.submit)
     figures["submitted"] = chosen
+    how.write_candidates(ctx, out)
     rows = how.write(ctx, out[chosen], truth, figures)
     log.info("valid %s per candidate (%s weights %s): %s", m, ec.method, figures["weights"],
              ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))  # fmt: skip
@@ -191,6 +196,11 @@ class TencentgrBlending(Blending):
             figures["weights_folds"] = [[round(float(v), 4) for v in fw] for fw in fold_w]
         figures["weights"] = [round(float(v), 4) for v in w]
         return out
+
+    def write_candidates(self, ctx: StageContext, out: dict[str, dict[str, Any]]) -> None:
+        parts = {f"{name}/{split}": (c[split][0][:, :TGR_K], c[split][1][:, :TGR_K])
+                 for name, c in out.items() for split in c}  # fmt: skip
+        write_table(ctx.out / Ensembled.RANKINGS, ranking_table(parts))
 
     def write(self, ctx: StageContext, chosen: dict[str, Any], truth: Any, figures: dict) -> int:
         prep = ctx.input_dir("prepare")

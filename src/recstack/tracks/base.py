@@ -69,6 +69,12 @@ class Track(ABC):
     def test_metric(self, cfg: DictConfig, folder: Path) -> float | None:
         """The test figure of a stage folder's predictions from the local answers; None without them."""
 
+    def test_figures(self, cfg: DictConfig, folder: Path, figures: dict[str, Any]) -> dict[str, float]:
+        """Local test figures beside a finished stage's valid ones (`test_<name>` for `valid_<name>` in
+        `figures`), from the answers a dataset builder kept; {} without them or where the track has none.
+        Computed after the stage, outside it: no stage reads the answers, so none can make a choice on them."""
+        return {}
+
 
 def no_truth(path: Path) -> DataError:
     return DataError(

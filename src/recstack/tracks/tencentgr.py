@@ -7,15 +7,17 @@ checked by ensemble/submission.validate_tgr before it is written and before it i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from recstack.data.tables.predictions import read_ranking
 from recstack.ensemble.submission import TGR_K, read_tgr, validate_tgr
-from recstack.metrics import TGR_ACTION_WEIGHTS, tencentgr_score
-from recstack.paths import Paths, PreparedTGR
+from recstack.metrics import TGR_ACTION_WEIGHTS, tencentgr_gains, tencentgr_score
+from recstack.paths import Ensembled, Paths, Predictions, PreparedTGR, Retrieved
 from recstack.stages import baseline, build, embed, ensemble, prepare, retrieve, seqrec, stack
 from recstack.tracks.base import DATA_KEYS, SHARED_KEYS, Stage, Track, no_truth
 
@@ -40,7 +42,7 @@ class TencentGR(Track):
             ),
             "embed": Stage(
                 "embed", embed.stage_body(embed.tencentgr_side), ("prepare",),
-                (*SHARED_KEYS, "device", "embed", "data.mm_feats", "data.emb_dims"),
+                (*SHARED_KEYS, "device", "embed", "data.mm_feats", "data.emb_dims", *HELD_OUT),
                 "item texts (where present) + provided emb_<id> (masked coverage) -> fused, behaviour-aligned vectors",
             ),
             "seqrec": Stage(
@@ -89,6 +91,53 @@ class TencentGR(Track):
                             action=truth["action"].to_numpy(), action_weights=TGR_ACTION_WEIGHTS)  # fmt: skip
         return {f"test_{k}": float(v) for k, v in m.items()} | {"rows": float(len(truth))}
 
+    def test_figures(self, cfg: DictConfig, folder: Path, figures: dict[str, Any]) -> dict[str, float]:
+        """test_score of the stage's ranking, and per candidate where the stage keeps several: retrieve each
+        source's (candidates.parquet, its own order), ensemble each source's and the blend's
+        (Ensembled.RANKINGS). The names follow the valid figures: valid_score_<s> -> test_score_<s>."""
+        kept = (Predictions.FILE, Retrieved.CANDIDATES, Ensembled.RANKINGS)
+        if not Paths(cfg).raw_tencentgr.truth.is_file() or not any((folder / f).is_file() for f in kept):
+            return {}
+        truth = self._truth(cfg)
+        target = truth["creative_id"].to_numpy()
+        creative = pd.read_parquet(
+            Paths(cfg).stage_dir("prepare") / PreparedTGR.ITEMS, columns=["creative_id"]
+        )["creative_id"].to_numpy()
+
+        def top(items: np.ndarray) -> np.ndarray:  # (U, >= 10) item rows, -1 = empty -> creative ids
+            return np.where(items[:, :TGR_K] >= 0, creative[np.maximum(items[:, :TGR_K], 0)], -1)
+
+        def score(items: np.ndarray) -> float:
+            return round(tencentgr_score(top(items), target, k=TGR_K)["score"], 5)
+
+        out: dict[str, float] = {}
+        if (folder / Predictions.FILE).is_file():
+            items = read_ranking(folder, "test", len(truth))[0]
+            gains = tencentgr_gains(top(items), target, TGR_K)
+            out["test_score"] = round(float(gains.mean()), 5)
+            out["test_score_se"] = round(float(gains.std(ddof=1) / np.sqrt(max(len(gains), 1))), 5)
+        cand = folder / Retrieved.CANDIDATES
+        if (folder / Retrieved.REPORT).is_file() and cand.is_file():
+            ranks = [c for c in pq.read_schema(cand).names if c.endswith("_rank")]
+            t = pq.read_table(cand, columns=["user_row", "item", *ranks], filters=[("split", "=", "test")])
+            t = t.to_pandas()
+            for col in ranks:
+                part = t[t[col] >= 0]
+                items = rank_topk(part["user_row"].to_numpy(), part["item"].to_numpy(), part[col].to_numpy(),
+                                     len(truth))  # fmt: skip
+                out[f"test_score_{col[: -len('_rank')]}"] = score(items)
+        cand = folder / Ensembled.RANKINGS
+        if cand.is_file():
+            t = pq.read_table(cand).to_pandas()
+            for split in t["split"].unique():
+                name, _, part = str(split).rpartition("/")
+                if part == "test":
+                    rows = t[t["split"] == split].sort_values(["query", "rank"])
+                    out[f"test_score_{name}"] = score(rows["item"].to_numpy().reshape(len(truth), -1))
+        return {
+            k: v for k, v in out.items() if k in ("test_score", "test_score_se") or f"valid{k[4:]}" in figures
+        }
+
     def test_metric(self, cfg: DictConfig, folder: Path) -> float | None:
         if not Paths(cfg).raw_tencentgr.truth.is_file():
             return None
@@ -99,6 +148,18 @@ class TencentGR(Track):
         items, _ = read_ranking(folder, "test", len(truth))
         top = creative["creative_id"].to_numpy()[items[:, :TGR_K]]
         return round(tencentgr_score(top, truth["creative_id"].to_numpy(), k=TGR_K)["score"], 5)
+
+
+def rank_topk(user_row: np.ndarray, item: np.ndarray, rank: np.ndarray, n_users: int) -> np.ndarray:
+    """(U, TGR_K) items of each query in ascending `rank` (-1 where it has fewer)."""
+    order = np.lexsort((rank, user_row))
+    u, it = user_row[order], item[order]
+    first = np.searchsorted(u, np.arange(n_users))
+    pos = np.arange(len(u)) - first[u] if len(u) else np.zeros(0, np.int64)
+    keep = pos < TGR_K
+    out = np.full((n_users, TGR_K), -1, np.int64)
+    out[u[keep], pos[keep]] = it[keep]
+    return out
 
 
 TENCENTGR = TencentGR()
