@@ -148,6 +148,16 @@ def test_read_curve_and_figures_render(tmp_path):
     assert len(fig.axes[1].lines) == 2  # one valid-AUC line per fold
     path = plots.save_png(fig, tmp_path / "reports" / "curve.png")
     assert path.read_bytes().startswith(b"\x89PNG") and not list((tmp_path / "reports").glob(".*tmp*"))
+    # seqrec's curve: one row per evaluation step, read by its own schema and drawn by step, best step marked
+    (tmp_path / Ranked.CURVE).write_text("step,epoch,train_loss\n50,1.0,6.2\n")
+    with pytest.raises(DataError, match="missing columns \\['valid_score'\\]"):
+        analysis.read_curve(tmp_path)
+    (tmp_path / Ranked.CURVE).write_text(
+        "step,epoch,train_loss,valid_hr@10,valid_ndcg@10,valid_score\n50,1,6.2,0.2,0.1,0.13\n100,2,5.8,0.25,0.12,0.16\n"
+    )
+    fig = plots.learning_curves(analysis.read_curve(tmp_path), "seqrec")
+    assert len(fig.axes[1].lines) == 4  # score, HR@10, NDCG@10 and the best step's marker
+    assert "best step 100: 0.1600" in [t.get_text() for t in fig.axes[1].texts]
     figs = [
         plots.recall_curves({"a": {10: 0.1, 100: 0.4}, "b": {10: 0.2}}),
         plots.heatmap(

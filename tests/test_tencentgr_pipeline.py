@@ -47,6 +47,10 @@ def test_cli_end_to_end(tmp_path, capsys):
     scores = dict(line.split(": ") for line in capsys.readouterr().out.strip().splitlines())
     assert 0 <= float(scores["test_score"]) <= 1 and int(scores["rows"]) == 6
     assert float(scores["test_score"]) == pytest.approx(tests["ensemble"]["test_score"], abs=1e-5)
+    # the run report of a finished tencentgr run: every stage, seqrec's learning curve by step among the images
+    assert cli.main(["report", "--config", config, *args]) == 0
+    page = (run / "report.html").read_text()
+    assert "seqrec: learning curves" in page and page.count("<img") >= 3  # seqrec, recall@K, importances
     manifest = json.loads((run / "prepare" / "manifest.json").read_text())
     assert manifest["figures"]["layout"] == "platform" and manifest["figures"]["items_with_text"] == 60
     # a quarter of the training users with a click stay outside validation, so the reranker has queries

@@ -69,15 +69,23 @@ def figures_table(manifests: dict[str, dict[str, Any]]) -> pd.DataFrame:
 
 
 # ---- rankers -------------------------------------------------------------------------------------------
+RANK_CURVE = ("epoch", "train_loss", "valid_auc")  # a rank stage's curve.csv: one row per epoch (and fold)
+SEQREC_CURVE = ("step", "train_loss", "valid_score")  # seqrec's: one row per evaluation step
+
+
 def read_curve(stage_dir: str | Path) -> pd.DataFrame | None:
-    """A rank stage's per-epoch curve (paths.Ranked.CURVE); None when the stage wrote none."""
+    """A stage's learning curve (curve.csv: paths.Ranked.CURVE / paths.Seqrec.CURVE) by its own schema, a rank
+    stage's per epoch or seqrec's per evaluation step (told apart by its `step` column); None when the stage
+    wrote none."""
     path = Path(stage_dir) / Ranked.CURVE
     if not path.is_file():
         return None
     curve = pd.read_csv(path)
-    missing = {"epoch", "train_loss", "valid_auc"} - set(curve.columns)
+    missing = set(SEQREC_CURVE if "step" in curve.columns else RANK_CURVE) - set(curve.columns)
     if missing:
         raise DataError(f"{path}: missing columns {sorted(missing)}")
+    if "step" in curve.columns:
+        return curve
     if "fold" not in curve.columns:
         curve.insert(0, "fold", "all")  # one fit (no OOF folds), as the rank stages name it
     return curve

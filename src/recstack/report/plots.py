@@ -33,7 +33,10 @@ def png_base64(fig: Figure, dpi: int = 100) -> str:
 
 
 def learning_curves(curve: pd.DataFrame, title: str = "") -> Figure:
-    """Train / valid loss and valid AUC per epoch, one line per fold (a rank stage's curve.csv)."""
+    """Train / valid loss and valid AUC per epoch, one line per fold (a rank stage's curve.csv); seqrec's curve
+    (a `step` column) by evaluation step instead (seqrec_curves)."""
+    if "step" in curve.columns:
+        return seqrec_curves(curve, title)
     fig = Figure(figsize=(9, 3.4), layout="constrained")
     ax_loss, ax_auc = fig.subplots(1, 2)
     for fold, d in curve.groupby(curve["fold"].astype(str), sort=False):  # "all" (one fit) or 0..K-1
@@ -50,6 +53,29 @@ def learning_curves(curve: pd.DataFrame, title: str = "") -> Figure:
     ax_auc.margins(y=0.2)  # room for the best epoch's label
     for ax in (ax_loss, ax_auc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def seqrec_curves(curve: pd.DataFrame, title: str = "") -> Figure:
+    """seqrec's curve.csv: training loss, and the valid score, HR@10 and NDCG@10 by evaluation step, the best
+    step (the weights the stage keeps) marked."""
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    ax_loss, ax_score = fig.subplots(1, 2)
+    ax_loss.plot(curve["step"], curve["train_loss"], "o-", label="train")
+    for col, style in (("valid_score", "o-"), ("valid_hr@10", "s--"), ("valid_ndcg@10", "^:")):
+        if col in curve:
+            ax_score.plot(curve["step"], curve[col], style, label=col.removeprefix("valid_"))
+    best = curve.loc[curve["valid_score"].idxmax()]
+    ax_score.axvline(best["step"], color="grey", alpha=0.5)
+    ax_score.annotate(f"best step {int(best['step'])}: {best['valid_score']:.4f}", (best["step"], best["valid_score"]),
+                      textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)  # fmt: skip
+    ax_loss.set(xlabel="step", ylabel="loss", title="training loss")
+    ax_score.set(xlabel="step", ylabel="valid", title="valid score = 0.31 HR@10 + 0.69 NDCG@10")
+    ax_score.margins(y=0.2)
+    for ax in (ax_loss, ax_score):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title)
