@@ -368,7 +368,7 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     hist_of = {
         c: {"train": histories_before(ev["user"], ev[c], queries["train"]),
             **{s: histories(inputs[s]["user"], inputs[s][c], queries[s]["user"].to_numpy()) for s in inputs}}
-        for c in ("item", "action", "ts")
+        for c in ("item", "ts", *(("action",) if rc.history_features else ()))
     }  # fmt: skip
     hists = hist_of["item"]  # rc.history_features: each event's action and time, how and when it was seen
     emb_path = ctx.embedded_items()
