@@ -99,7 +99,15 @@ def test_cli_runs_saves_config_and_logs_and_evaluates(tmp_path, capsys):
     config = str(ROOT / "configs" / "mmctr_synthetic.yaml")
     assert cli.main(["all", "--config", config, *args]) == 0
     out = capsys.readouterr().out
-    assert "submission:" in out and "valid_auc" in out
+    assert "submission:" in out and " auc " in out  # the summary: one aligned row per stage, metric named
+    assert max(len(line) for line in out.splitlines() if "submission:" not in line) <= 100  # a path aside
+    rows = {
+        line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ") and line.split()
+    }
+    assert (
+        rows["ensemble"][-4] == "auc" and float(rows["ensemble"][-3]) > 0.5
+    )  # valid AUC, then the local test
+    assert 0.5 < float(rows["ensemble"][-2]) <= 1  # mmctr's builder keeps the test labels: its AUC is shown
     run_dir = tmp_path / "out" / "mmctr" / "synthetic"
     assert "prior_strength" in (run_dir / "config.yaml").read_text()
     logs = list((run_dir / "logs").glob("*-all.log"))

@@ -28,7 +28,15 @@ def test_cli_end_to_end(tmp_path, capsys):
     config = str(ROOT / "configs" / "tencentgr_movielens.yaml")
     assert cli.main(["all", "--config", config, *args]) == 0
     out = capsys.readouterr().out
-    assert "valid_score" in out and "(test " in out  # the local test beside each valid figure
+    assert (
+        max(len(line) for line in out.splitlines() if "submission:" not in line) <= 100
+    )  # a path aside  # the summary: one aligned row per stage
+    rows = {
+        line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ") and line.split()
+    }
+    assert (
+        rows["seqrec"][1:3] == ["seqrec", "score"] and 0 <= float(rows["seqrec"][4]) <= 1
+    )  # valid, local test
     run = tmp_path / "out" / "tencentgr" / "movielens_tgr"
     # every model stage's manifest records its local test, per source (retrieve) and per candidate (ensemble),
     # scored from the builder's answers after the stage; the submission's test is what `evaluate` says

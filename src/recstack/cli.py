@@ -138,35 +138,41 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _beside(key: str, figs: dict, tests: dict) -> str:
-    """`key=value`, with the local test next to a valid figure where the run has one (tencentgr)."""
-    t = tests.get(f"test{key[5:]}") if key.startswith("valid_") else None
-    return f"{key}={figs[key]}" + (f" (test {t})" if t is not None else "")
+SUMMARY_METRICS = ("valid_auc", "valid_score")  # the one validated figure of a model stage (leaderboard)
+
+
+def summary_lines(title: str, manifests: dict, submission: str | None) -> list[str]:
+    """The end-of-run summary: one aligned row per stage (model, its validated figure, the local test where the
+    builder kept the answers, time), at most 100 columns; every other figure is in the stage's manifest."""
+    lines = [title, f"  {'stage':<14} {'model':<36} {'metric':<11} {'valid':>8} {'test':>8} {'time':>8}"]
+    for name, m in manifests.items():
+        if not m:
+            lines.append(f"  {name:<14} skipped (data.source=raw)")
+            continue
+        figs, tests = m.get("figures", {}), m.get("test", {})
+        metric = next((k for k in SUMMARY_METRICS if isinstance(figs.get(k), (int, float))), None)
+        model = str(figs.get("model", name)) if metric else ""
+        if name == "ensemble" and figs.get("submitted"):
+            model = f"submitted: {figs['submitted']}"
+        model = model if len(model) <= 36 else model[:33] + "..."
+        valid = f"{figs[metric]:.4f}" if metric else ""
+        test = tests.get(f"test{metric[5:]}") if metric else None
+        shown = f"{test:.4f}" if isinstance(test, (int, float)) else ""
+        seconds = f"{float(m.get('duration_s', 0.0)):.1f}s"
+        label = (metric or "").removeprefix("valid_")
+        lines.append(f"  {name:<14} {model:<36} {label:<11} {valid:>8} {shown:>8} {seconds:>8}")
+    if submission:
+        lines.append(f"  submission: {submission}")
+    return lines
 
 
 def _summary(cfg, paths: Paths, manifests: dict, seconds: float) -> None:
-    print(f"\n== {cfg.track} / {cfg.dataset}: {len(manifests)} stage(s) in {seconds:.1f}s ==")
-    for name, m in manifests.items():
-        figs = m.get("figures", {}) if m else {}
-        keys = [
-            k
-            for k in figs
-            if k.startswith(("valid_auc", "valid_score"))
-            or k
-            in ("submission", "submitted", "rows_train", "gain_over_best_single", "lift_over_best_source")
-        ]
-        tests = m.get("test", {}) if m else {}
-
-        shown = ", ".join(_beside(k, figs, tests) for k in keys if "_exclude_seen_" not in k)
-        print(f"  {name:<10} {shown or ('skipped (data.source=raw)' if not m else '')}")
-    if "ensemble" in manifests and manifests["ensemble"]:
-        fig = manifests["ensemble"]["figures"]
-        metric = (
-            f"valid AUC {fig['valid_auc']}" if "valid_auc" in fig else f"valid score {fig.get('valid_score')}"
-        )
-        test = (manifests["ensemble"].get("test") or {}).get("test_score")
-        metric += f", local test {test}" if test is not None else ""
-        print(f"  submission: {paths.stage_dir('ensemble') / fig['submission']}  ({metric})")
+    ens = manifests.get("ensemble") or {}
+    submission = None
+    if ens.get("figures", {}).get("submission"):
+        submission = str(paths.stage_dir("ensemble") / ens["figures"]["submission"])
+    title = f"\n== {cfg.track} / {cfg.dataset}: {len(manifests)} stage(s) in {seconds:.1f}s =="
+    print("\n".join(summary_lines(title, manifests, submission)))
 
 
 if __name__ == "__main__":

@@ -72,8 +72,13 @@ class Track(ABC):
     def test_figures(self, cfg: DictConfig, folder: Path, figures: dict[str, Any]) -> dict[str, float]:
         """Local test figures beside a finished stage's valid ones (`test_<name>` for `valid_<name>` in
         `figures`), from the answers a dataset builder kept; {} without them or where the track has none.
-        Computed after the stage, outside it: no stage reads the answers, so none can make a choice on them."""
-        return {}
+        Computed after the stage, outside it: no stage reads the answers, so none can make a choice on them.
+        Here: the test figure of a model stage's predictions (test_metric) beside its valid_auc / valid_score."""
+        metric = next(
+            (m for m in ("valid_auc", "valid_score") if isinstance(figures.get(m), (int, float))), None
+        )
+        t = self.test_metric(cfg, folder) if metric is not None else None
+        return {} if t is None else {f"test{metric[5:]}": t}
 
 
 def no_truth(path: Path) -> DataError:
