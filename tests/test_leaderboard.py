@@ -58,6 +58,9 @@ def test_cli_prints_the_table_sorted_by_valid_metric(tmp_cfg, tmp_path, capsys, 
     values = [float(line.split()[0]) for line in lines[2:]]
     assert len(values) == 3 and values == sorted(values, reverse=True)
     assert "leaderboard.csv" in lines[0]
+    assert max(len(line) for line in lines[1:]) <= 100 and "fingerprint" not in lines[1]  # 100 columns
+    assert cli.main(["leaderboard", "--wide", *args]) == 0
+    assert "fingerprint" in capsys.readouterr().out.splitlines()[1]  # --wide: every column
 
 
 def test_read_rejects_a_foreign_file(tmp_cfg):

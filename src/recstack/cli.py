@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true", help="redo the stage even if inputs and config are unchanged"
     )
+    p.add_argument("--wide", action="store_true", help="leaderboard: every column (default: within 100)")
     return p
 
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "leaderboard":
             board = leaderboard.read(cfg)
             print(f"== leaderboard {Paths(cfg).leaderboard} ({len(board)} runs, best valid first) ==")
-            print(leaderboard.format_table(board))
+            print(leaderboard.format_table(board, wide=args.wide))
             return 0
         paths = Paths(cfg)
         logfile = setup_logging(paths, args.command)

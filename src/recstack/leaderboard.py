@@ -139,11 +139,22 @@ def read(cfg: DictConfig) -> pd.DataFrame:
     return df.sort_values(["valid", "time"], ascending=[False, False], kind="stable", ignore_index=True)
 
 
-def format_table(df: pd.DataFrame) -> str:
-    shown = df[["valid", "test", "metric", "stage", "model", "time", "commit", "duration_s", "samples_per_s",
-                "fingerprint", "config_diff"]].copy()  # fmt: skip
+NARROW = ("valid", "test", "metric", "stage", "model", "time", "commit", "duration_s")  # fits 100 columns
+WIDE = (*NARROW, "samples_per_s", "fingerprint", "config_diff")
+
+
+def format_table(df: pd.DataFrame, wide: bool = False) -> str:
+    """The leaderboard as text: within 100 columns (the model name cut at 30 characters, the time to the
+    minute), or with `wide` every column (`./run.sh leaderboard --wide`)."""
+    shown = df[list(WIDE if wide else NARROW)].copy()
     shown["test"] = shown["test"].map(lambda v: "" if pd.isna(v) else f"{v:.5f}")
     shown["valid"] = shown["valid"].map(lambda v: f"{v:.5f}")
-    shown["model"] = shown["model"].map(lambda s: s if len(s) <= 40 else s[:37] + "...")
-    shown["config_diff"] = shown["config_diff"].map(lambda s: s if len(s) <= 60 else s[:57] + "...")
+    shown["metric"] = shown["metric"].map(lambda s: str(s).removeprefix("valid_"))
+    cut = 40 if wide else 30
+    shown["model"] = shown["model"].map(lambda s: s if len(s) <= cut else s[: cut - 3] + "...")
+    if not wide:
+        shown["time"] = shown["time"].map(lambda t: str(t)[5:16].replace("T", " "))  # MM-DD HH:MM
+        shown = shown.rename(columns={"duration_s": "seconds"})
+    else:
+        shown["config_diff"] = shown["config_diff"].map(lambda s: s if len(s) <= 60 else s[:57] + "...")
     return shown.to_string(index=False, na_rep="")
