@@ -50,6 +50,25 @@ def test_candidate_feature_not_an_integer(tmp_path):
         read_candidates(path, True, _Counts())
 
 
+def test_a_creative_listed_twice_is_folded_when_identical_and_refused_when_not(tmp_path, caplog):
+    path = tmp_path / "predict_set.jsonl"
+    path.write_bytes(
+        b'{"creative_id": 10, "features": {"112": 3}}\n{"creative_id": 11}\n'
+        b'{"creative_id": 10, "retrieval_id": 7, "features": {"112": 3}}\n'
+    )
+    counts = _Counts()
+    cid, rid, feats = read_candidates(path, True, counts)  # the same candidate twice: one row, counted
+    assert cid.tolist() == [10, 11] and rid.tolist() == [0, 1] and feats["112"].tolist() == [3, 0]
+    assert counts["candidates_duplicate_folded"] == 1 and "folded" in caplog.text
+    path.write_bytes(
+        b'{"creative_id": 10, "features": {"112": 3}}\n{"creative_id": 10, "features": {"112": 4}}\n'
+    )
+    with pytest.raises(
+        DataError, match=r"line 2: creative_id 10 is listed again \(first at line 1\) with other"
+    ):
+        read_candidates(path, True, _Counts())
+
+
 # ---- item_feat_dict.json --------------------------------------------------------------------------------
 FEATS = (
     b'{"1": {"100": 4, "112": 9, "999": 1}, "2": {}, "3": {"101": 6},\n'

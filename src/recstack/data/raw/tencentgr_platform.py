@@ -400,17 +400,31 @@ def read_candidates(path: Path, strict: bool, counts: dict[str, int]):
     cids: list[int] = []
     rids: list[int] = []
     feats: dict[str, tuple[list[int], list[int]]] = {}  # feature id -> (rows, values)
+    first: dict[int, tuple[int, dict]] = {}  # creative id -> (line, features) of its first line
     for no, obj in iter_json_lines(path, strict, counts):
         where = f"{path} line {no}"
         if not isinstance(obj, dict) or "creative_id" not in obj:
             raise DataError(f"{where}: candidate without 'creative_id'")
+        cid = _cid(obj["creative_id"], where)
+        f = obj.get("features") or {}
+        if cid in first:  # one creative listed twice: the same candidate folded, two different ones refused
+            line, f0 = first[cid]
+            if f != f0:
+                raise DataError(f"{where}: creative_id {cid} is listed again (first at line {line}) with other "
+                                "features; expected one line per candidate")  # fmt: skip
+            counts["candidates_duplicate_folded"] += 1
+            continue
+        first[cid] = (no, f)
         row = len(cids)
-        cids.append(_cid(obj["creative_id"], where))
+        cids.append(cid)
         rids.append(_check_int(obj.get("retrieval_id", row), f"{where} retrieval_id"))
-        for key, v in (obj.get("features") or {}).items():
+        for key, v in f.items():
             rows, values = feats.get(key) or feats.setdefault(key, ([], []))
             rows.append(row)
             values.append(_check_int(v, f"{where} feature {key}"))
+    if counts.get("candidates_duplicate_folded"):
+        log.warning("%s: %d candidate line(s) repeat an earlier line's creative_id and features: folded",
+                    path, counts["candidates_duplicate_folded"])  # fmt: skip
     if not cids:
         raise DataError(f"{path}: no candidates (empty file)")
     columns = {}
