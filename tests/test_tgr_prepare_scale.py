@@ -178,3 +178,27 @@ def test_read_platform_logs_each_step(tmp_path, caplog):
                  "read seq.jsonl: users=6", "read predict_seq.jsonl: users=2", "wrote the user tables",
                  "read the item features", "wrote the item and candidate tables", "read emb_81 (32-d)"):  # fmt: skip
         assert f"[prepare] {step}" in text, step
+
+
+def test_an_indexer_whose_item_map_does_not_fit_the_candidates_is_refused(tmp_path):
+    """A shuffled 'i' map passes every per-file check (each creative id maps to some re-id), but the
+    candidates' own features then disagree with item_feat_dict.json's for the re-ids it gives them."""
+    import pickle
+
+    from recstack.data.builders.synthetic_tgr import build_and_write
+    from recstack.data.raw.tencentgr import FEATURE_AGREEMENT_MIN
+    from test_synthetic_tgr import CFG
+
+    root = tmp_path / "raw"
+    build_and_write(CFG, root)
+    fig = read_platform(root, tmp_path / "ok", True, tuple(CFG.mm_feats), dict(CFG.mm_dims))
+    assert fig["candidates_feature_agreement"] == 1.0  # the builder's own indexer: every candidate agrees
+    idx = pickle.loads((root / "indexer.pkl").read_bytes())
+    cids = list(idx["i"])
+    reids = np.random.default_rng(0).permutation([idx["i"][c] for c in cids]).tolist()
+    idx["i"] = dict(zip(cids, reids, strict=True))
+    (root / "indexer.pkl").write_bytes(pickle.dumps(idx))
+    with pytest.raises(DataError, match=r"predict_set\.jsonl: only \d+ of \d+ candidates \(\d+\.\d%\) have the "
+                                        r"features item_feat_dict\.json gives their item through .*indexer\.pkl"):  # fmt: skip
+        read_platform(root, tmp_path / "bad", True, tuple(CFG.mm_feats), dict(CFG.mm_dims))
+    assert not (tmp_path / "bad" / "items.parquet").exists() and FEATURE_AGREEMENT_MIN == 0.5

@@ -214,6 +214,39 @@ def write_items(out: Path, creative_id: np.ndarray, sparse: dict[str, np.ndarray
     write_table(out / PreparedTGR.ITEMS, pa.table(cols))
 
 
+# Of the warm candidates whose pool features and item features (through indexer.pkl) both set a feature, the
+# share that agree on all of them. A shuffled 'i' map passes every other check (each id maps somewhere): on
+# MovieLens it leaves 132 of 1,682 candidates agreeing, the right one all 1,682. Below this share the indexer
+# is taken not to belong to the candidates: an error. Half: far below a matching release, far above chance.
+FEATURE_AGREEMENT_MIN = 0.5
+FEATURE_AGREEMENT_QUORUM = 20  # fewer comparable candidates decide nothing (tiny or feature-less pools)
+
+
+def check_feature_agreement(cand: Candidates, c_item: np.ndarray, item_feats: dict[str, np.ndarray],
+                            n_items: int, indexer: Path, counts: Counter) -> None:  # fmt: skip
+    warm = (c_item >= 1) & (c_item <= n_items)
+    compared = np.zeros(len(c_item), bool)
+    agree = np.ones(len(c_item), bool)
+    for key, col in cand.features.items():
+        if key not in ITEM_SPARSE or key not in item_feats:
+            continue
+        mine = item_feats[key][np.where(warm, c_item, 0)]
+        both = warm & (col != 0) & (mine != 0)
+        compared |= both
+        agree &= ~both | (col == mine)
+    n = int(compared.sum())
+    if n < FEATURE_AGREEMENT_QUORUM:
+        return
+    share = float((agree & compared).sum()) / n
+    counts["candidates_feature_agreement"] = round(share, 4)
+    if share < FEATURE_AGREEMENT_MIN:
+        raise DataError(
+            f"{cand.source}: only {int((agree & compared).sum())} of {n} candidates ({share:.1%}) have the features "
+            f"item_feat_dict.json gives their item through {indexer}; expected at least "
+            f"{FEATURE_AGREEMENT_MIN:.0%}: the indexer's 'i' map does not belong to these candidates"
+        )
+
+
 def write_candidates(out: Path, creative_id: np.ndarray, retrieval_id: np.ndarray, item: np.ndarray,
                      features: dict[str, np.ndarray]) -> None:  # fmt: skip
     cols = {
@@ -394,6 +427,7 @@ def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dic
 
     item_feats = layout.item_features(n_rows, n_items, counts)
     steps.done("read the item features", items=n_rows - 1, features=len(item_feats))
+    check_feature_agreement(cand, c_item, item_feats, n_items, layout.indexer_path, counts)
     for key, col in cand.features.items():  # the pool's own features fill what the item features lack
         if key in ITEM_SPARSE:
             f = item_feats.setdefault(key, np.zeros(n_rows, np.int64))
