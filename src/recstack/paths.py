@@ -269,8 +269,8 @@ class Retrieved:
     FEATURES = "features.parquet"  # mmctr: split, row_id, one float32 column per retrieval feature
     # tencentgr: the co-visitation matrices (retrieve.covisit settings), fitted once here and read by the stack
     # stage: npz of CSR arrays indptr (items + 1,) int64, nbr int32, weight float32 (covisit.write_matrix)
-    COVISIT_BEFORE = "covisit_before.npz"  # on the training events before every held-out target: train, valid
-    COVISIT_ALL = "covisit_all.npz"  # on all training events + the predict users' histories: test queries
+    COVISIT_BEFORE = "covisit_before.npz"  # on the valid fold (tgr_prepared.fit_events): train, valid queries
+    COVISIT_ALL = "covisit_all.npz"  # on the test fold (fit_events "test"): the predict users' queries
     REPORT = "retrieval.json"  # recall@K per source and merged, each source's own top-10 score
 
 

@@ -5,8 +5,8 @@ history length, repeats of the target in the history, and click counts of the ta
 from the *train* split (valid and test rows get the same train-only counts, so the stacker sees one
 distribution across the rows it learns from and the rows it predicts).
 
-tencentgr, per (query, candidate item): decayed and raw popularity, item age and recency from the training
-events before every held-out target, repeats of the item in the user's history (and how recently and with
+tencentgr, per (query, candidate item): decayed and raw popularity, item age and recency from the valid fold's
+events (tgr_prepared.fit_events), repeats of the item in the user's history (and how recently and with
 which action it was seen: history_features), and cosine similarity of the item to the user's recent history in
 the embed space.
 """

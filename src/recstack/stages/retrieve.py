@@ -227,7 +227,7 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         t["n_sources"] = t["n_sources"].astype(np.int8)
         return t
 
-    # train and valid queries: sources fitted on the events before both sets' targets
+    # train and valid queries: sources fitted on the valid fold (tgr_prepared.fit_events)
     answer(fit_before, ("train", "valid"), Retrieved.COVISIT_BEFORE)
     del fit_before  # one copy of the events at a time (~2 GiB each at TencentGR-1M size)
     weights, train_fit = [1.0] * len(names), None

@@ -250,7 +250,7 @@ def _rows_features(part: pd.DataFrame, sources: list[str], stats: pd.DataFrame, 
 class Context:
     """What the rich features of one split read besides its candidates (RerankConfig.rich_features)."""
 
-    events: Events  # training events (before every held-out target): popularity as of each query's time
+    events: Events  # the valid fold's clicks (tgr_prepared.fit_events): popularity as of each query's time
     covisit: CovisitMatrix  # the retrieve stage's co-visitation of the split's own events (its npz files)
     codes: np.ndarray  # (items, C) item sparse features, 0 = none
     code_names: list[str]
@@ -322,8 +322,8 @@ def source_topk(part: pd.DataFrame, source: str, n_users: int, k: int) -> np.nda
 def _contexts(ctx: StageContext, fit: dict[str, np.ndarray], hist_ts: dict[str, list[np.ndarray]],
               n_rows: int) -> Callable[[str], Context]:  # fmt: skip
     """Per split what the rich features read. The co-visitation matrices are the retrieve stage's, read from
-    its folder (fitted there once): on the training events before every held-out target for the train and
-    valid queries, on all training events plus the predict users' histories for the test queries. One
+    its folder (fitted there once): on the valid fold (tgr_prepared.fit_events) for the train and valid
+    queries, on the test fold for the test queries. One
     matrix is held at a time (~2.8 GB each at TencentGR-1M size): the splits are asked for in that order."""
     click = fit["action"] >= 1  # windowed_popularity counts clicks only: the other events are dropped
     train = Events(fit["user"][click], fit["item"][click], fit["action"][click], fit["ts"][click])
