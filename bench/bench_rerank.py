@@ -26,13 +26,13 @@ from recstack.paths import Paths
 from recstack.stages.context import StageContext
 from recstack.stages.stack import run_tencentgr
 
-FOURTH = {"skip_sources": [], "agreement": False, "bag": 0, "taste": False}  # the fourth session's stage
+FOURTH = {"skip_sources": [], "agreement": False, "bag": 0, "taste": False}  # the earlier stage
 VARIANTS = {  # name -> stack.rerank overrides
     "base": {**FOURTH, "rich_features": False, "depth": 0},  # the stage's features before, all candidates
     "rich": {**FOURTH, "rich_features": True, "depth": 0},  # + the rich features, all candidates
-    "rich_d100": {**FOURTH, "rich_features": True, "depth": 100},  # the fourth session's default
+    "rich_d100": {**FOURTH, "rich_features": True, "depth": 100},  # the earlier default
     "rich_d200": {**FOURTH, "rich_features": True, "depth": 200},
-    # fifth session: one change at a time over rich_d100, then together
+    # one change at a time over rich_d100, then together
     "no_merged": {**FOURTH, "skip_sources": ["merged"]},  # the fusion tuned on these queries: no feature
     "agree": {**FOURTH, "agreement": True},  # + cross-source agreement, per-query z-scores
     "bag": {**FOURTH, "bag": 1},  # + the CV fold models averaged in
@@ -44,7 +44,7 @@ VARIANTS = {  # name -> stack.rerank overrides
     "all": {"skip_sources": ["merged"], "agreement": True, "taste": True, "bag": 1},  # every change together
     "all_bag3": {"skip_sources": ["merged"], "agreement": True, "taste": True, "bag": 3},
     "default_d200": {"depth": 200},
-    # sixth session: the candidate's own history (clicks there, last action, events / days since last seen)
+    # the candidate's own history (clicks there, last action, events / days since last seen)
     "history": {"history_features": True},  # on by default while it was measured (0.5293 vs 0.5304 without)
 }
 

@@ -296,7 +296,7 @@ class HistorySourceConfig:
     history: int = 100  # recent events that vote
     # vote of the event j steps back = recency ** j (0.99: halved 70 events back): how often an item was
     # seen counts most, recency breaks ties. Chosen on the synthetic data's training queries, never its valid
-    # users (bench/bench_seen.py, bench/README.md sixth session): history source alone 0.437 at 0.99 vs
+    # users (bench/bench_seen.py, bench/README.md "Seen-item policy and history source"): history source alone 0.437 at 0.99 vs
     # 0.426 at 0.98, 0.392 at 0.95, 0.435 at 1.0 (exposure 0.3)
     recency: float = 0.99
     half_life_hours: float = 0.0  # time decay before the query's last event; 0 = none (position decays)
@@ -392,7 +392,7 @@ class RerankConfig:
     covisit_lasts: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
     long_history: int = 30
     # rounds of (CV fold models + refit) averaged at prediction; 0 = the one refitted model. A ~1,000-query
-    # ranker is noisy. MovieLens valid, mean of 3 LightGBM seeds (bench/README.md fifth session): 0 rounds
+    # ranker is noisy. MovieLens valid, mean of 3 LightGBM seeds (bench/README.md "Reranker"): 0 rounds
     # 0.1946, 1 round 0.2034 (higher at each seed), 3 rounds 0.2028 (no better, 3x the fits)
     bag: int = 1
     # The options below are off: each alone raised the MovieLens valid mean over the 0-round ranker (0.1946
@@ -438,7 +438,7 @@ class SeqrecConfig:
     emb_std: float = 0.02  # embedding init (GPT-2): small tokens keep the pre-norm residual stream stable
     # share of items whose id embedding is dropped at each training step (models/item_encoder.py): the
     # features and multimodal vectors learn to carry an item alone, as for a cold item. 0 = off here; 0.3 in
-    # configs/tencentgr_movielens.yaml (+0.007 valid score over 5 paired seeds, bench/README.md fifth session);
+    # configs/tencentgr_movielens.yaml (+0.007 valid score over 5 paired seeds, bench/README.md "Item encoder");
     # not yet measured on the synthetic / TencentGR-shaped data
     id_dropout: float = 0.0
     next_action: bool = True  # queries are told the next event's action (a click at inference): TAAC 2025

@@ -28,7 +28,7 @@ def deterministic_mode(on: bool) -> Iterator[None]:
     (multi-threaded float sums differed between two processes of the same seqrec run: bench/README.md, seqrec
     reproducibility). Under warn_only, torch still picks the cuDNN / memory-efficient attention kernels, whose
     backward is not deterministic: on an H200 the seqrec stage warned "cuDNN Attention defaults to a
-    non-deterministic algorithm" (bench/README.md, Ninth session); the math backend is plain matmuls and a
+    non-deterministic algorithm" (bench/README.md "Reproducibility on a GPU"); the math backend is plain matmuls and a
     softmax. Slower; off by default. Settings are restored afterwards, so a stage never leaks them."""
     if not on:
         yield

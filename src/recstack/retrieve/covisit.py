@@ -120,7 +120,7 @@ def _pairs(ev: Events, pos: np.ndarray, st: CovisitSettings) -> tuple[np.ndarray
 def _summed(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n: int) -> sp.csr_matrix:
     """w summed per (src, dst) as an (n, n) CSR matrix, partners ascending within a row. scipy's COO -> CSR
     conversion is a counting sort by row and a sort within each (short) row: linear in the pairs where one
-    global sort of int64 keys was ~6x slower (bench/README.md, fifth session). float64 sums of float32
+    global sort of int64 keys was ~6x slower (bench/README.md). float64 sums of float32
     terms: exact for the undecayed weights, so the matrix does not depend on block or pass boundaries."""
     m = sp.csr_matrix((w, (src, dst)), shape=(n, n))
     m.sum_duplicates()
