@@ -25,16 +25,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
 
 from recstack.config import load_config
-from recstack.data.tables.predictions import read_ranking
-from recstack.metrics import tencentgr_gains
-from recstack.paths import MANIFEST, Ensembled, Paths, Predictions, PreparedTGR, Retrieved
-from recstack.tracks.tencentgr import rank_topk
-
-K = 10
+from recstack.paths import MANIFEST, Paths
+from recstack.tracks.tencentgr import TENCENTGR
 
 
 def run(config: str, seed: int, root: Path, overrides: list[str], pythonpath: str | None) -> None:
@@ -47,58 +41,30 @@ def run(config: str, seed: int, root: Path, overrides: list[str], pythonpath: st
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # logs/
 
 
-def figures(cfg, root: Path) -> dict[str, tuple[float | None, float | None, float | None]]:
-    """{candidate: (valid, test, test SE)} of one finished run."""
+def figures(cfg) -> dict[str, tuple[float | None, float | None, float | None]]:
+    """{candidate: (valid, test, test SE)} of one finished run: the valid figures from its manifests, the test
+    ones scored again by this checkout's Track.test_figures (the pipeline's own scoring; older checkouts'
+    manifests hold none)."""
     paths = Paths(cfg)
-    truth = pd.read_parquet(paths.raw_tencentgr.truth)
-    target = truth["creative_id"].to_numpy()
-    creative = pd.read_parquet(paths.stage_dir("prepare") / PreparedTGR.ITEMS, columns=["creative_id"])
-    creative = creative["creative_id"].to_numpy()
-
-    def test(items: np.ndarray) -> tuple[float, float]:
-        top = np.where(items[:, :K] >= 0, creative[np.maximum(items[:, :K], 0)], -1)
-        g = tencentgr_gains(top, target, K)
-        return float(g.mean()), float(g.std(ddof=1) / np.sqrt(len(g)))
-
-    def manifest(stage: str) -> dict:
-        p = paths.stage_dir(stage) / MANIFEST
-        return json.loads(p.read_text())["figures"] if p.is_file() else {}
-
     out: dict[str, tuple[float | None, float | None, float | None]] = {}
-    for stage in ("baseline", "seqrec", "stack"):
-        f = manifest(stage)
-        if f and (paths.stage_dir(stage) / Predictions.FILE).is_file():
-            out[stage] = (
-                f.get("valid_score"),
-                *test(read_ranking(paths.stage_dir(stage), "test", len(truth))[0]),
-            )
-    f = manifest("retrieve")
-    cand = paths.stage_dir("retrieve") / Retrieved.CANDIDATES
-    if f and cand.is_file():
-        ranks = [c for c in pq.read_schema(cand).names if c.endswith("_rank")]
-        t = pq.read_table(
-            cand, columns=["user_row", "item", *ranks], filters=[("split", "=", "test")]
-        ).to_pandas()
-        for col in ranks:
-            name = col[: -len("_rank")]
-            part = t[t[col] >= 0]
-            items = rank_topk(
-                part["user_row"].to_numpy(), part["item"].to_numpy(), part[col].to_numpy(), len(truth)
-            )
-            out[f"retrieve:{name}"] = (f.get(f"valid_score_{name}"), *test(items))
-    f = manifest("ensemble")
-    if f:
-        rankings = paths.stage_dir("ensemble") / Ensembled.RANKINGS
-        if rankings.is_file():  # every candidate's ranking (not written by older checkouts)
-            t = pq.read_table(rankings).to_pandas()
-            rows = t[t["split"] == "blend/test"].sort_values(["query", "rank"])
-            if len(rows):
-                out["ensemble:blend"] = (
-                    f.get("valid_score_blend"),
-                    *test(rows["item"].to_numpy().reshape(len(truth), -1)),
-                )
-        items = read_ranking(paths.stage_dir("ensemble"), "test", len(truth))[0]
-        out[f"submitted ({f.get('submitted')})"] = (f.get("valid_score"), *test(items))
+    for stage in ("baseline", "seqrec", "stack", "retrieve", "ensemble"):
+        path = paths.stage_dir(stage) / MANIFEST
+        if not path.is_file():
+            continue
+        f = json.loads(path.read_text())["figures"]
+        t = TENCENTGR.test_figures(cfg, paths.stage_dir(stage), f)
+        own = (f.get("valid_score"), t.get("test_score"), t.get("test_score_se"))
+        if stage == "retrieve":
+            for key in t:
+                if key.startswith("test_score_") and key != "test_score_se":
+                    name = key[len("test_score_") :]
+                    out[f"retrieve:{name}"] = (f.get(f"valid_score_{name}"), t[key], None)
+        elif stage == "ensemble":
+            if "test_score_blend" in t:  # every candidate's ranking (not written by older checkouts)
+                out["ensemble:blend"] = (f.get("valid_score_blend"), t["test_score_blend"], None)
+            out[f"submitted ({f.get('submitted')})"] = own
+        else:
+            out[stage] = own
     return out
 
 
@@ -118,7 +84,7 @@ def main() -> None:
         if not args.no_run:
             run(args.config, seed, root, args.overrides, args.pythonpath)
         cfg = load_config(args.config, [*args.overrides, f"seed={seed}", f"output_root={root}"])
-        for name, v in figures(cfg, root).items():
+        for name, v in figures(cfg).items():
             key = "submitted" if name.startswith("submitted") else name
             per.setdefault(key, []).append(v)
             if key == "submitted":

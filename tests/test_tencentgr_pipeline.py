@@ -4,14 +4,17 @@ popularity baseline, validated submission, evaluate; plus the popularity model a
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recstack import cli
 from recstack.artifacts import sha256_file
+from recstack.config import load_config
 from recstack.ensemble.submission import validate_tgr, write_tgr
 from recstack.errors import DataError
 from recstack.models.popularity import decayed_popularity, recommend
 from recstack.stages.prepare import valid_cap
+from recstack.tracks.tencentgr import TENCENTGR
 
 from conftest import ROOT
 from test_movielens import fake_wheel
@@ -34,19 +37,27 @@ def test_cli_end_to_end(tmp_path, capsys):
     rows = {
         line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ") and line.split()
     }
-    assert (
-        rows["seqrec"][1:3] == ["seqrec", "score"] and 0 <= float(rows["seqrec"][4]) <= 1
-    )  # valid, local test
+    assert rows["seqrec"][1:3] == ["seqrec", "score"]  # then valid and local test, checked below
     run = tmp_path / "out" / "tencentgr" / "movielens_tgr"
     # every model stage's manifest records its local test, per source (retrieve) and per candidate (ensemble),
     # scored from the builder's answers after the stage; the submission's test is what `evaluate` says
     tests = {s: json.loads((run / s / "manifest.json").read_text()).get("test", {}) for s in
              ("baseline", "seqrec", "retrieve", "stack", "ensemble", "prepare")}  # fmt: skip
-    assert tests["prepare"] == {} and all(0 <= tests[s]["test_score"] <= 1 for s in tests if s != "prepare")
-    assert {"test_score_covisit", "test_score_merged"} <= set(tests["retrieve"]) and tests["stack"][
-        "test_score_se"
-    ] >= 0
-    assert {"test_score_blend", "test_score_seqrec", "test_score_retrieve"} <= set(tests["ensemble"])
+    cfg = load_config(config, args)
+    assert tests["prepare"] == {}
+    for s in ("baseline", "seqrec", "retrieve", "stack", "ensemble"):  # = the track's plain test_metric
+        assert tests[s]["test_score"] == pytest.approx(TENCENTGR.test_metric(cfg, run / s), abs=1e-5), s
+    assert float(rows["seqrec"][4]) == pytest.approx(tests["seqrec"]["test_score"], abs=6e-5)  # the summary's
+    assert {"test_score_covisit", "test_score_merged"} <= set(tests["retrieve"])
+    ens = tests["ensemble"]
+    assert {"test_score_blend", "test_score_seqrec", "test_score_retrieve"} <= set(ens)
+    assert (
+        ens["test_score"]
+        == ens[
+            f"test_score_{json.loads((run / 'ensemble' / 'manifest.json').read_text())['figures']['submitted']}"
+        ]
+    )
+    assert ens["test_score_seqrec"] == tests["seqrec"]["test_score"]  # a candidate's test is its stage's
     sub = json.loads((run / "ensemble" / "submission.json").read_text())
     assert len(sub["user_list"]) == 6 and all(len(set(r)) == 10 for r in sub["top10s"])  # 20% of 30 held out
     raw = tmp_path / "in" / "movielens_tgr"
@@ -55,6 +66,12 @@ def test_cli_end_to_end(tmp_path, capsys):
     scores = dict(line.split(": ") for line in capsys.readouterr().out.strip().splitlines())
     assert 0 <= float(scores["test_score"]) <= 1 and int(scores["rows"]) == 6
     assert float(scores["test_score"]) == pytest.approx(tests["ensemble"]["test_score"], abs=1e-5)
+    truth = pd.read_parquet(raw / "local_truth" / "predict_truth.parquet")  # the SE by hand, from the file
+    rank = [
+        row.index(c) if c in row else None for row, c in zip(sub["top10s"], truth["creative_id"], strict=True)
+    ]
+    gains = np.array([0.0 if r is None else 0.31 + 0.69 / np.log2(r + 2) for r in rank])
+    assert ens["test_score_se"] == pytest.approx(gains.std(ddof=1) / np.sqrt(len(gains)), abs=1e-5)
     # the run report of a finished tencentgr run: every stage, seqrec's learning curve by step among the images
     assert cli.main(["report", "--config", config, *args]) == 0
     page = (run / "report.html").read_text()

@@ -98,7 +98,10 @@ def row(cfg: DictConfig, manifest: dict[str, Any], score: TestMetric) -> dict[st
         "model": str(figures.get("model", manifest["stage"])),
         "metric": metric,
         "valid": figures[metric],
-        "test": test_metric(cfg, manifest["stage"], score),
+        # the pipeline scored it into the manifest (Track.test_figures); scored here only for a manifest without
+        "test": manifest["test"].get(f"test{metric[5:]}")
+        if "test" in manifest
+        else test_metric(cfg, manifest["stage"], score),
         "duration_s": round(duration, 2),
         "samples_per_s": None if speed is None else round(float(speed), 1),
         "fingerprint": stable_hash(manifest.get("config", {}))[:12],

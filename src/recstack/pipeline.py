@@ -250,12 +250,23 @@ def _run_stage(cfg: DictConfig, name: str, force: bool) -> dict[str, Any]:
             "files": {p.name: p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()},
             "recstack": __version__,
         }
+        # the local test beside the valid figures, where the dataset builder kept the answers (tracks/): scored
+        # here, after the stage's body, so that no stage reads the answers
+        tests = _test_figures(cfg, name, tmp, figures)
+        if tests:
+            manifest["test"] = tests
         write_json(tmp / MANIFEST, manifest)  # last: its presence means the stage finished
     log.info("[%s] done in %.1fs: %s", name, manifest["duration_s"], _short(figures))
-    # the local test beside the valid figures, where the dataset builder kept the answers (tracks/): scored
-    # here, after the stage, so that no stage reads the answers; added to the manifest after its content
+    if tests:
+        log.info("[%s] local test: %s", name, _short(tests))
+    # a model stage that really ran (a skipped one returned above); its test figure as the track scores it
+    leaderboard.append(cfg, manifest, track_of(cfg).test_metric)
+    return manifest
+
+
+def _test_figures(cfg: DictConfig, name: str, folder: Path, figures: dict[str, Any]) -> dict[str, float]:
     try:
-        tests = track_of(cfg).test_figures(cfg, out_dir, figures)
+        return track_of(cfg).test_figures(cfg, folder, figures)
     except (
         DataError,
         OSError,
@@ -264,14 +275,7 @@ def _run_stage(cfg: DictConfig, name: str, force: bool) -> dict[str, Any]:
         IndexError,
     ) as e:  # answers of another shape: none shown
         log.warning("[%s] no local test figures: %s", name, e)
-        tests = {}
-    if tests:
-        manifest["test"] = tests
-        write_json(out_dir / MANIFEST, manifest)
-        log.info("[%s] local test: %s", name, _short(tests))
-    # a model stage that really ran (a skipped one returned above); its test figure as the track scores it
-    leaderboard.append(cfg, manifest, track_of(cfg).test_metric)
-    return manifest
+        return {}
 
 
 def upstream_closure(cfg: DictConfig, name: str) -> list[str]:

@@ -36,7 +36,7 @@ from recstack.data.tables.prepared import read_hist, read_items, read_samples
 from recstack.data.tables.tgr_prepared import (
     HeldOut,
     fit_events,
-    group_bounds,
+    histories,
     query_inputs,
     read_events,
     read_item_text,
@@ -142,14 +142,11 @@ def tencentgr_side(ctx: StageContext) -> ItemSide:
     probe = None
     if cfg.embed.probe and len(valid):
         inputs = query_inputs(ev, pe, held, "valid")  # the valid users' histories, as a predict user's
-        users, start, end = group_bounds(inputs["user"])
-        where = dict(zip(users.tolist(), zip(start.tolist(), end.tolist(), strict=True), strict=True))
-        bounds = np.array([where.get(int(u), (0, 0)) for u in valid["user"].tolist()], np.int64).reshape(
-            -1, 2
-        )
-        width = int((bounds[:, 1] - bounds[:, 0]).max(initial=0)) or 1  # the whole history before the target
-        pos = bounds[:, 1:2] - width + np.arange(width)  # (V, width) rows, most recent last
-        hist = np.where(pos >= bounds[:, :1], inputs["item"][np.maximum(pos, 0)], 0)
+        hs = histories(inputs["user"], inputs["item"], valid["user"].to_numpy())
+        width = max((len(h) for h in hs), default=0) or 1  # the whole history before the target
+        hist = np.zeros((len(hs), width), np.int64)  # (V, width), left-padded, most recent last
+        for r, h in enumerate(hs):
+            hist[r, width - len(h) :] = h
         probe = hist, valid["item"].to_numpy()
     return ItemSide(n, item > 0, provided, read_item_text(prep, n), None, pairs, probe)
 

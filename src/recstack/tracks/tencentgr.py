@@ -18,6 +18,7 @@ from recstack.data.tables.predictions import read_ranking
 from recstack.ensemble.submission import TGR_K, read_tgr, validate_tgr
 from recstack.metrics import TGR_ACTION_WEIGHTS, tencentgr_gains, tencentgr_score
 from recstack.paths import Ensembled, Paths, Predictions, PreparedTGR, Retrieved
+from recstack.retrieve.base import top_k_groups
 from recstack.stages import baseline, build, embed, ensemble, prepare, retrieve, seqrec, stack
 from recstack.tracks.base import DATA_KEYS, SHARED_KEYS, Stage, Track, no_truth
 
@@ -123,8 +124,14 @@ class TencentGR(Track):
             t = t.to_pandas()
             for col in ranks:
                 part = t[t[col] >= 0]
-                items = rank_topk(part["user_row"].to_numpy(), part["item"].to_numpy(), part[col].to_numpy(),
-                                     len(truth))  # fmt: skip
+                r = part[col].to_numpy()
+                items = top_k_groups(
+                    part["user_row"].to_numpy(),
+                    part["item"].to_numpy(),
+                    -r.astype(np.float64),
+                    len(truth),
+                    TGR_K,
+                ).items  # each source's own order (its rank column)
                 out[f"test_score_{col[: -len('_rank')]}"] = score(items)
         cand = folder / Ensembled.RANKINGS
         if cand.is_file():
@@ -148,18 +155,6 @@ class TencentGR(Track):
         items, _ = read_ranking(folder, "test", len(truth))
         top = creative["creative_id"].to_numpy()[items[:, :TGR_K]]
         return round(tencentgr_score(top, truth["creative_id"].to_numpy(), k=TGR_K)["score"], 5)
-
-
-def rank_topk(user_row: np.ndarray, item: np.ndarray, rank: np.ndarray, n_users: int) -> np.ndarray:
-    """(U, TGR_K) items of each query in ascending `rank` (-1 where it has fewer)."""
-    order = np.lexsort((rank, user_row))
-    u, it = user_row[order], item[order]
-    first = np.searchsorted(u, np.arange(n_users))
-    pos = np.arange(len(u)) - first[u] if len(u) else np.zeros(0, np.int64)
-    keep = pos < TGR_K
-    out = np.full((n_users, TGR_K), -1, np.int64)
-    out[u[keep], pos[keep]] = it[keep]
-    return out
 
 
 TENCENTGR = TencentGR()

@@ -203,15 +203,21 @@ FOLDS = (
 )  # valid: a fit that answers the stacker's and the valid queries; test: the predict users
 
 
+def rows_before(user: np.ndarray, queries: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, query): the event rows of each held-out query's history (its user's events before its
+    `event_index`), queries in order, oldest first within one; and the query of each row."""
+    users, start, _ = group_bounds(user)
+    begin = start[np.searchsorted(users, queries["user"].to_numpy())]
+    length = queries["event_index"].to_numpy().astype(np.int64) - begin
+    offsets = np.r_[0, np.cumsum(length)].astype(np.int64)
+    rows = np.repeat(begin - offsets[:-1], length) + np.arange(offsets[-1])
+    return rows, np.repeat(np.arange(len(queries)), length)
+
+
 def valid_histories(events: dict[str, np.ndarray], valid: pd.DataFrame) -> dict[str, np.ndarray]:
     """Each valid user's events before its target, in the form of predict_events.parquet (same columns,
     grouped by user in valid order, time-ordered): the valid users' inference inputs."""
-    users, start, _ = group_bounds(events["user"])
-    g = np.searchsorted(users, valid["user"].to_numpy())
-    begin, cut = start[g], valid["event_index"].to_numpy().astype(np.int64)
-    length = cut - begin
-    offsets = np.r_[0, np.cumsum(length)].astype(np.int64)
-    rows = np.repeat(begin - offsets[:-1], length) + np.arange(offsets[-1])
+    rows, _ = rows_before(events["user"], valid)
     return {c: a[rows] for c, a in events.items()}
 
 
@@ -286,19 +292,13 @@ def repeat_shares(events: dict[str, np.ndarray], queries: pd.DataFrame) -> dict[
     """Of the held-out `queries` (user, item, event_index as stack_queries gives them), the share whose
     target item occurs in the query's own history before it: with any action, as a click or conversion,
     and within the last 10 events; and the mean number of history events per query."""
-    users, start, _ = group_bounds(events["user"])
     n_q = len(queries)
     if n_q == 0:
         return {"queries": 0, "repeat_share": None, "repeat_click_share": None, "repeat_last10_share": None}
-    g = np.searchsorted(users, queries["user"].to_numpy())
-    begin = start[g]
-    cut = queries["event_index"].to_numpy().astype(np.int64)
-    length = cut - begin
-    offsets = np.r_[0, np.cumsum(length)]
-    q = np.repeat(np.arange(n_q), length)
-    rows = np.repeat(begin - offsets[:-1], length) + np.arange(offsets[-1])
+    rows, q = rows_before(events["user"], queries)
     hit = events["item"][rows] == queries["item"].to_numpy()[q]
-    age = np.repeat(cut, length) - rows  # 1 = the event just before the target
+    age = queries["event_index"].to_numpy().astype(np.int64)[q] - rows  # 1 = the event just before the target
+    length = np.bincount(q, minlength=n_q)
 
     def share(mask: np.ndarray) -> float:
         return round(float((np.bincount(q[mask], minlength=n_q) > 0).mean()), 5)
