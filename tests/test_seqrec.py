@@ -339,7 +339,7 @@ def test_stage_end_to_end_on_tiny_tencentgr(tmp_cfg, extra):
     "override, msg",
     [("seqrec.loss=softmax", "'seqrec.loss' is 'softmax'"), ("seqrec.multimodal=x", "'seqrec.multimodal'"),
      ("seqrec.dim=10", "multiple of seqrec.heads"),
-     ("seqrec.topk=5", "expected >= 10"), ("seqrec.id_dropout=1.0", "seqrec.id_dropout is 1.0"), ("seqrec.temp=0.1", "unknown config key 'seqrec.temp'")],
+     ("seqrec.topk=5", "expected >= 10"), ("seqrec.id_dropout=1.0", "'seqrec.id_dropout' is 1.0"), ("seqrec.temp=0.1", "unknown config key 'seqrec.temp'")],
 )  # fmt: skip
 def test_bad_seqrec_config_is_an_error_naming_the_key(tmp_cfg, override, msg):
     with pytest.raises(ConfigError, match=msg):

