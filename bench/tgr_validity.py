@@ -1,7 +1,8 @@
 """Does the tencentgr local validation predict the local test? Valid and test of every candidate, over seeds.
 
     .venv/bin/python bench/tgr_validity.py --config configs/tencentgr_movielens.yaml --seeds 2025 2026 2027 \
-        [--set key=value ...] [--output-root outputs/bench_validity] [--pythonpath OTHER_CHECKOUT/src]
+        [--set key=value ...] [--output-root outputs/bench_validity] [--pythonpath OTHER_CHECKOUT/src] \
+        [--builder-seeds 1 2 3 ...]
 
 Runs the whole tencentgr pipeline once per seed (`python -m recstack all --config ... seed=S`, each seed in its
 own output root so the runs never share a stage folder), then reads each run's folders and prints, per
@@ -13,6 +14,12 @@ The test figures are scored here from the answers the dataset builder kept (inpu
 after the runs, by the scoring code of this checkout; `--pythonpath` runs the pipeline from another
 checkout's source (e.g. the code before a change, in a `git worktree`), so both protocols are scored alike.
 The valid figures are the runs' own. Nothing here feeds back into a run.
+
+`--builder-seeds` also redraws the data set: for each builder seed (data.movielens.seed or
+data.synthetic_tgr.seed) the builder writes its own input root, so the predict users, their hidden clicks and
+the valid users are a fresh draw. One predict set of ~190 users is itself a sample: a validation that is right
+on average can still miss one draw by more than a standard error. Over builder seeds, the mean of
+(valid - test) and its standard error (sd over the draws / sqrt(draws)) say whether the validation is biased.
 """
 
 from __future__ import annotations
@@ -76,19 +83,34 @@ def main() -> None:
     ap.add_argument("--output-root", default="outputs/bench_validity")
     ap.add_argument("--pythonpath", default=None, help="run the pipeline from this source folder")
     ap.add_argument("--no-run", action="store_true", help="read finished runs only")
+    ap.add_argument("--builder-seeds", type=int, nargs="*", default=None,
+                    help="redraw the data set with each of these builder seeds (its own input root)")  # fmt: skip
     args = ap.parse_args()
     per: dict[str, list[tuple]] = {}
     submitted: list[tuple] = []
-    for seed in args.seeds:
-        root = Path(args.output_root) / f"seed_{seed}"
-        if not args.no_run:
-            run(args.config, seed, root, args.overrides, args.pythonpath)
-        cfg = load_config(args.config, [*args.overrides, f"seed={seed}", f"output_root={root}"])
-        for name, v in figures(cfg).items():
-            key = "submitted" if name.startswith("submitted") else name
-            per.setdefault(key, []).append(v)
-            if key == "submitted":
-                submitted.append((name, *v))
+    draws: list[tuple[int, float, float, float]] = []  # builder seed, mean valid, mean test, mean SE
+    source = load_config(args.config, args.overrides).data.source
+    key_of = {"movielens": "data.movielens.seed", "synthetic": "data.synthetic_tgr.seed"}
+    if args.builder_seeds and source not in key_of:
+        sys.exit(f"--builder-seeds: data.source is {source!r}; only a built data set can be redrawn")
+    for bseed in args.builder_seeds or [None]:
+        base = Path(args.output_root)
+        data = [] if bseed is None else [f"{key_of[source]}={bseed}", f"input_root={base / f'data_{bseed}'}"]
+        mine = []
+        for seed in args.seeds:
+            root = base / (f"seed_{seed}" if bseed is None else f"data_{bseed}_seed_{seed}")
+            overrides = [*args.overrides, *data]
+            if not args.no_run:
+                run(args.config, seed, root, overrides, args.pythonpath)
+            cfg = load_config(args.config, [*overrides, f"seed={seed}", f"output_root={root}"])
+            for name, v in figures(cfg).items():
+                key = "submitted" if name.startswith("submitted") else name
+                per.setdefault(key, []).append(v)
+                if key == "submitted":
+                    submitted.append((name, *v))
+                    mine.append(v)
+        if bseed is not None and mine:
+            draws.append((bseed, *(float(np.mean([m[i] for m in mine])) for i in range(3))))
 
     def ms(xs: list) -> str:
         xs = [x for x in xs if x is not None]
@@ -109,6 +131,17 @@ def main() -> None:
         if cov:
             ratio = np.mean([s[2] for s in submitted]) / np.mean([c[1] for c in cov])
             print(f"submission test / covisit test = {ratio:.3f}")
+    if draws:
+        print("\nper builder seed (mean over the pipeline seeds): valid / test, gap in that draw's test SE")
+        for b, v, t, se in draws:
+            print(f"  data seed {b}: {v:.4f} / {t:.4f}  {v - t:+.4f} ({(v - t) / se:+.2f} SE)")
+        gaps = np.array([v - t for _, v, t, _ in draws])
+        if len(gaps) > 1:
+            sem = gaps.std(ddof=1) / np.sqrt(len(gaps))
+            print(
+                f"over {len(gaps)} draws: mean valid - test = {gaps.mean():+.4f} +- {sem:.4f} (SE of the mean), "
+                f"{gaps.mean() / sem:+.2f} SE; mean per-draw test SE {np.mean([d[3] for d in draws]):.4f}"
+            )
 
 
 if __name__ == "__main__":
