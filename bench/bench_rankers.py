@@ -3,7 +3,7 @@
     ./run.sh prepare                                   # MovieLens-100K in the mmctr layout (the default)
     python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt   # peers, once
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_rankers.py                  # quality + CPU speed table
-    .venv/bin/python bench/bench_rankers.py --gpu      # QIN samples/s at MicroLens-1M size (needs CUDA)
+    .venv/bin/python bench/bench_rankers.py --scale    # every ranker's samples/s at MicroLens-1M size
     .venv/bin/python bench/bench_rankers.py --like-for-like --repeats 2   # DIN vs FuxiCTR's, one thread each
     .venv/bin/python bench/bench_rankers.py --like-for-like --profile-steps 20   # where our side's time goes
 
@@ -22,12 +22,14 @@ train-loop samples/s (evaluation excluded; FuxiCTR's loop includes its DataLoade
 slices tensors), samples/s with the data loading, their ratios, and the wall time (loading + training +
 every evaluation so far) at which each side's valid AUC first reaches the target (--target-auc, default the
 lower of the two sides' best valid AUCs of the same repeat).
---gpu: builds nothing; expects the synthetic MicroLens-1M-sized set (3.6M train rows) from
+--scale: builds nothing; expects the synthetic MicroLens-1M-sized set (3.6M train rows, 91,717 items) from
     python -m recstack prepare --config configs/mmctr_synthetic.yaml data.synthetic.users=360000 \
         data.synthetic.items=91717 data.synthetic.images=false
-and times QIN at the reference sizes and DIN at the challenge baseline's (batch 8192, bf16), eager and
-torch.compile'd, with the training peak GPU memory:
-    python bench/bench_rankers.py --gpu --epochs 3 data.synthetic.users=360000
+and times every ranker at its reference sizes (the schema defaults: DIN as the challenge baseline, QIN and
+the Transformer-DCN as published, DIN + DCN head) on CUDA when present (bf16) else the CPU, with the training
+peak GPU memory and the published speed beside it (--gpu: CUDA or an error; --train-rows: a CPU subsample):
+    python bench/bench_rankers.py --scale --epochs 2 --train-rows 40000 --valid-rows 2000   # CPU
+    python bench/bench_rankers.py --gpu --epochs 3 --variants qin,qin+compile,din,transformer_dcn
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 
 from recstack.config import load_config
 from recstack.data.tables.ranking import read_matrix, read_rank_items, read_rank_rows
 from recstack.metrics import auc
+from recstack.models.rankers import RANKERS
 from recstack.paths import Embedded, Paths, Prepared
-from recstack.stages.rank import build_model
+from recstack.stages.rank import TRAINER_KEYS, build_model
 from recstack.train import dist, trainer
 from recstack.train.trainer import DeviceRows, TrainSettings, fit, predict
 
@@ -261,50 +265,74 @@ def like_for_like(cfg, a) -> None:
               f"FuxiCTR / recstack: {tt}")  # fmt: skip
 
 
-def gpu_mode(a) -> None:
-    """Training samples/s at MicroLens-1M size: QIN at the reference sizes (eager and torch.compile) and DIN
-    at the challenge baseline's sizes, bf16 autocast, batch 8192. Steady state = median over the epochs
-    after the first (the first holds the compilation / allocator warm-up)."""
-    sizes = ["data.synthetic.users=300000", "data.synthetic.items=91717", "data.synthetic.images=false"]
+REFERENCE = {  # published training speed at MicroLens-1M size, for the table's last column
+    "qin": "~21k samples/s, ~170 s/epoch (QIN's public logs, RTX 4090)",
+}
+
+
+def scale_mode(a) -> None:
+    """Training samples/s of every ranker at MicroLens-1M size (3.6M train rows, 91,717 items) at its
+    reference sizes (the schema defaults: DIN as the challenge baseline, QIN and Transformer-DCN as
+    published), on CUDA when present (bf16 autocast) else on the CPU, next to the published figures.
+    Steady state = median over the epochs after the first (the first holds compilation / warm-up); on the
+    CPU `--train-rows` times a subsample (samples/s does not depend on how many rows an epoch has)."""
+    sizes = ["data.synthetic.users=360000", "data.synthetic.items=91717", "data.synthetic.images=false"]
     cfg = load_config(ROOT / "configs" / "mmctr_synthetic.yaml", sizes + a.overrides)
-    device = dist.resolve_device("cuda")
+    defaults = load_config(None)  # the reference sizes of every rank.<name> block
+    device = dist.resolve_device("cuda" if a.gpu else "auto")
     items, rows, mm, mm_name = load(cfg)
+    n_train = len(rows["train"])
+    if a.train_rows and a.train_rows < n_train:
+        keep = np.sort(np.random.default_rng(a.seed).choice(n_train, a.train_rows, replace=False))
+        rows["train"] = rows["train"].take(keep)
+    rows["valid"] = rows["valid"].take(
+        np.arange(min(len(rows["valid"]), a.valid_rows))
+    )  # each epoch scores it
     cards = [int(max(r.context[:, j].max() for r in rows.values())) + 1 for j in range(2)]
-    print(f"{len(rows['train'])} train rows, {len(items)} items, history {rows['train'].hist.shape[1]}, "
-          f"multimodal {mm_name} {None if mm is None else mm.shape}, {torch.cuda.get_device_name(device)}",
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(f"{n_train} train rows (timed on {len(rows['train'])}), {len(items)} items, history "
+          f"{rows['train'].hist.shape[1]}, multimodal {mm_name} {None if mm is None else mm.shape}, {where}",
           flush=True)  # fmt: skip
     d = {k: DeviceRows.of(r, device) for k, r in rows.items() if k != "test"}
-    archs = {
-        "qin": {"emb_dim": 128, "attention_len": 64, "layers": 4, "dropout": 0.1},  # the QIN reference
-        "din": {"emb_dim": 64, "attention_units": [512, 256], "dnn_units": [1024, 512, 256], "dropout": 0.0},
-    }
+    variants = a.variants.split(",") if a.variants else [*RANKERS, "din+dcn"]
     table = []
-    for variant in a.variants.split(","):
-        name, compiled = variant.removesuffix("+compile"), variant.endswith("+compile")
+    for variant in variants:
+        compiled = variant.endswith("+compile")
+        name, _, head = variant.removesuffix("+compile").partition("+")
+        block = OmegaConf.to_container(defaults.rank[name], resolve=True)
+        arch = {k: v for k, v in block.items() if k not in TRAINER_KEYS} | ({"head": head} if head else {})
         torch.manual_seed(a.seed)
-        model = build_model(name, items, mm, cards, archs[name], device)
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        s = TrainSettings(epochs=a.epochs, patience=a.epochs, lr=2e-3 if name == "qin" else 1e-3,
-                          batch_size=8192, progress=False, desc=variant, compile=compiled)  # fmt: skip
+        model = build_model(name, items, mm, cards, arch, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        s = TrainSettings(epochs=a.epochs, patience=a.epochs, lr=block["lr"], batch_size=block["batch_size"],
+                          progress=False, desc=variant, compile=compiled)  # fmt: skip
         res = fit(model, d["train"], d["valid"], s)
         sps = [r["samples_per_s"] for r in res.curve]
-        row = {"model": variant, "epochs": len(sps), "first_epoch_samples_per_s": sps[0],
+        row = {"model": variant, "batch": block["batch_size"], "epochs": len(sps), "first_epoch_samples_per_s": sps[0],
                "steady_samples_per_s": float(np.median(sps[1:] if len(sps) > 1 else sps)),
-               "best_valid_auc": res.best_auc, "train_peak_gib": max(r["train_peak_gib"] for r in res.curve),
-               "peak_gpu_gib": torch.cuda.max_memory_allocated(device) / 2**30}  # fmt: skip
+               "best_valid_auc": res.best_auc, "params": sum(p.numel() for p in model.parameters()),
+               "train_peak_gib": max(r.get("train_peak_gib", 0.0) for r in res.curve),
+               "peak_gpu_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0}  # fmt: skip
+        row["epoch_s_at_full_size"] = n_train / row["steady_samples_per_s"]
         print(json.dumps(row | {"curve": res.curve}), flush=True)
         table.append(row)
         del model
-        torch.cuda.empty_cache()
-    print(
-        "\n| model (bf16, batch 8192) | steady samples/s | first epoch samples/s | train peak GiB "
-        "| peak GiB (with eval) | valid AUC |"
-    )
-    print("|---|---|---|---|---|---|")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print(f"\n| model ({device.type}) | batch | params | steady samples/s | s per epoch of {n_train:,} rows "
+          "| train peak GiB | valid AUC | published |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for r in table:
-        print(f"| {r['model']} | {r['steady_samples_per_s']:,.0f} | {r['first_epoch_samples_per_s']:,.0f} "
-              f"| {r['train_peak_gib']:.2f} | {r['peak_gpu_gib']:.2f} | {r['best_valid_auc']:.4f} |")  # fmt: skip
+        ref = REFERENCE.get(r["model"].removesuffix("+compile"), "-")
+        peak = f"{r['train_peak_gib']:.2f}" if device.type == "cuda" else "-"  # GPU memory only
+        print(f"| {r['model']} | {r['batch']} | {r['params']:,} | {r['steady_samples_per_s']:,.0f} "
+              f"| {r['epoch_s_at_full_size']:,.0f} | {peak} | {r['best_valid_auc']:.4f} | {ref} |")  # fmt: skip
 
 
 def main() -> None:
@@ -320,8 +348,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=2025)
     p.add_argument("--train-rows", type=int, default=0, help="subsample train (same rows for all); 0 = all")
     p.add_argument("--no-peers", action="store_true")
-    p.add_argument("--gpu", action="store_true", help="QIN speed at MicroLens-1M size (CUDA)")
-    p.add_argument("--variants", default="qin,qin+compile,din", help="--gpu: models to time")
+    p.add_argument("--scale", action="store_true",
+                   help="every ranker's samples/s at MicroLens-1M size, reference sizes (CUDA when present)")  # fmt: skip
+    p.add_argument("--gpu", action="store_true", help="--scale on CUDA (an error without it)")
+    p.add_argument(
+        "--valid-rows", type=int, default=200_000, help="--scale: valid rows scored after each epoch"
+    )
+    p.add_argument("--variants", default="",
+                   help="--scale: models to time, e.g. qin,qin+compile,din+dcn (default: every ranker + din+dcn)")  # fmt: skip
     p.add_argument("--like-for-like", action="store_true", help="our DIN vs FuxiCTR's, one definition")
     p.add_argument("--repeats", type=int, default=2, help="--like-for-like: alternating pairs")
     p.add_argument("--peer-workers", default="0",
@@ -338,8 +372,8 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="config overrides (key=value), e.g. output_root=...")
     a = p.parse_args()
     PEER_PY = Path(a.peer_python)
-    if a.gpu:
-        return gpu_mode(a)
+    if a.scale or a.gpu:
+        return scale_mode(a)
     cfg = load_config(a.config, a.overrides)
     if a.like_for_like and a.profile_steps:
         return profile_ours(cfg, a)

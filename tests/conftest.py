@@ -135,5 +135,11 @@ SMALL_SYNTH = (
     "rank.qin.emb_dim=8",
     "rank.qin.layers=2",
     "rank.qin.batch_size=256",
+    "rank.transformer_dcn.emb_dim=8",
+    "rank.transformer_dcn.ffn=16",
+    "rank.transformer_dcn.max_len=8",
+    "rank.transformer_dcn.summary_last=2",
+    "rank.transformer_dcn.dnn_units=[16]",
+    "rank.transformer_dcn.batch_size=256",
     "embed.text.enabled=false",  # MiniLM costs seconds a run; tests/test_embed.py turns it on where needed
 )

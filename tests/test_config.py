@@ -46,7 +46,5 @@ def test_config_is_read_only():
 
 @pytest.mark.parametrize("share", ["2.0", "-0.1"])
 def test_unknown_item_share_must_be_a_share(share):
-    with pytest.raises(
-        ConfigError, match=r"'data.max_unknown_item_share' is .*; expected \[0, 1\]"
-    ):
+    with pytest.raises(ConfigError, match=r"'data.max_unknown_item_share' is .*; expected \[0, 1\]"):
         load_config(None, [f"data.max_unknown_item_share={share}"])

@@ -1,4 +1,4 @@
-"""The rank stages (DIN, QIN) on tiny data: outputs, OOF folds, resume after an interruption, bad input."""
+"""The rank stages (DIN, QIN, Transformer-DCN) on tiny data: outputs, OOF folds, resume after an interruption, bad input."""
 
 import json
 
@@ -30,6 +30,13 @@ TINY_RANK = (
     "rank.qin.layers=2",
     "rank.qin.attention_len=8",
     "rank.qin.batch_size=128",
+    "rank.transformer_dcn.emb_dim=8",
+    "rank.transformer_dcn.ffn=16",
+    "rank.transformer_dcn.max_len=8",
+    "rank.transformer_dcn.summary_last=2",
+    "rank.transformer_dcn.dnn_units=[16]",
+    "rank.transformer_dcn.batch_size=128",
+    "rank.transformer_dcn.lr=0.002",
 )
 
 
@@ -47,11 +54,15 @@ def _preds(cfg, stage):
 
 def test_rankers_write_predictions_metrics_curve_and_feed_the_ensemble(rank_cfg):
     cfg = rank_cfg(
-        "ensemble.sources=[baseline,rank_din,rank_qin]", "ensemble.method=fixed", "ensemble.weights=[1,1,1]"
+        "ensemble.sources=[baseline,rank_din,rank_qin,rank_transformer_dcn]",
+        "ensemble.method=fixed",
+        "ensemble.weights=[1,1,1,1]",
     )
     manifests = run_until(cfg, "ensemble")
-    assert list(manifests) == ["build", "prepare", "baseline", "rank_din", "rank_qin", "ensemble"]
-    for stage in ("rank_din", "rank_qin"):
+    assert list(manifests) == [
+        "build", "prepare", "baseline", "rank_din", "rank_qin", "rank_transformer_dcn", "ensemble"
+    ]  # fmt: skip
+    for stage in ("rank_din", "rank_qin", "rank_transformer_dcn"):
         figs = manifests[stage]["figures"]
         assert figs["multimodal"] == "provided:item_emb_d128"
         # the synthetic builder keeps test labels aside: scored in metrics.json, never in the printed figures
@@ -75,7 +86,29 @@ def test_rankers_write_predictions_metrics_curve_and_feed_the_ensemble(rank_cfg)
         assert list(curve["epoch"]) == [1, 2] and {"train_loss", "valid_auc", "lr"} <= set(curve.columns)
         assert (folder / "model.pt").is_file() and json.loads((folder / "metrics.json").read_text())["folds"]
         assert not Paths(cfg).resume_dir(stage).exists()  # removed once finished
-    assert set(manifests["ensemble"]["figures"]) >= {"valid_auc_rank_din", "valid_auc_rank_qin"}
+    assert set(manifests["ensemble"]["figures"]) >= {
+        "valid_auc_rank_din", "valid_auc_rank_qin", "valid_auc_rank_transformer_dcn"
+    }  # fmt: skip
+
+
+def test_transformer_dcn_oof_folds_and_din_with_a_dcn_head(rank_cfg):
+    """The winner's model gets OOF train predictions from the registry like DIN; DIN's head is a config
+    option (rank.din.head=dcn: the parallel cross network), a different model on the same stage."""
+    cfg = rank_cfg("rank.folds=2", "rank.epochs=1")
+    run_until(cfg, "rank_transformer_dcn")
+    preds = _preds(cfg, "rank_transformer_dcn")
+    train = pd.read_parquet(Paths(cfg).stage_dir("prepare") / "samples_train.parquet", columns=["row_id"])
+    got = preds[preds["split"] == "train"]["query"].sort_values().to_numpy()
+    assert np.array_equal(got, np.sort(train["row_id"].to_numpy()))
+    mlp = rank_cfg("rank.epochs=1")
+    dcn = rank_cfg("rank.epochs=1", "rank.din.head=dcn", "rank.din.cross_layers=2")
+    a, b = (run_until(c, "rank_din")["rank_din"] for c in (mlp, dcn))
+    assert a["key"] != b["key"]  # the head is part of the stage's cache key
+    state = __import__("torch").load(Paths(dcn).stage_dir("rank_din") / "model.pt", map_location="cpu")
+    state = state.get("model", state) if isinstance(state, dict) else state
+    assert any(k.startswith("dcn.cross.layers.1.") for k in state) and not any(
+        k.startswith("dnn.") for k in state
+    )
 
 
 def test_oof_folds_predict_every_train_row_grouped_by_user(rank_cfg):

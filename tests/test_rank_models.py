@@ -7,9 +7,11 @@ import torch
 from torch import nn
 
 from recstack.data.tables.ranking import RankItems
+from recstack.models.dcn import CrossLayer, CrossNet, DCNHead, LowRankMixtureCross
 from recstack.models.din import DIN, AttentionMLP, TargetAttention, attention_mlp
 from recstack.models.item_encoder import ItemColumns, ItemEncoder
 from recstack.models.qin import QIN, SparseTargetAttention
+from recstack.models.transformer_dcn import TransformerDCN
 from recstack.stages.rank import item_columns
 
 
@@ -136,15 +138,22 @@ def test_qin_folded_attention_equals_query_key_value_attention():
     torch.testing.assert_close(att(hist, target, mask), expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("model", ["din", "qin"])
+def _tdcn(enc, **kw):
+    return TransformerDCN(enc, [10, 10], emb_dim=8, layers=2, heads=2, ffn=16, max_len=8, summary_last=3,
+                          cross_layers=2, dnn_units=(16,), **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize("model", ["din", "din_dcn", "qin", "transformer_dcn", "transformer_dcn_mix"])
 def test_all_padding_histories_give_finite_outputs_and_gradients(model):
     torch.manual_seed(0)
     enc = encoder()
-    net = (
-        DIN(enc, [10, 10], emb_dim=8, attention_units=(8,), dnn_units=(16,))
-        if model == "din"
-        else QIN(enc, [10, 10], emb_dim=8, attention_len=4, layers=2)
-    )
+    net = {
+        "din": lambda: DIN(enc, [10, 10], emb_dim=8, attention_units=(8,), dnn_units=(16,)),
+        "din_dcn": lambda: DIN(enc, [10, 10], emb_dim=8, attention_units=(8,), dnn_units=(16,), head="dcn"),
+        "qin": lambda: QIN(enc, [10, 10], emb_dim=8, attention_len=4, layers=2),
+        "transformer_dcn": lambda: _tdcn(enc),
+        "transformer_dcn_mix": lambda: _tdcn(enc, cross_rank=3, cross_experts=2),
+    }[model]()
     hist, target, context = batch()
     hist[:] = 0  # every history empty (cold-start users)
     out = net(hist, target, context)
@@ -230,3 +239,96 @@ def test_micro_batches_give_the_same_training_run_as_whole_batches():
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     assert [r["train_loss"] for r in curve_a] == pytest.approx([r["train_loss"] for r in curve_b], abs=1e-5)
+
+
+# ---- DCNv2 (models/dcn.py) and the MMCTR winner's Transformer-DCN (models/transformer_dcn.py) ---------------
+def test_cross_layer_is_its_formula_on_a_tiny_input():
+    """x_{l+1} = x0 * (W x_l + b) + x_l, by hand on 2 rows x 3 features."""
+    layer = CrossLayer(3)
+    with torch.no_grad():
+        layer.linear.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, -1.0, 0.0], [0.5, 0.5, 0.5]]))
+        layer.linear.bias.copy_(torch.tensor([0.1, 0.0, -1.0]))
+    x0 = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 2.0]])
+    x = torch.tensor([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    # W x + b: row 0 (2 + 2 + 0.1, 0, 1.5 - 1) = (4.1, 0, 0.5); row 1 (1 + 2 + 0.1, -1, 1.5 - 1) = (3.1, -1, 0.5)
+    expected = torch.tensor(
+        [[1 * 4.1 + 2, 2 * 0.0 + 0, 3 * 0.5 + 1], [0 * 3.1 + 1, -1 * -1.0 + 1, 2 * 0.5 + 1]]
+    )
+    torch.testing.assert_close(layer(x0, x), expected)
+    # stacked: layer l reads x0 and the previous state
+    net = CrossNet(3, 2)
+    h1 = net.layers[0](x0, x0)
+    torch.testing.assert_close(net(x0), net.layers[1](x0, h1))
+
+
+def test_low_rank_mixture_with_one_expert_is_a_rank_r_cross_layer():
+    """K = 1 (the gate is 1): x0 * (U tanh(C tanh(V^T x)) + b) + x; with r = W and identity-like maps it is
+    a full-rank layer whose W x is replaced by U tanh(C tanh(V^T x))."""
+    torch.manual_seed(0)
+    mix = LowRankMixtureCross(4, 2, 1)
+    x0, x = torch.randn(5, 4), torch.randn(5, 4)
+    v, c, u = mix.v[0], mix.c[0], mix.u[0]
+    expected = x0 * (torch.tanh(torch.tanh(x @ v) @ c) @ u + mix.bias) + x
+    torch.testing.assert_close(mix(x0, x), expected)
+    # K experts: the gate mixes them, weights summing to 1 (a convex combination of the experts' outputs)
+    mix = LowRankMixtureCross(4, 2, 3)
+    outs = []
+    for k in range(3):
+        outs.append(x0 * (torch.tanh(torch.tanh(x @ mix.v[k]) @ mix.c[k]) @ mix.u[k] + mix.bias))
+    g = torch.softmax(mix.gate(x), -1)
+    torch.testing.assert_close(mix(x0, x), sum(g[:, k : k + 1] * outs[k] for k in range(3)) + x)
+
+
+def test_dcn_head_reads_cross_and_deep_parts_in_parallel():
+    torch.manual_seed(0)
+    head = DCNHead(6, 2, [5, 4], [3])
+    x = torch.randn(7, 6)
+    joined = torch.cat([head.cross(x), head.dnn(x)], -1)  # (7, 6 + 4)
+    torch.testing.assert_close(head(x), head.out(joined).squeeze(-1))
+    assert head.out[1].in_features == 3 and head(x).shape == (7,)
+
+
+def test_transformer_dcn_puts_the_target_beside_every_position():
+    """The target is concatenated to each history position: changing the target changes every position's
+    transformer output (a DIN-style late fusion would leave them unchanged), and only the [h ; t] input
+    width reaches the blocks."""
+    torch.manual_seed(0)
+    net = _tdcn(encoder()).eval()
+    hist, target, context = batch()
+    seen = {}
+    net.blocks[0].register_forward_hook(lambda m, args, out: seen.__setitem__("in", args[0]))
+    net(hist, target, context)
+    h, t = net.items(hist[:, -8:], target)
+    x = seen["in"]  # (B, L', 2D)
+    assert x.shape == (6, 8, 2 * net.items.dim)
+    torch.testing.assert_close(x[..., : net.items.dim], h)
+    torch.testing.assert_close(x[..., net.items.dim :], t.unsqueeze(1).expand_as(h))
+
+
+def test_transformer_dcn_ignores_padding_and_reads_only_the_last_max_len_items():
+    torch.manual_seed(0)
+    net = _tdcn(encoder()).eval()
+    hist, target, context = batch(length=12)
+    out = net(hist, target, context)
+    older = hist.clone()
+    older[:, :4] = torch.randint(1, 40, (6, 4))  # positions before the last max_len = 8: not read
+    torch.testing.assert_close(net(older, target, context), out)
+    # row 1 is left-padded: what the padded keys would hold does not matter (masked), only the ids there
+    padded = hist[1:2].clone()
+    assert (padded[0, :4] == 0).all()
+    wider = torch.cat([torch.zeros(1, 4, dtype=padded.dtype), padded], 1)  # more padding in front
+    torch.testing.assert_close(net(wider, target[1:2], context[1:2]), out[1:2], atol=1e-6, rtol=0)
+    # a history shorter than summary_last is padded, not an error
+    assert net(hist[:, -2:], target, context).shape == (6,)
+
+
+def test_transformer_dcn_heads_must_divide_its_width():
+    from recstack.config import ConfigError
+
+    enc = encoder()
+    width = 2 * enc.dim
+    with pytest.raises(
+        ConfigError, match=rf"rank.transformer_dcn.heads is {width - 1}; it must divide .* = {width}"
+    ):
+        TransformerDCN(enc, [10], heads=width - 1)
+    assert TransformerDCN(enc, [10], heads=width // 2, dnn_units=(4,))  # a divisor is fine

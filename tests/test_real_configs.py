@@ -19,7 +19,7 @@ from recstack.pipeline import run_until
 from conftest import ROOT, TINY_SEQREC, tiny_raw
 
 LEARNED = {
-    "mmctr": {"rank_din", "rank_qin", "stack"},
+    "mmctr": {"rank_din", "rank_qin", "rank_transformer_dcn", "stack"},
     "tencentgr": {"retrieve", "stack", "seqrec"},
 }
 
@@ -68,11 +68,10 @@ def test_mmctr_microlens_config_runs_every_model(tmp_cfg):
                   "rank.epochs=1", "stack.folds=3")  # fmt: skip
     write_mmctr_raw(tiny_raw(n_items=40, users=30), Paths(cfg).raw_dir)
     manifests = run_until(cfg, "ensemble")
-    for stage in ("baseline", "rank_din", "rank_qin", "stack"):
+    sources = ["baseline", "rank_din", "rank_qin", "rank_transformer_dcn", "stack"]
+    for stage in sources:
         assert stage in manifests, f"{stage} did not run"
-    _assert_best_validated(
-        manifests["ensemble"]["figures"], "auc", ["baseline", "rank_din", "rank_qin", "stack"]
-    )
+    _assert_best_validated(manifests["ensemble"]["figures"], "auc", sources)
     assert (Paths(cfg).stage_dir("ensemble") / Submission.MMCTR_CSV).is_file()
 
 

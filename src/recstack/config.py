@@ -25,6 +25,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MMCTR_COLUMNS = ("Task1", "Task2", "Task1&2")  # headers the MMCTR challenge accepts
 MULTIMODAL = ("auto", "embed", "provided", "none")  # rank.multimodal, seqrec.multimodal
 SEQREC_LOSSES = ("infonce", "bce")
+DIN_HEADS = ("mlp", "dcn")  # rank.din.head
 POOLINGS = ("mean", "cls", "last")  # text encoder pooling
 INDEX_BACKENDS = ("auto", "faiss", "torch")  # retrieve.index.backend
 ENSEMBLE_METHODS = ("fixed", "fit", "rank")  # ensemble.method
@@ -289,6 +290,12 @@ class DinConfig:
     # update); 0 = the whole batch. CPU: 256 keeps the (rows x history x units) attention activations in
     # cache, +24% samples/s on MovieLens (bench/README.md). No gain on a GPU.
     micro_batch: int = num(0, ">= 0")
+    # mlp (the challenge baseline) | dcn: the parallel DCNv2 head (models/dcn.py; the MMCTR 3rd place's DIN
+    # with DCN cross layers), over the same [target, interest, target * interest, context]
+    head: str = "mlp"
+    cross_layers: int = num(3, ">= 1")
+    cross_rank: int = num(0, ">= 0")  # 0: full rank; r > 0: the low-rank mixture of `cross_experts`
+    cross_experts: int = num(4, ">= 1")
 
 
 @dataclass
@@ -320,6 +327,28 @@ class RankConfig:
     progress: bool = True  # tqdm bar with running loss and AUC
     compile: bool = False  # torch.compile for training (CUDA: see bench/README.md, Rankers on GPU)
     # one block per ranker, `rank.<name>`: filled from RANK_MODELS (below) when the config is loaded
+
+
+@dataclass
+class TransformerDcnConfig:
+    # Reference sizes: the WWW 2025 MMCTR winner (test AUC 0.9839, arXiv 2505.03543): 2 layers, 1 head, FFN
+    # 256, the last 16 positions + max-pool, 3 cross layers, MLP [1024, 512, 256], batch 128, lr 5e-4.
+    emb_dim: int = num(64, ">= 1")
+    layers: int = num(2, ">= 1")
+    heads: int = num(1, ">= 1")  # must divide 2 x the item width
+    ffn: int = num(256, ">= 1")
+    dropout: float = num(0.0, "[0, 1)")  # in the transformer
+    max_len: int = num(64, ">= 1")  # most recent history positions the transformer reads
+    summary_last: int = num(16, ">= 1")  # outputs at the last k positions, flattened, in the summary
+    cross_layers: int = num(3, ">= 1")
+    cross_rank: int = num(0, ">= 0")  # 0: full rank; r > 0: DCN-Mix (cheaper on a wide summary)
+    cross_experts: int = num(4, ">= 1")
+    dnn_units: list[int] = nums(lambda: [1024, 512, 256], ">= 1")
+    out_units: list[int] = nums(list, ">= 1")  # MLP after [cross ; dnn] (none published: one Linear)
+    net_dropout: float = num(0.0, "[0, 1)")  # in the DCN head
+    lr: float = num(5e-4, "> 0")
+    batch_size: int = num(128, ">= 1")
+    micro_batch: int = num(0, ">= 0")
 
 
 # The settings block of every ranker, by name: `rank.<name>` in the config, `rank_<name>` in the pipeline.
@@ -523,7 +552,9 @@ class RerankConfig:
 class StackConfig:
     # mmctr: level-1 stages whose valid/test predictions the stacker reads (all trained on train only, so
     # their valid and test predictions are out-of-sample; "baseline" + every ranker)
-    sources: list[str] = field(default_factory=lambda: ["baseline", "rank_din", "rank_qin"])
+    sources: list[str] = field(
+        default_factory=lambda: ["baseline", "rank_din", "rank_qin", "rank_transformer_dcn"]
+    )
     # user-grouped CV over valid: the reported AUC is out-of-fold, test = mean of fold models
     folds: int = num(5, ">= 2")
     inner_valid: float = num(0.2, "(0, 1)")  # share of each fold's training users held out for early stopping
@@ -700,6 +731,8 @@ def _check(cfg: DictConfig, source: str) -> None:
         )
     if cfg.seqrec.dim % cfg.seqrec.heads:
         raise ConfigError(f"{source}: seqrec.dim ({cfg.seqrec.dim}) must be a multiple of seqrec.heads")
+    if cfg.rank.din.head not in DIN_HEADS:
+        bad("rank.din.head", cfg.rank.din.head, DIN_HEADS)
     if cfg.ensemble.column not in MMCTR_COLUMNS:
         bad("ensemble.column", cfg.ensemble.column, MMCTR_COLUMNS)
     for key in ("retrieve.exclude_seen", "seqrec.exclude_seen", "baseline.exclude_seen"):

@@ -2,7 +2,8 @@
 
 Target attention weights each history item by an MLP over [q, k, q - k, q * k] (masked, no softmax, as in
 the paper), the weighted sum is the user's interest in this target, and an MLP scores
-[target, interest, target * interest, context].
+[target, interest, target * interest, context]. `head="dcn"` scores it with the parallel DCNv2 head
+instead (models/dcn.py): the MMCTR challenge's 3rd place ran DIN with DCN cross layers.
 """
 
 from __future__ import annotations
@@ -11,17 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recstack.models.dcn import DCNHead, mlp
 from recstack.models.item_encoder import ItemEncoder, embedding
-
-
-def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
-    """Linear -> ReLU (-> Dropout) for each consecutive pair of widths."""
-    layers: list[nn.Module] = []
-    for a, b in zip(dims[:-1], dims[1:], strict=True):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
 
 
 class AttentionMLP(torch.autograd.Function):
@@ -134,6 +126,10 @@ class DIN(nn.Module):
         attention_units: tuple[int, ...] = (512, 256),
         dnn_units: tuple[int, ...] = (1024, 512, 256),
         dropout: float = 0.0,
+        head: str = "mlp",  # mlp | dcn: the parallel DCNv2 head over the same input
+        cross_layers: int = 3,
+        cross_rank: int = 0,  # 0: full-rank cross layers; r > 0: the low-rank mixture (DCN-Mix)
+        cross_experts: int = 4,
     ):
         super().__init__()
         self.items = items
@@ -141,8 +137,12 @@ class DIN(nn.Module):
         self.context = nn.ModuleList(embedding(c, emb_dim, std=0.01) for c in context_cards)
         self.attention = TargetAttention(d, list(attention_units))
         width = 3 * d + len(context_cards) * emb_dim
-        self.dnn = mlp([width, *dnn_units], dropout)
-        self.head = nn.Linear(dnn_units[-1] if dnn_units else width, 1)
+        if head == "dcn":  # [cross(x) ; dnn(x)] -> logit
+            self.dcn = DCNHead(width, cross_layers, list(dnn_units), None, dropout, cross_rank, cross_experts)
+        else:
+            self.dnn = mlp([width, *dnn_units], dropout)
+            self.head = nn.Linear(dnn_units[-1] if dnn_units else width, 1)
+        self.head_kind = head
 
     def forward(self, hist, target, context):  # hist (B, L) ids, target (B,) ids, context (B, C) -> (B,)
         mask = hist != 0  # (B, L)
@@ -170,4 +170,6 @@ class DIN(nn.Module):
                 u = self.attention.packed(h, t, row)  # (B, D)
         ctx = [emb(context[:, j]) for j, emb in enumerate(self.context)]  # C x (B, E)
         x = torch.cat([t, u, t * u, *ctx], -1)  # (B, 3D + C*E)
+        if self.head_kind == "dcn":
+            return self.dcn(x)  # (B,) logits
         return self.head(self.dnn(x)).squeeze(-1)  # (B,) logits

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from recstack.config import DinConfig, QinConfig, register_rank_model
+from recstack.config import DinConfig, QinConfig, TransformerDcnConfig, register_rank_model
 from recstack.models.din import DIN
 from recstack.models.qin import QIN
+from recstack.models.transformer_dcn import TransformerDCN
 
 RANKERS: dict[str, type[nn.Module]] = {}
 # Embedding init per model, measured on MovieLens-100K (100k train rows, 2 epochs, bench/bench_rankers.py):
@@ -31,3 +32,5 @@ def register(name: str, model: type[nn.Module], settings: type, init_std: float 
 
 register("din", DIN, DinConfig, init_std=0.01)
 register("qin", QIN, QinConfig, init_std=1.0)
+# LayerNorm after every residual: the N(0, 0.01) of DIN (the winner's FuxiCTR default is N(0, 1e-4))
+register("transformer_dcn", TransformerDCN, TransformerDcnConfig, init_std=0.01)
