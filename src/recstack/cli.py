@@ -35,7 +35,7 @@ def _stage_help() -> str:
         lines += [f"    {s.name:<10} {s.help}" for s in stages.values()]
     lines += [
         "other commands:",
-        "    all        every stage of the config's track (the default of ./run.sh)",
+        "    all        every stage of the config's track (a bare ./run.sh runs it on both default configs)",
         "    evaluate   score a submission file against the local ground truth: evaluate <file>",
         "    leaderboard  every model stage run of the config's track / dataset, best valid metric first",
         "    report     write outputs/<track>/<dataset>/report.html (figures, plots, leaderboard); without",
