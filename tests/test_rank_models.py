@@ -332,3 +332,21 @@ def test_transformer_dcn_heads_must_divide_its_width():
     ):
         TransformerDCN(enc, [10], heads=width - 1)
     assert TransformerDCN(enc, [10], heads=width // 2, dnn_units=(4,))  # a divisor is fine
+
+
+def test_transformer_dcn_is_order_blind_before_the_last_k_and_order_aware_within_them():
+    """No position embedding: self-attention sees the older positions as a set, and the max-pool too, so
+    shuffling the items before the last `summary_last` leaves every score unchanged; the last k outputs are
+    flattened in order, so swapping two of them changes the scores."""
+    torch.manual_seed(0)
+    net = _tdcn(encoder()).eval()  # max_len 8, summary_last 3
+    hist, target, context = batch(length=8)
+    hist[1, :4] = torch.tensor([5, 6, 7, 9])  # a full history for every row
+    hist[2] = torch.arange(10, 18)
+    out = net(hist, target, context)
+    shuffled = hist.clone()
+    shuffled[:, :5] = hist[:, [3, 0, 4, 2, 1]]  # positions older than the last 3
+    torch.testing.assert_close(net(shuffled, target, context), out, atol=1e-5, rtol=0)
+    swapped = hist.clone()
+    swapped[:, [-1, -2]] = hist[:, [-2, -1]]
+    assert not torch.allclose(net(swapped, target, context), out, atol=1e-4)

@@ -20,6 +20,7 @@ from recstack.errors import DataError, WriteError
 from recstack.paths import Paths
 from recstack.pipeline import pipeline_of, run_until
 from recstack.report.html import write_report
+from recstack.sweep import run_sweep
 from recstack.tracks import TRACKS, track_of
 
 DEFAULT_CONFIG = "configs/mmctr_movielens.yaml"
@@ -40,6 +41,8 @@ def _stage_help() -> str:
         "    leaderboard  every model stage run of the config's track / dataset, best valid metric first",
         "    report     write outputs/<track>/<dataset>/report.html (figures, plots, leaderboard); without",
         "               --config, one page per default config (both tracks)",
+        "    sweep      Optuna search over config keys: sweep --space SPACE.yaml [--trials N] [--jobs J]",
+        "               [--study NAME] (configs/sweeps/; resumable; docs/sweeps.md)",
         "    lab        (./run.sh lab) JupyterLab on notebooks/ with the project's kernel",
     ]
     return "\n".join(lines)
@@ -52,13 +55,17 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_stage_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("command", help="a stage, `all`, `evaluate`, `leaderboard` or `report`")
+    p.add_argument("command", help="a stage, `all`, `evaluate`, `leaderboard`, `report` or `sweep`")
     p.add_argument("args", nargs="*", help="key=value config overrides (evaluate: the submission file first)")
     p.add_argument("--config", "-c", default=None, help=f"experiment YAML (default {DEFAULT_CONFIG})")
     p.add_argument(
         "--force", action="store_true", help="redo the stage even if inputs and config are unchanged"
     )
     p.add_argument("--wide", action="store_true", help="leaderboard: every column (default: within 100)")
+    p.add_argument("--space", default=None, help="sweep: the search space YAML (configs/sweeps/)")
+    p.add_argument("--trials", type=int, default=20, help="sweep: finished trials the study should hold")
+    p.add_argument("--jobs", type=int, default=1, help="sweep: worker processes on the one study")
+    p.add_argument("--study", default=None, help="sweep: study name (default: the space file's name)")
     return p
 
 
@@ -112,6 +119,16 @@ def main(argv: list[str] | None = None) -> int:
             submission = overrides.pop(0)
         cfg = load_config(args.config, overrides)
         track_of(cfg)  # an unknown track: the error names the known ones
+        if args.command == "sweep":
+            if not args.space:
+                raise ConfigError(
+                    "sweep needs the search space: ./run.sh sweep --space configs/sweeps/<file>.yaml"
+                )
+            setup_logging(Paths(cfg), "sweep")
+            result = run_sweep(args.config, overrides, args.space, args.trials, args.jobs, args.study)
+            for k, v in result.items():
+                print(f"{k}: {v}")
+            return 0
         if args.command == "leaderboard":
             board = leaderboard.read(cfg)
             print(f"== leaderboard {Paths(cfg).leaderboard} ({len(board)} runs, best valid first) ==")

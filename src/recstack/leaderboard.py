@@ -20,13 +20,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
-from recstack.artifacts import stable_hash
+from recstack.artifacts import stable_hash, write_text
 from recstack.config import Config
 from recstack.errors import DataError
 from recstack.paths import Paths, Predictions
 
 COLUMNS = ("time", "commit", "track", "dataset", "stage", "model", "metric", "valid", "test", "duration_s",
-           "samples_per_s", "fingerprint", "config_diff", "valid_figures")  # fmt: skip
+           "samples_per_s", "fingerprint", "config_diff", "valid_figures", "sweep")  # fmt: skip
 VALID_METRICS = ("valid_auc", "valid_score")  # higher is better for both
 
 
@@ -110,13 +110,18 @@ def row(cfg: DictConfig, manifest: dict[str, Any], score: TestMetric) -> dict[st
     }
 
 
-def append(cfg: DictConfig, manifest: dict[str, Any], score: TestMetric) -> dict[str, Any] | None:
-    """Append the stage's row (if it is a model stage); the header is written with the first row."""
+def append(
+    cfg: DictConfig, manifest: dict[str, Any], score: TestMetric, sweep: str = ""
+) -> dict[str, Any] | None:
+    """Append the stage's row (if it is a model stage); the header is written with the first row. `sweep`
+    names the study and trial of a `./run.sh sweep` row ("" for an ordinary run)."""
     r = row(cfg, manifest, score)
     if r is None:
         return None
+    r["sweep"] = sweep
     path = Paths(cfg).leaderboard
     path.parent.mkdir(parents=True, exist_ok=True)
+    _upgrade(path)
     new = not path.is_file() or path.stat().st_size == 0
     with path.open(
         "a", newline=""
@@ -128,6 +133,21 @@ def append(cfg: DictConfig, manifest: dict[str, Any], score: TestMetric) -> dict
     return r
 
 
+def _upgrade(path: Path) -> None:
+    """A leaderboard written with fewer columns (before `sweep`) gets them, empty, so rows stay aligned."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), [])
+    if tuple(header) == COLUMNS:
+        return
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = ""
+    write_text(path, df[list(COLUMNS)].to_csv(index=False))
+
+
 def read(cfg: DictConfig) -> pd.DataFrame:
     """The leaderboard, best valid metric first (ties: the most recent first)."""
     path = Paths(cfg).leaderboard
@@ -136,6 +156,8 @@ def read(cfg: DictConfig) -> pd.DataFrame:
     df = pd.read_csv(
         path, dtype={"commit": str}, keep_default_na=False, na_values={"valid": [""], "test": [""]}
     )
+    if "sweep" not in df.columns:  # a leaderboard written before sweeps existed
+        df["sweep"] = ""
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -143,7 +165,7 @@ def read(cfg: DictConfig) -> pd.DataFrame:
 
 
 NARROW = ("valid", "test", "metric", "stage", "model", "time", "commit", "duration_s")  # fits 100 columns
-WIDE = (*NARROW, "samples_per_s", "fingerprint", "config_diff")
+WIDE = (*NARROW, "samples_per_s", "fingerprint", "config_diff", "sweep")
 
 
 def format_table(df: pd.DataFrame, wide: bool = False) -> str:

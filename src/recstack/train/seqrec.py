@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from recstack.artifacts import atomic_path
 from recstack.metrics import tencentgr_score
 from recstack.models.seqrec import SeqRec, gap_buckets
+from recstack.train import hooks
 
 log = logging.getLogger(__name__)
 EVALS_PER_RUN = 10  # valid evaluations over a run when eval_every is 0
@@ -395,6 +396,7 @@ def fit(model: SeqRec, store: EventStore, train: Windows, valid: Windows, valid_
             log.info("seqrec step %d: loss %.4f valid score %.4f (HR@10 %.4f)%s", step + 1, row["train_loss"],
                      m_["score"], m_["hr@10"], "" if bad else " (best)")  # fmt: skip
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", score=f"{m_['score']:.4f}")
+            hooks.report(step + 1, m_["score"])  # a sweep's pruner may stop here (train/hooks.py)
             if s.resume is not None:
                 ck = {"key": s.resume_key, "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
                       "sched": sched.state_dict(), "best_score": best.best_score, "best_step": best.best_step,

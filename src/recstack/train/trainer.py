@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from recstack.artifacts import atomic_path
 from recstack.data.tables.ranking import RankRows
 from recstack.metrics import auc, logloss
-from recstack.train import dist
+from recstack.train import dist, hooks
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ def fit(
         log.info("%s epoch %d: loss %.4f valid AUC %.4f logloss %.4f lr %.2g %.0f samples/s%s", s.desc,
                  epoch + 1, row["train_loss"], v_auc, row["valid_logloss"], lr, row["samples_per_s"],
                  "" if bad else " (best)")  # fmt: skip
+        hooks.report(epoch + 1, v_auc)  # a sweep's pruner may stop here (train/hooks.py)
         if s.resume is not None and rank == 0:
             ck = {"key": s.resume_key, "epoch": epoch, "model": _cpu_state(model), "opt": opt.state_dict(),
                   "best_auc": best.best_auc, "best_epoch": best.best_epoch, "curve": best.curve,
