@@ -174,23 +174,23 @@ SUMMARY_METRICS = ("valid_auc", "valid_score")  # the one validated figure of a 
 def summary_lines(title: str, manifests: dict, submission: str | None) -> list[str]:
     """The end-of-run summary: one aligned row per stage (model, its validated figure, the local test where the
     builder kept the answers, time), at most 100 columns; every other figure is in the stage's manifest."""
-    lines = [title, f"  {'stage':<14} {'model':<36} {'metric':<11} {'valid':>8} {'test':>8} {'time':>8}"]
+    lines = [title, f"  {'stage':<20} {'model':<30} {'metric':<11} {'valid':>8} {'test':>8} {'time':>8}"]
     for name, m in manifests.items():
         if not m:
-            lines.append(f"  {name:<14} skipped (data.source=raw)")
+            lines.append(f"  {name:<20} skipped (data.source=raw)")
             continue
         figs, tests = m.get("figures", {}), m.get("test", {})
         metric = next((k for k in SUMMARY_METRICS if isinstance(figs.get(k), (int, float))), None)
         model = str(figs.get("model", name)) if metric else ""
         if name == "ensemble" and figs.get("submitted"):
             model = f"submitted: {figs['submitted']}"
-        model = model if len(model) <= 36 else model[:33] + "..."
+        model = model if len(model) <= 30 else model[:27] + "..."
         valid = f"{figs[metric]:.4f}" if metric else ""
         test = tests.get(f"test{metric[5:]}") if metric else None
         shown = f"{test:.4f}" if isinstance(test, (int, float)) else ""
         seconds = f"{float(m.get('duration_s', 0.0)):.1f}s"
         label = (metric or "").removeprefix("valid_")
-        lines.append(f"  {name:<14} {model:<36} {label:<11} {valid:>8} {shown:>8} {seconds:>8}")
+        lines.append(f"  {name:<20} {model:<30} {label:<11} {valid:>8} {shown:>8} {seconds:>8}")
     if submission:
         lines.append(f"  submission: {submission}")
     return lines
