@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,13 @@ def test_config_is_read_only():
 def test_unknown_item_share_must_be_a_share(share):
     with pytest.raises(ConfigError, match=r"'data.max_unknown_item_share' is .*; expected \[0, 1\]"):
         load_config(None, [f"data.max_unknown_item_share={share}"])
+
+
+def test_every_shipped_config_loads_without_the_model_registry_imported():
+    """A notebook or script that imports only recstack.config (no models) reads every config: the shipped
+    rankers' settings blocks are the schema's, not added by importing models/."""
+    code = ("import sys, glob; from recstack.config import load_config\n"
+            "[load_config(p) for p in sorted(glob.glob('configs/*.yaml'))]\n"
+            "assert 'recstack.models.rankers' not in sys.modules")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -352,8 +352,9 @@ class TransformerDcnConfig:
 
 
 # The settings block of every ranker, by name: `rank.<name>` in the config, `rank_<name>` in the pipeline.
-# models/rankers.register adds a new ranker's block here (its model, stage and block in one call).
-RANK_MODELS: dict[str, type] = {"din": DinConfig, "qin": QinConfig}
+# models/rankers.register adds a new ranker's block here (its model, stage and block in one call); the
+# shipped ones are listed here too, so a config loads before (or without) the model registry is imported.
+RANK_MODELS: dict[str, type] = {"din": DinConfig, "qin": QinConfig, "transformer_dcn": TransformerDcnConfig}
 
 
 def register_rank_model(name: str, settings: type) -> None:
