@@ -73,6 +73,9 @@ case "${1:-}" in
     if [ ! -f "$VENV/share/jupyter/kernels/recstack/kernel.json" ]; then
       "$VENV/bin/python" -m ipykernel install --sys-prefix --name recstack --display-name "recstack (.venv)" >&2
     fi
+    # no "get notified about Jupyter news?" prompt: the lab's settings defaults (jupyter/overrides.json)
+    mkdir -p "$VENV/share/jupyter/lab/settings"
+    cp jupyter/overrides.json "$VENV/share/jupyter/lab/settings/overrides.json"
     # offline: no news feed, no update check, a read-only extension manager (jupyter/jupyter_lab_config.json);
     # no browser: open the URL it prints (extra arguments pass through, e.g. --port=8899)
     root=()

@@ -20,7 +20,8 @@ from recstack.cli import main
 from recstack.config import load_config
 from recstack.paths import Paths, Reports
 from recstack.pipeline import pipeline_of, run_until
-from recstack.report.html import write_report
+from recstack.report.html import fmt, write_report
+from recstack.sweep import run_sweep
 
 from conftest import ROOT, SMALL_SYNTH, TINY_SEQREC
 from test_movielens import fake_wheel
@@ -49,6 +50,10 @@ def runs(tmp_path_factory):
     }  # fmt: skip
     for track, (config, overrides) in out.items():
         run_until(load_config(ROOT / "configs" / config, overrides), None if track == "mmctr" else "baseline")
+    space = root / "din.yaml"  # a three-trial study of the mmctr run, for notebook 06 and the report
+    space.write_text("stage: rank_din\nparams:\n  rank.din.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
+                     "pruner: {type: none}\n")  # fmt: skip
+    run_sweep(str(ROOT / "configs" / out["mmctr"][0]), out["mmctr"][1], str(space), trials=3)
     return out
 
 
@@ -94,6 +99,18 @@ def test_notebook_runs_in_a_kernel(path, runs, monkeypatch):
         assert len(images) >= 2 + 2 + 1  # a learning curve per rank stage, AUC by two slicings, calibration
     if path.stem == "03_embeddings":
         assert len(images) >= 3  # modality weights, covers (synthetic has them), item map
+    if path.stem == "06_sweeps":
+        assert len(images) == 2 and "no sweep study" not in text_of(nb)  # the history, the importances
+
+
+def test_progress_bars_render_as_widgets_in_the_kernel():
+    """The stages' tqdm bars in a notebook: ipywidgets in the kernel's env, so a widget, not a TqdmWarning."""
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass")]
+    )
+    NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL).execute()
+    assert "IProgress not found" not in text_of(nb)
+    assert outputs_of(nb, "application/vnd.jupyter.widget-view+json")
 
 
 def test_report_page_has_the_runs_images_and_figures(runs):
@@ -108,7 +125,26 @@ def test_report_page_has_the_runs_images_and_figures(runs):
     at = [page.index(f'<h2 id="{s}">') for s in pipeline_of("mmctr") if s != "build"]
     assert at == sorted(at)  # every stage, in the pipeline's order
     auc = json.loads((paths.stage_dir("rank_din") / "manifest.json").read_text())["figures"]["valid_auc"]
-    assert f"<td>valid_auc</td>\n      <td>{auc}</td>" in page  # the manifest's figures as a table
+    assert f"<td>valid_auc</td>\n      <td>{fmt(auc)}</td>" in page  # the manifest's figures as a table
+    # a plot for each stage where one helps; what a chart shows stays out of the figures table below it
+    for caption in ("embed: modality weights, coverage and alignment", "retrieve: valid auc of each feature alone",
+                    "ensemble: blend weights", "ensemble: valid auc of each candidate (sources, blend)",
+                    "ensemble: calibration of every model (valid)", "stack: feature importances"):  # fmt: skip
+        assert caption in page
+    assert page.count("data:image/png;base64,") >= 4 + 2  # the stages' and the sweep's
+    assert (
+        "<td>gain." not in page
+        and "<td>valid_auc_sim_last</td>" not in page
+        and "<td>weights</td>" not in page
+    )
+    assert (
+        '<h2 id="sweep-din">' in page
+        and "sweep din: history" in page
+        and "sweep din: parameter importance" in page
+    )
+    assert page.index('<h2 id="sweep-din">') > page.index(
+        '<h2 id="ensemble">'
+    )  # the studies after the stages
     assert "<script" not in page and 'src="http' not in page  # static: opens from disk without a server
 
 
@@ -133,7 +169,8 @@ def test_report_shows_recall_importances_and_leaderboard(tmp_cfg):
     page = page_path.read_text()
     assert counts == {"stages": 2, "images": 2, "leaderboard_rows": 2}  # recall@K curves, importances
     assert "retrieve: recall@K per source" in page and "stack: feature importances" in page
-    assert "0.0761" in page and "covisit_score" in page and "union_recall" in page
+    assert "<td>0.0761</td>" in page and "<td>union_recall</td>" in page
+    assert "<td>gain.covisit_score</td>" not in page  # the importance chart shows it: not repeated as a row
     assert page.index("0.123") < page.index("0.0761")  # the leaderboard best first
 
 
@@ -172,6 +209,8 @@ def test_run_sh_lab_serves_the_notebooks_offline():
         assert {p.name for p in NOTEBOOKS} <= files  # served from notebooks/
         assert b"JupyterLab" in get("/lab")
         assert json.loads(get("/lab/api/news")) == {"news": []}  # offline: no feed fetched
+        notify = json.loads(get("/lab/api/settings/@jupyterlab/apputils-extension:notification"))
+        assert notify["schema"]["properties"]["fetchNews"]["default"] == "false"  # no news prompt
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

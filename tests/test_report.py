@@ -11,6 +11,7 @@ from recstack.errors import DataError
 from recstack.metrics import auc
 from recstack.paths import Ranked
 from recstack.report import analysis, plots
+from recstack.report.html import fmt, leaderboard_table
 
 from conftest import ROOT
 
@@ -179,3 +180,46 @@ def test_report_command_on_an_empty_run_and_a_bad_key(tmp_path, capsys):
     assert main(["report", *roots]) == 0  # no --config: one page per default config (both tracks)
     assert (tmp_path / "out" / "tencentgr" / "movielens_tgr" / "report.html").is_file()
     assert main(["report", "--config", str(ROOT / "configs" / "mmctr_synthetic.yaml"), "no_such_key=1"]) == 2
+
+
+def test_numbers_read_as_figures_and_the_page_leaderboard_fits():
+    assert [fmt(v) for v in (653330.4, 1682, 0.897981, 102.891, 2.0, None, np.nan, True, "auc")] == [
+        "653,330", "1,682", "0.89798", "102.89", "2", "", "", "True", "auc"]  # fmt: skip
+    board = pd.DataFrame({"time": ["2026-12-04T18:11:42+00:00"] * 2, "commit": ["41cfd36"] * 2,
+                          "track": "mmctr", "dataset": "movielens", "stage": ["ensemble", "stack"],
+                          "model": ["fit(baseline+rank_din+rank_qin+rank_transformer_dcn+stack)", "lgbm_binary"],
+                          "metric": "valid_auc", "valid": [0.89, 0.9], "test": [0.88, np.nan], "duration_s": 1.5,
+                          "samples_per_s": 653330.0, "fingerprint": "x" * 40, "config_diff": "a=1 " * 60,
+                          "valid_figures": "{}" * 100, "sweep": ""})  # fmt: skip
+    shown = leaderboard_table(board)
+    assert list(shown.columns) == ["stage", "model", "metric", "valid", "local test", "seconds", "samples/s",
+                                   "time", "commit"]  # fmt: skip  # no config diff, no empty sweep column
+    assert list(shown["stage"]) == ["stack", "ensemble"]  # best valid first
+    assert shown["model"].str.len().max() == 30 and shown["time"].iloc[0] == "12-04 18:11"
+    assert max(len(fmt(v)) for v in shown.to_numpy().ravel()) <= 30  # no cell wider than a model name
+    assert "sweep" in leaderboard_table(board.assign(sweep=["din#3", ""])).columns
+
+
+def test_stage_figures_for_the_plots(tmp_path):
+    embed = {"figures": {"align": {"holdout_loss_start": 6.0, "holdout_loss_by_epoch": [5.8, 5.7]},
+                         "modalities": {"text": {"dim": 384, "weight": 0.7, "coverage": 1.0},
+                                        "image": {"dim": 512, "weight": 0.3, "coverage": 0.4}}}}  # fmt: skip
+    curve = analysis.alignment_curve(embed)
+    assert list(curve.index) == [0, 1, 2] and list(curve) == [6.0, 5.8, 5.7]
+    assert analysis.alignment_curve({"figures": {}}) is None
+    fig = plots.embed_summary(analysis.modality_weights(embed), curve)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["text (384-d)", "image (512-d)"]
+    retrieve = {
+        "figures": {
+            "valid_auc_sim_max": 0.7,
+            "valid_auc_covisit": 0.75,
+            "valid_auc_fold_mean": 0.1,
+            "rows": 3,
+        }
+    }
+    assert analysis.feature_aucs(retrieve).to_dict() == {"covisit": 0.75, "sim_max": 0.7}
+    assert analysis.feature_aucs({"figures": {"valid_auc_x": 0.5}}) is None  # one figure is no comparison
+    ens = {"figures": {"sources": ["baseline", "rank_din"], "weights": [0.25, 0.75]}}
+    assert analysis.ensemble_weights(ens).to_dict() == {"baseline": 0.25, "rank_din": 0.75}
+    assert analysis.ensemble_weights({"figures": {"weights": [1.0]}}) is None  # no names: nothing to label
+    assert analysis.run_calibration(tmp_path, ["baseline"]) == {}  # before prepare

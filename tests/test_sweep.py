@@ -4,6 +4,7 @@ stage folders, the best trial as a config file, every trial a leaderboard row.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -11,7 +12,9 @@ import pytest
 
 from recstack import cli
 from recstack.config import ConfigError, load_config
+from recstack.errors import DataError
 from recstack.paths import MANIFEST, Paths
+from recstack.report import analysis
 from recstack.sweep import read_space, run_sweep
 from recstack.train import hooks
 
@@ -47,6 +50,9 @@ def test_trials_reuse_the_base_stages_resume_and_the_best_config_reproduces(setu
     study = _study(base, "din")
     values = [t.value for t in study.trials]
     assert result["best_value"] == max(values)
+    sweeps = Paths(base).run_dir / "sweeps"  # the history and the importances as PNGs beside the study
+    assert result["pictures"] == [str(sweeps / "din_history.png"), str(sweeps / "din_importance.png")]
+    assert all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in result["pictures"])
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3  # three different proposals
     # upstream stages come from the base run (the cache skips them), the objective stage runs per trial
     assert caplog.text.count("[prepare] skipped") >= 3 and caplog.text.count("[rank_din] running") == 3
@@ -92,6 +98,14 @@ def test_a_pruned_trial_leaves_a_record_and_no_stage_folder(setup):
         assert record["step"] == 1 and record["trial"] == t.number and record["stage"] == "rank_din"
         assert not (run / "rank_din").exists() and not list(run.glob(".rank_din*"))
         assert not (run / "_resume" / "rank_din").exists()
+    # the report reads a pruned trial at the step it stopped, with its last reported valid AUC
+    trials = analysis.sweep_trials(Paths(base).run_dir / "sweeps" / "din.db")
+    assert list(trials["state"]) == ["pruned"] * 2 and list(trials["step"]) == [1, 1]
+    assert list(trials["value"]) == [t.intermediate_values[1] for t in study.trials]
+    assert (
+        trials["best_so_far"].isna().all()
+        and analysis.sweep_importances(Paths(base).run_dir / "sweeps" / "din.db") is None
+    )
 
 
 def test_hooks_report_nothing_without_a_listener_and_pass_pruned_through():
@@ -163,3 +177,17 @@ def test_a_trial_the_config_refuses_fails_with_its_message_and_the_study_goes_on
     assert result["complete"] == len(complete) == 2 and all(t.params["seqrec.epochs"] == 1 for t in complete)
     assert all(t.params["seqrec.epochs"] == 0 for t in failed)
     assert all("seqrec.epochs and seqrec.min_steps are both 0" in t.user_attrs["error"] for t in failed)
+    summary = analysis.sweep_summary(Paths(base).run_dir / "sweeps" / "din.db")
+    assert (
+        summary["complete"] == 2
+        and summary["fail"] == len(failed)
+        and summary["best valid"] == result["best_value"]
+    )
+
+
+def test_the_report_names_a_missing_or_foreign_study(tmp_path):
+    with pytest.raises(DataError, match="no such sweep study"):
+        analysis.sweep_trials(tmp_path / "nope.db")
+    optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path / 'mine.db'}")
+    with pytest.raises(DataError, match="holds no study named 'mine'"):
+        analysis.sweep_trials(tmp_path / "mine.db")

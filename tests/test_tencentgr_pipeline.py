@@ -75,7 +75,9 @@ def test_cli_end_to_end(tmp_path, capsys):
     # the run report of a finished tencentgr run: every stage, seqrec's learning curve by step among the images
     assert cli.main(["report", "--config", config, *args]) == 0
     page = (run / "report.html").read_text()
-    assert "seqrec: learning curves" in page and page.count("<img") >= 3  # seqrec, recall@K, importances
+    assert "seqrec: learning curves" in page and "ensemble: blend weights" in page
+    assert "embed: modality weights, coverage and alignment" in page
+    assert page.count("<img") >= 5  # embed, seqrec, recall@K, the stacker's importances, the blend weights
     manifest = json.loads((run / "prepare" / "manifest.json").read_text())
     assert manifest["figures"]["layout"] == "platform" and manifest["figures"]["items_with_text"] == 60
     # a quarter of the training users with a click stay outside validation, so the reranker has queries

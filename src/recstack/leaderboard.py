@@ -23,11 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from recstack.artifacts import stable_hash, write_text
 from recstack.config import Config
 from recstack.errors import DataError
+from recstack.metrics import VALID_METRICS
 from recstack.paths import Paths, Predictions
 
 COLUMNS = ("time", "commit", "track", "dataset", "stage", "model", "metric", "valid", "test", "duration_s",
            "samples_per_s", "fingerprint", "config_diff", "valid_figures", "sweep")  # fmt: skip
-VALID_METRICS = ("valid_auc", "valid_score")  # higher is better for both
 
 
 def git_commit() -> str:

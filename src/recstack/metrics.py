@@ -7,6 +7,11 @@ from collections.abc import Mapping
 import numpy as np
 from numpy.typing import ArrayLike
 
+VALID_METRICS = (
+    "valid_auc",
+    "valid_score",
+)  # each track's validated figure: mmctr, tencentgr (higher is better)
+
 
 def _check_binary(
     y_true: ArrayLike, y_score: ArrayLike, name: str = "y_score"

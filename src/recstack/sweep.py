@@ -44,6 +44,7 @@ from recstack.config import ConfigError, load_config, to_yaml
 from recstack.errors import DataError
 from recstack.paths import MANIFEST, Paths
 from recstack.pipeline import run_stage, run_until, upstream_closure
+from recstack.report import analysis, plots
 from recstack.tracks import track_of
 from recstack.train import hooks
 
@@ -307,8 +308,25 @@ def summarise(sweep: Sweep, space: Space) -> dict[str, Any]:
     header = (f"# best trial {best.number} of sweep {sweep.study} ({space.stage} valid {best.value:.5f}); "
               f"overrides: {' '.join(best.user_attrs['overrides'])}\n")  # fmt: skip
     write_text(path, header + to_yaml(cfg))
+    pictures = draw(sweep.folder() / f"{sweep.study}.db")
     states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
     return {"study": sweep.study, "storage": str(sweep.folder() / f"{sweep.study}.db"), "best_trial": best.number,
             "best_value": best.value, "best_overrides": best.user_attrs["overrides"], "best_yaml": str(path),
             "trials": len(states), "complete": states.count("complete"), "pruned": states.count("pruned"),
-            "failed": states.count("fail")}  # fmt: skip
+            "failed": states.count("fail"), "pictures": [str(p) for p in pictures]}  # fmt: skip
+
+
+def draw(db: Path) -> list[Path]:
+    """The study's history and parameter importances as PNGs beside its database (`<study>_history.png`,
+    `<study>_importance.png`); the run report and notebook 06 draw the same from the database."""
+    trials = analysis.sweep_trials(db)
+    out = [
+        plots.save_png(
+            plots.sweep_history(trials, f"sweep {db.stem}"), db.with_name(f"{db.stem}_history.png")
+        )
+    ]
+    importances = analysis.sweep_importances(db)
+    if importances is not None:
+        fig = plots.bars(importances, f"sweep {db.stem}: parameter importance (fANOVA)", "share of variance")
+        out.append(plots.save_png(fig, db.with_name(f"{db.stem}_importance.png")))
+    return out

@@ -18,7 +18,7 @@ import pandas as pd
 
 from recstack.errors import DataError
 from recstack.metrics import auc
-from recstack.paths import MANIFEST, Ranked
+from recstack.paths import MANIFEST, Predictions, Ranked
 
 HIST_EDGES = (
     -1,
@@ -129,6 +129,30 @@ def calibration(label: np.ndarray, pred: np.ndarray, bins: int = 10) -> pd.DataF
     return t
 
 
+def run_calibration(run_dir: str | Path, stages: list[str], bins: int = 10) -> dict[str, pd.DataFrame]:
+    """{stage: calibration table (valid)} of every mmctr stage of a run folder that wrote per-row
+    predictions (baseline, rankers, stacker, a probability-scale ensemble), against prepare's valid labels;
+    {} before prepare has run."""
+    from recstack.data.tables.predictions import read_predictions  # here: only mmctr runs need them
+    from recstack.data.tables.prepared import read_samples
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "prepare" / MANIFEST).is_file():
+        return {}
+    valid = read_samples(run_dir / "prepare", "valid")
+    out = {}
+    for s in stages:
+        folder = run_dir / s
+        if s == "prepare" or not (folder / Predictions.FILE).is_file():
+            continue
+        method = (json.loads((folder / MANIFEST).read_text()).get("figures") or {}).get("method")
+        if method == "rank":  # a percentile blend is a ranking, not a probability: nothing to calibrate
+            continue
+        pred = read_predictions(folder, "valid", valid["row_id"].to_numpy())
+        out[s] = calibration(valid["label"].to_numpy(), pred, bins)
+    return out
+
+
 # ---- item embeddings -----------------------------------------------------------------------------------
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
     m = np.asarray(matrix, np.float32)
@@ -175,6 +199,42 @@ def modality_weights(embed_manifest: dict[str, Any]) -> pd.DataFrame:
     """The embed stage's modalities (dim, source, weight, coverage), one row each."""
     mods = (embed_manifest.get("figures") or {}).get("modalities") or {}
     return pd.DataFrame.from_dict(mods, orient="index")
+
+
+def alignment_curve(embed_manifest: dict[str, Any]) -> pd.Series | None:
+    """The embed stage's alignment head: held-out contrastive loss by epoch (epoch 0 = before training); None
+    when the stage trained no alignment."""
+    align = (embed_manifest.get("figures") or {}).get("align") or {}
+    losses = align.get("holdout_loss_by_epoch")
+    if not losses:
+        return None
+    start = [align["holdout_loss_start"]] if "holdout_loss_start" in align else []
+    first = 0 if start else 1
+    return pd.Series(
+        start + list(losses), index=range(first, first + len(start) + len(losses)), name="holdout loss"
+    )
+
+
+def feature_aucs(manifest: dict[str, Any], metric: str = "valid_auc") -> pd.Series | None:
+    """`{metric}_<name>` figures of a stage (mmctr retrieve: each stacker feature alone; the ensemble and
+    stack: each source), best first; None with fewer than two."""
+    figures = manifest.get("figures") or {}
+    prefix = f"{metric}_"
+    v = {k.removeprefix(prefix): x for k, x in figures.items() if k.startswith(prefix) and isinstance(x, int | float)
+         and k != f"{metric}_fold_mean"}  # fmt: skip
+    if len(v) < 2:
+        return None
+    return pd.Series(v, name=metric, dtype=np.float64).sort_values(ascending=False)
+
+
+def ensemble_weights(manifest: dict[str, Any]) -> pd.Series | None:
+    """The ensemble's blend weights by source name (figures `weights` in the order of `sources`); None
+    without both."""
+    figures = manifest.get("figures") or {}
+    sources, weights = figures.get("sources"), figures.get("weights")
+    if not sources or not weights or len(sources) != len(weights):
+        return None
+    return pd.Series(weights, index=sources, name="weight", dtype=np.float64)
 
 
 def length_histogram(lengths: np.ndarray, width: int = 10, cap: int = 100) -> pd.Series:
@@ -265,3 +325,83 @@ def source_overlap(candidates: pd.DataFrame, split: str = "valid", k: int | None
             union = (proposed[a] | proposed[b]).sum()
             m[i, j] = (proposed[a] & proposed[b]).sum() / union if union else np.nan
     return pd.DataFrame(m, index=sources, columns=sources)
+
+
+# ---- sweeps --------------------------------------------------------------------------------------------
+def sweep_studies(run_dir: str | Path) -> list[Path]:
+    """The sweep studies of a run folder: `<run>/sweeps/<study>.db` (recstack.sweep's SQLite storage)."""
+    return sorted((Path(run_dir) / "sweeps").glob("*.db"))
+
+
+def _load_study(db: str | Path):
+    import optuna  # here, not at import: the report and notebooks import this module without a sweep
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    db = Path(db)
+    if not db.is_file():
+        raise DataError(f"{db}: no such sweep study (./run.sh sweep writes <run>/sweeps/<study>.db)")
+    try:
+        return optuna.load_study(study_name=db.stem, storage=f"sqlite:///{db.resolve()}")
+    except KeyError as e:  # a database that holds no study of that name
+        raise DataError(f"{db}: holds no study named {db.stem!r}") from e
+
+
+def sweep_trials(db: str | Path) -> pd.DataFrame:
+    """One row per trial of a sweep study: number, state, value (the objective: the stage's valid figure;
+    a pruned trial's last reported value, `step` where it stopped), the best value so far among complete
+    trials, each parameter, the overrides and the trial's wall time in seconds."""
+    study = _load_study(db)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        state = t.state.name.lower()
+        value, step = t.value, None
+        if state == "pruned" and t.intermediate_values:
+            step = max(t.intermediate_values)
+            value = t.intermediate_values[step]
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else np.nan
+        rows.append({"trial": t.number, "state": state, "value": value, "step": step, "seconds": seconds,
+                     **{f"param.{k}": v for k, v in t.params.items()},
+                     "overrides": " ".join(t.user_attrs.get("overrides", []))})  # fmt: skip
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(
+            columns=["trial", "state", "value", "step", "best_so_far", "seconds", "overrides"]
+        )
+    complete = df["value"].where(df["state"] == "complete")
+    df.insert(4, "best_so_far", complete.astype(np.float64).cummax())
+    return df
+
+
+def sweep_importances(db: str | Path, seed: int = 0) -> pd.Series | None:
+    """Each parameter's share of the objective's variance over the complete trials (Optuna's fANOVA
+    importance, Hutter et al. 2014), largest first; None with fewer than two complete trials or nothing
+    varied (fANOVA needs a spread to explain)."""
+    import optuna
+
+    study = _load_study(db)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 2 or len({t.value for t in complete}) < 2:
+        return None
+    varied = [k for k in complete[0].params if len({repr(t.params.get(k)) for t in complete}) > 1]
+    if not varied:
+        return None
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    imp = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varied)
+    return pd.Series(imp, name="importance", dtype=np.float64).sort_values(ascending=False)
+
+
+def sweep_summary(db: str | Path) -> pd.Series:
+    """Trials by state and the best complete trial (number, value, overrides) of a study."""
+    trials = sweep_trials(db)
+    states = trials["state"].value_counts()
+    out = {"study": Path(db).stem, "trials": len(trials), **{s: int(states.get(s, 0)) for s in
+           ("complete", "pruned", "fail", "running")}}  # fmt: skip
+    done = trials[trials["state"] == "complete"]
+    if len(done):
+        best = done.loc[done["value"].astype(np.float64).idxmax()]
+        out |= {
+            "best trial": int(best["trial"]),
+            "best valid": float(best["value"]),
+            "best overrides": best["overrides"],
+        }
+    return pd.Series(out)

@@ -17,18 +17,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recstack.artifacts import write_text
+from recstack.metrics import VALID_METRICS
 from recstack.paths import Paths, Reports, Retrieved
 from recstack.report import analysis, plots
 
 log = logging.getLogger(__name__)
 
 STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 960px; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: .5em 0 1em; font-size: 12px; }
-td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
+td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: left; overflow-wrap: anywhere; }
 th { background: #f3f3f3; }
 img { max-width: 100%; display: block; margin: .5em 0; }
 h2 { border-bottom: 1px solid #ddd; margin-top: 2em; }
@@ -40,12 +42,28 @@ def _img(b64: str, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"><figcaption class="meta">{html.escape(alt)}</figcaption></figure>'
 
 
+def fmt(v: Any) -> str:
+    """A figure for reading: thousands separators from 1,000 on (653,330 samples/s, not 6.5333e+05), five
+    significant digits below (0.89583 AUC), integers as integers, "" for a missing value."""
+    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+        return "" if v is None else str(v)
+    if pd.isna(v):
+        return ""
+    if float(v).is_integer() and abs(v) < 1e15:
+        return f"{int(v):,}"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.5g}"
+
+
 def _table(df: pd.DataFrame, index: bool = True) -> str:
-    return df.to_html(index=index, border=0, float_format=lambda v: f"{v:.5g}", na_rep="")
+    shown = df.map(fmt)
+    if index:
+        shown.index = shown.index.map(fmt)
+    return shown.to_html(index=index, border=0, na_rep="")
 
 
-def stage_section(name: str, manifest: dict[str, Any], folder: Path) -> tuple[str, int]:
-    """HTML of one stage and the number of images in it."""
+def stage_section(name: str, manifest: dict[str, Any], folder: Path,
+                  calibration: dict[str, pd.DataFrame] | None = None) -> tuple[str, int]:  # fmt: skip
+    """HTML of one stage and the number of images in it (`calibration`: reliability tables to draw in it)."""
     parts = [f'<h2 id="{html.escape(name)}">{html.escape(name)}</h2>',
              f'<p class="meta">finished {html.escape(str(manifest.get("finished_at", "?")))} in '
              f'{manifest.get("duration_s", "?")} s; key {html.escape(str(manifest.get("key", "")))}</p>']  # fmt: skip
@@ -71,16 +89,98 @@ def stage_section(name: str, manifest: dict[str, Any], folder: Path) -> tuple[st
         scores = analysis.source_scores(report)
         if len(scores):
             parts.append("<h3>each source's own top-10 (valid)</h3>" + _table(scores))
+    drawn: list[str] = []  # figures a chart of this section shows: left out of its table
     importances = analysis.stack_importances(manifest)
     if importances is not None:
         top = importances.head(30)
         parts.append(_img(plots.png_base64(plots.bars(top, f"{name}: importance ({top.name})")),
                           f"{name}: feature importances"))  # fmt: skip
         images += 1
-    figures = analysis.flat_figures(manifest.get("figures") or {})
+        drawn.append(f"{importances.name}.")
+    weights = analysis.modality_weights(manifest)
+    if len(weights) and {"weight", "coverage", "dim"} <= set(weights.columns):
+        fig = plots.embed_summary(weights, analysis.alignment_curve(manifest), name)
+        parts.append(_img(plots.png_base64(fig), f"{name}: modality weights, coverage and alignment"))
+        images += 1
+        drawn += ["modalities.", "align.holdout_loss_by_epoch"]
+    blend = analysis.ensemble_weights(manifest)
+    if blend is not None:
+        fig = plots.bars(blend, f"{name}: blend weights ({manifest['figures'].get('method', '')})", "weight",
+                         annotate=blend.map(lambda w: f"{w:.3f}"))  # fmt: skip
+        parts.append(_img(plots.png_base64(fig), f"{name}: blend weights"))
+        images += 1
+        drawn += ["weights", "sources"]
+    for metric in VALID_METRICS:
+        alone = analysis.feature_aucs(manifest, metric)
+        if alone is not None and importances is None:  # mmctr retrieve's features; the ensemble's candidates
+            label = metric.removeprefix("valid_")
+            what = "candidate (sources, blend)" if blend is not None else "feature alone"
+            fig = plots.bars(alone, f"{name}: valid {label} of each {what}", label,
+                             annotate=alone.map(lambda v: f"{v:.4f}"))  # fmt: skip
+            lo = float(alone.min())
+            fig.axes[0].set_xlim(max(0.0, lo - 0.05), min(1.0, float(alone.max()) + 0.05))
+            parts.append(_img(plots.png_base64(fig), f"{name}: valid {label} of each {what}"))
+            images += 1
+            drawn += [f"{metric}_{k}" for k in alone.index]
+    if calibration is not None:
+        fig = plots.calibration_plot(calibration, "calibration of every model (valid)")
+        parts.append(_img(plots.png_base64(fig), f"{name}: calibration of every model (valid)"))
+        images += 1
+    figures = {k: v for k, v in analysis.flat_figures(manifest.get("figures") or {}).items()
+               if not any(k == d or (d.endswith(".") and k.startswith(d)) for d in drawn)}  # fmt: skip
     if figures:
-        df = pd.DataFrame({"figure": list(figures), "value": [str(v) for v in figures.values()]})
+        df = pd.DataFrame({"figure": list(figures), "value": [fmt(v) for v in figures.values()]})
         parts.append("<h3>figures</h3>" + _table(df, index=False))
+    return "\n".join(parts), images
+
+
+PAGE_BOARD = {"stage": "stage", "model": "model", "metric": "metric", "valid": "valid", "test": "local test",
+              "duration_s": "seconds", "samples_per_s": "samples/s", "sweep": "sweep", "time": "time",
+              "commit": "commit"}  # fmt: skip
+
+
+def leaderboard_table(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as the page shows it, best valid first, in the columns that fit 1,000 px (model names cut
+    at 30 characters, the time to the minute, no empty sweep column; the config diffs and every valid figure
+    stay in leaderboard.csv and `./run.sh leaderboard --wide`)."""
+    shown = board[[c for c in PAGE_BOARD if c in board.columns]].copy()
+    if "valid" in shown.columns:  # best first (both tracks' valid metrics are higher-is-better)
+        shown = shown.sort_values("valid", ascending=False, kind="stable")
+    if "model" in shown.columns:
+        shown["model"] = shown["model"].astype(str).map(lambda m: m if len(m) <= 30 else m[:27] + "...")
+    if "metric" in shown.columns:
+        shown["metric"] = shown["metric"].astype(str).str.removeprefix("valid_")
+    if "time" in shown.columns:
+        shown["time"] = shown["time"].astype(str).str.slice(5, 16).str.replace("T", " ")  # MM-DD HH:MM
+    if "sweep" in shown.columns and shown["sweep"].map(fmt).eq("").all():
+        shown = shown.drop(columns="sweep")
+    return shown.rename(columns=PAGE_BOARD)
+
+
+def sweep_section(db: Path) -> tuple[str, int]:
+    """HTML of one sweep study (`<run>/sweeps/<study>.db`): its summary, history and parameter importances,
+    drawn from the study's database (so the page shows trials a running sweep has finished since), and
+    its ten best trials."""
+    study = db.stem
+    parts = [f'<h2 id="sweep-{html.escape(study)}">sweep {html.escape(study)}</h2>']
+    summary = analysis.sweep_summary(db)
+    parts.append(_table(summary.to_frame("value").rename_axis("sweep"), index=True))
+    trials = analysis.sweep_trials(db)
+    if trials.empty:
+        return "\n".join(parts), 0
+    images = 1
+    parts.append(
+        _img(plots.png_base64(plots.sweep_history(trials, f"sweep {study}")), f"sweep {study}: history")
+    )
+    importances = analysis.sweep_importances(db)
+    if importances is not None:
+        fig = plots.bars(importances, f"sweep {study}: parameter importance (fANOVA)", "share of variance")
+        parts.append(_img(plots.png_base64(fig), f"sweep {study}: parameter importance"))
+        images += 1
+    done = trials[trials["state"] == "complete"].sort_values("value", ascending=False).head(10)
+    if len(done):
+        cols = ["trial", "value", "seconds"] + [c for c in done.columns if c.startswith("param.")]
+        parts.append("<h3>best complete trials (valid)</h3>" + _table(done[cols], index=False))
     return "\n".join(parts), images
 
 
@@ -96,9 +196,7 @@ def build_page(paths: Paths, order: list[str] | None = None) -> tuple[str, dict[
     if paths.leaderboard.is_file():
         board = pd.read_csv(paths.leaderboard)
         counts["leaderboard_rows"] = len(board)
-        shown = board.drop(columns=[c for c in ("valid_figures", "config_diff") if c in board.columns])
-        if "valid" in shown.columns:  # best first (both tracks' valid metrics are higher-is-better)
-            shown = shown.sort_values("valid", ascending=False, kind="stable")
+        shown = leaderboard_table(board)
         body.append('<h2 id="leaderboard">leaderboard</h2>' + _table(shown, index=False))
     else:
         body.append(
@@ -109,8 +207,14 @@ def build_page(paths: Paths, order: list[str] | None = None) -> tuple[str, dict[
         body.append(f"<p>stages: {links}</p>")
     else:
         body.append("<p>no finished stage in this run folder yet: run <code>./run.sh</code> first.</p>")
-    for name, manifest in manifests.items():
-        section, n = stage_section(name, manifest, run_dir / name)
+    calibration = analysis.run_calibration(run_dir, list(manifests)) if paths.cfg.track == "mmctr" else {}
+    last = list(calibration)[-1] if calibration else None  # every model's calibration, drawn once: in the
+    for name, manifest in manifests.items():  # section of the last of them (the ensemble on a full run)
+        section, n = stage_section(name, manifest, run_dir / name, calibration if name == last else None)
+        body.append(section)
+        counts["images"] += n
+    for db in analysis.sweep_studies(run_dir):
+        section, n = sweep_section(db)
         body.append(section)
         counts["images"] += n
     if paths.resolved_config.is_file():

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from recstack.artifacts import atomic_path
 
@@ -99,6 +99,30 @@ def bars(values: pd.Series, title: str, xlabel: str = "", annotate: pd.Series | 
     return fig
 
 
+def embed_summary(weights: pd.DataFrame, align: pd.Series | None, title: str = "embed") -> Figure:
+    """The embed stage: each modality's fusion weight with its item coverage (analysis.modality_weights),
+    and the alignment head's held-out loss by epoch when it trained one (analysis.alignment_curve)."""
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    ax_w, ax_a = fig.subplots(1, 2)
+    y = np.arange(len(weights))[::-1]
+    ax_w.barh(y - 0.2, weights["weight"].astype(np.float64), 0.4, label="weight", color="tab:blue")
+    ax_w.barh(y + 0.2, weights["coverage"].astype(np.float64), 0.4, label="item coverage", color="tab:green")
+    ax_w.set_yticks(y, [f"{m} ({int(d)}-d)" for m, d in zip(weights.index, weights["dim"], strict=True)])
+    ax_w.set(xlim=(0, 1.05), title="modalities: fusion weight and coverage")
+    ax_w.legend(fontsize=7)
+    if align is not None:
+        ax_a.plot(align.index, align.to_numpy(np.float64), "o-")
+        ax_a.set(xlabel="epoch", ylabel="held-out InfoNCE loss", title="alignment head")
+        ax_a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        ax_a.axis("off")
+        ax_a.text(0.5, 0.5, "no alignment head trained", ha="center", va="center")
+    for ax in (ax_w, ax_a):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
 def auc_slices(table: pd.DataFrame, title: str) -> Figure:
     """AUC per slice with each slice's row count (analysis.auc_by)."""
     return bars(table["auc"], title, "AUC", annotate=table["rows"].map(lambda n: f"n={n}"))
@@ -145,6 +169,9 @@ def recall_curves(recall: dict[str, dict[int, float]], title: str = "recall@K pe
         ax.plot(ks, [curve[k] for k in ks], "o-", label=source)
     if any(len(c) > 1 for c in recall.values()):
         ax.set_xscale("log")
+    ks = sorted({k for c in recall.values() for k in c})
+    ax.set_xticks(ks, [f"{k:,}" for k in ks])  # the Ks the stage measured, not 10^1, 10^2
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set(xlabel="K", ylabel="recall (valid)", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
@@ -193,4 +220,29 @@ def cover_grid(paths: Sequence[str | None], titles: Sequence[str], cols: int = 6
             img = None
         ax.imshow(img if img is not None else np.full((8, 8, 3), 200, np.uint8))
         ax.set_title(str(title)[:28], fontsize=7)
+    return fig
+
+
+def sweep_history(trials: pd.DataFrame, title: str = "sweep") -> Figure:
+    """A sweep's objective by trial number (analysis.sweep_trials): complete trials as dots, pruned ones
+    where they stopped (crosses), failed ones as ticks on the axis, and the best complete value so far."""
+    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for state, style in (("complete", dict(marker="o", color="tab:blue")),
+                         ("pruned", dict(marker="x", color="tab:grey"))):  # fmt: skip
+        d = trials[(trials["state"] == state) & trials["value"].notna()]
+        if len(d):
+            ax.scatter(d["trial"], d["value"].astype(np.float64), label=f"{state} ({len(d)})", **style)
+    if "best_so_far" in trials and trials["best_so_far"].notna().any():
+        ax.step(trials["trial"], trials["best_so_far"], where="post", color="tab:orange", label="best so far")
+    failed = trials[trials["state"] == "fail"]
+    if len(failed):
+        ax.scatter(failed["trial"], np.full(len(failed), np.nan), marker="|")  # keeps the x range honest
+        for x in failed["trial"]:
+            ax.axvline(x, color="tab:red", alpha=0.25, lw=1)
+        ax.plot([], [], color="tab:red", alpha=0.4, label=f"failed ({len(failed)})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="trial", ylabel="valid (the objective)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return fig

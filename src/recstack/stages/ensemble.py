@@ -99,7 +99,11 @@ def blend_and_submit(ctx: StageContext, how: Blending) -> dict[str, Any]:
     sources = list(ec.sources)
     preds, truth = how.read(ctx, sources)
     scores = {s: how.score(p, truth) for s, p in zip(sources, preds["valid"], strict=True)}
-    figures: dict[str, Any] = {"model": f"{how.prefix}{ec.method}({'+'.join(sources)})", "method": ec.method}
+    figures: dict[str, Any] = {
+        "model": f"{how.prefix}{ec.method}({'+'.join(sources)})",
+        "method": ec.method,
+        "sources": sources,
+    }  # in the order of `weights` (the report labels them)
     figures |= {f"valid_{m}_{s}": round(v, 5) for s, v in scores.items()}
     out = {s: {split: preds[split][i] for split in preds} for i, s in enumerate(sources)}
     out[BLEND] = how.blend(ctx, preds, truth, figures)
