@@ -18,7 +18,7 @@ code as the `embed` stage builds a (n_items + 1, dim) matrix, and both probes re
 
 (--no-din: kNN only, seconds.) One modality alone (MovieLens: text) is also the fused matrix: one row.
 
-Runs `prepare` first if needed (skipped when done). Prints a table; bench/README.md records it.
+Runs `prepare` first if needed (skipped when done). Prints a table; bench/README.md "Embeddings" records it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Retrieval benchmarks (figures in bench/README.md).
+"""Retrieval benchmarks (figures in bench/README.md "Retrieval (FAISS index choice)" and
+"Co-visitation fit and fusion search").
 
 ann: Flat vs IVF (nprobe sweep) vs HNSW (efSearch sweep) on clustered synthetic vectors shaped like real
 item embeddings (many clusters of unequal size and spread, L2-normalised, d = 128), queries = the normalised

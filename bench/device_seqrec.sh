@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU checks of the sequence retriever (issue 12), one script for a lent GPU machine (bench/README.md):
-# the CUDA cases of tests/test_seqrec.py and the stage end to end on CUDA, then one epoch of 1M users x 100
-# events (bench_seqrec.py --epoch) at the default batch of 128 windows and at 1,024. Logs go to $OUT.
+# The GPU checks of the sequence retriever (issue 12), one script for a lent GPU machine
+# (bench/README.md "Seqrec on a GPU"): the CUDA cases of tests/test_seqrec.py and the stage end to end on
+# CUDA, then one epoch of 1M users x 100 events (bench_seqrec.py --epoch) at the default batch of 128 windows
+# and at 1,024. Logs go to $OUT.
 #   bash bench/device_seqrec.sh          # PYTHONPATH must reach recstack's dependencies (see the README)
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"

@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from recstack.config import ConfigError, load_config
 
@@ -60,3 +61,32 @@ def test_every_shipped_config_loads_without_the_model_registry_imported():
             "assert 'recstack.models.rankers' not in sys.modules")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_key_reference_is_the_schema(capsys):
+    """docs/config_keys.md is `./run.sh keys` (regenerate it after a schema change); every key the schema
+    loads is on it with its default and its range or choices."""
+    from recstack.cli import main
+    from recstack.config import CHOICES, ranged_keys
+    from recstack.config_doc import schema_rows
+
+    assert main(["keys"]) == 0
+    page = capsys.readouterr().out
+    assert (ROOT / "docs" / "config_keys.md").read_text() == page, "run: ./run.sh keys > docs/config_keys.md"
+    rows = {key: (default, allowed) for key, default, allowed, _ in schema_rows()}
+    loaded = load_config(ROOT / "configs" / "mmctr_movielens.yaml")
+    leaves = set(_leaves(OmegaConf.to_container(loaded), set(rows)))
+    assert leaves == set(rows)  # every key of a loaded config, and nothing else
+    for key, _, rng in ranged_keys():
+        assert rows[key][1].startswith(rng.spec) if rng else True, key
+    assert all(rows[k][1] == " | ".join(v) for k, v in CHOICES.items())
+    assert rows["rank.din.lr"][0] == str(OmegaConf.select(load_config(), "rank.din.lr"))
+
+
+def _leaves(node, known, prefix=""):
+    """Dotted keys of a loaded config's leaves (a dict-valued key the schema knows, e.g. data.emb_dims, is one)."""
+    for k, v in node.items():
+        if isinstance(v, dict) and f"{prefix}{k}" not in known:
+            yield from _leaves(v, known, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"

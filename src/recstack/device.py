@@ -25,11 +25,12 @@ def deterministic_mode(on: bool) -> Iterator[None]:
     """`deterministic=true` around a stage: torch's deterministic algorithms (warn_only: an op without one
     is named in a warning instead of stopping the run), cuDNN without autotuning, the cuBLAS workspace
     setting its deterministic GEMMs need, attention on the math SDPA backend only, and one CPU thread
-    (multi-threaded float sums differed between two processes of the same seqrec run: bench/README.md, seqrec
-    reproducibility). Under warn_only, torch still picks the cuDNN / memory-efficient attention kernels, whose
-    backward is not deterministic: on an H200 the seqrec stage warned "cuDNN Attention defaults to a
-    non-deterministic algorithm" (bench/README.md "Reproducibility on a GPU"); the math backend is plain matmuls and a
-    softmax. Slower; off by default. Settings are restored afterwards, so a stage never leaks them."""
+    (multi-threaded float sums differed between two processes of the same seqrec run: bench/README.md
+    "Reproducibility on a CPU"). Under warn_only, torch still picks the cuDNN / memory-efficient attention
+    kernels, whose backward is not deterministic: on an H200 the seqrec stage warned "cuDNN Attention defaults
+    to a non-deterministic algorithm" (bench/README.md "Reproducibility on a GPU"); the math backend is plain
+    matmuls and a softmax. Slower; off by default. Settings are restored afterwards, so a stage never leaks
+    them."""
     if not on:
         yield
         return

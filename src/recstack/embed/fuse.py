@@ -117,7 +117,8 @@ def balance(m: Modality, rows: np.ndarray) -> np.ndarray:
 
 def _pair_cosines(b: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """(P,) row-wise dot products of b[left] and b[right], gathered in chunks: at MicroLens-1M size the
-    full gathers were 2 x (3.6M pairs x width) floats, over 14 GiB (bench/README.md, scale table)."""
+    full gathers were 2 x (3.6M pairs x width) floats, over 14 GiB
+    (bench/README.md "Per-stage scale: TencentGR-1M and MicroLens-1M")."""
     out = np.empty(len(left), b.dtype)
     for s in range(0, len(left), chunk):
         out[s : s + chunk] = (b[left[s : s + chunk]] * b[right[s : s + chunk]]).sum(1)

@@ -24,7 +24,9 @@ class AttentionMLP(torch.autograd.Function):
     each ReLU backward; here each layer's activation is one buffer, the ReLU runs in place on it (its output
     is all its backward needs: relu(a) > 0 iff a > 0), and the ReLU backward is one masked pass
     (`threshold_backward`) written over the incoming gradient. Saved: x and the activations, as autograd.
-    The memory-bound passes over (N, H) activations were ~25% of the like-for-like profile (bench/README.md); tests/test_rank_models.py gradchecks this against autograd in float64."""
+    The memory-bound passes over (N, H) activations were ~25% of the like-for-like profile (bench/README.md
+    "Rankers: like-for-like against FuxiCTR"); tests/test_rank_models.py gradchecks this against autograd in
+    float64."""
 
     @staticmethod
     def forward(
@@ -104,7 +106,7 @@ class TargetAttention(nn.Module):
         """The same function over the N non-padding positions only (`row`: each one's batch row). Padding
         weighs 0, so skipping it is exact; on CPU every position costs its share of the MLP (MovieLens:
         27% of the (B, L) positions are padding), and one (N, 2D) x (2D, H0) product replaces B small
-        per-row products (bench/README.md)."""
+        per-row products (bench/README.md "Rankers: like-for-like against FuxiCTR")."""
         q = target.index_select(0, row)  # (N, D)
         base = self.w_q(target).index_select(0, row)  # (N, H0): W_q q + b once per row, gathered
         if hist_k is None:  # + [W_k | W_p] [k; q * k] per position
@@ -160,7 +162,8 @@ class DIN(nn.Module):
             row = flat.div(hist.shape[1], rounding_mode="floor")  # (N,) each item's batch row
             if self.items.use_table(ids, target):  # the key term once per item, gathered (as on CUDA)
                 # index_select, not F.embedding: the same rows, but its backward is one index_add_ where
-                # embedding_dense_backward costs 3-4x more on CPU at N ~ 13k positions (bench/README.md)
+                # embedding_dense_backward costs 3-4x more on CPU at N ~ 13k positions
+                # (bench/README.md "Rankers: like-for-like against FuxiCTR")
                 table = self.items.table()  # (I, D)
                 h, t = table.index_select(0, ids), table.index_select(0, target)  # (N, D), (B, D)
                 hist_k = self.attention.w_k(table).index_select(0, ids)  # (N, H0): the key term per item

@@ -120,8 +120,9 @@ def _pairs(ev: Events, pos: np.ndarray, st: CovisitSettings) -> tuple[np.ndarray
 def _summed(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n: int) -> sp.csr_matrix:
     """w summed per (src, dst) as an (n, n) CSR matrix, partners ascending within a row. scipy's COO -> CSR
     conversion is a counting sort by row and a sort within each (short) row: linear in the pairs where one
-    global sort of int64 keys was ~6x slower (bench/README.md). float64 sums of float32
-    terms: exact for the undecayed weights, so the matrix does not depend on block or pass boundaries."""
+    global sort of int64 keys led the profile (the fit 4x faster at 100k users:
+    bench/README.md "Co-visitation fit and fusion search"). float64 sums of float32 terms: exact for the
+    undecayed weights, so the matrix does not depend on block or pass boundaries."""
     m = sp.csr_matrix((w, (src, dst)), shape=(n, n))
     m.sum_duplicates()
     return m

@@ -41,8 +41,9 @@ def covisit_settings(rc: DictConfig) -> CovisitSettings:
 
 def index_settings(rc: DictConfig, n_items: int, device: str = "auto") -> IndexSettings:
     """`retrieve.index.factory: auto`: exact Flat below `flat_below` items, `ann_factory` above, where
-    `{nlist}` becomes 4 * sqrt(n) lists (the FAISS guideline; bench/README.md measured IVF1264 at 100k and
-    IVF4000 at 1M items: recall@100 0.98 / 0.95 at nprobe 64, 6.5x / 29x Flat's QPS)."""
+    `{nlist}` becomes 4 * sqrt(n) lists (the FAISS guideline; bench/README.md
+    "Retrieval (FAISS index choice)" measured IVF1264 at 100k and IVF4000 at 1M items: recall@100 0.98 / 0.95
+    at nprobe 64, 6.5x / 29x Flat's QPS)."""
     ix = rc.index
     factory = ix.factory
     if factory == "auto":

@@ -5,7 +5,8 @@ those predictions are out-of-sample) plus cheap features (stack/features.py) and
 `retrieve` stage wrote them, its retrieval features. The stacker is cross-validated on valid with folds
 grouped by user: the reported valid AUC is the out-of-fold AUC over valid, the test prediction the mean of
 the fold models. K-fold OOF level-1 predictions on train (`rank.folds`) would cost K trainings of every
-ranker: DIN alone is most of the default run's 10 minutes on 2 cores (bench/README.md), so CV on valid it is.
+ranker, and the rankers are most of mmctr's time in the default run on 2 cores
+(bench/README.md "The default run and the suite from a fresh clone"), so CV on valid it is.
 
 tencentgr: LightGBM lambdarank over the retrieve stage's merged candidates, trained on the stacker's
 training queries (held-out last clicks of training users outside the valid users), trees chosen by CV over

@@ -26,6 +26,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from recstack.errors import DataError
+from recstack.metrics import VALID_METRICS
 from recstack.stages.context import StageContext
 
 DATA_KEYS = ("track", "dataset", "seed")  # the config keys every stage's cache key holds
@@ -74,9 +75,7 @@ class Track(ABC):
         `figures`), from the answers a dataset builder kept; {} without them or where the track has none.
         Computed after the stage, outside it: no stage reads the answers, so none can make a choice on them.
         Here: the test figure of a model stage's predictions (test_metric) beside its valid_auc / valid_score."""
-        metric = next(
-            (m for m in ("valid_auc", "valid_score") if isinstance(figures.get(m), (int, float))), None
-        )
+        metric = next((m for m in VALID_METRICS if isinstance(figures.get(m), (int, float))), None)
         t = self.test_metric(cfg, folder) if metric is not None else None
         return {} if t is None else {f"test{metric[5:]}": t}
 

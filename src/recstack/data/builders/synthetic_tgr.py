@@ -338,8 +338,9 @@ def build_tgr_synthetic(cfg: SyntheticTGRConfig, latent: dict | None = None) -> 
     # target, the events before it their history (as the MovieLens builder does, whose pool is every item).
     # The same law as the local validation's targets (prepare: each valid user's last click of a candidate),
     # so that valid estimates the test: a target drawn apart (from the pool, in the next topic, never a seen
-    # item) scored the valid users 0.53 and these 0.19 (bench/README.md). A predict user without such a click
-    # after at least one event has no target: left out of the predict set (its events too).
+    # item) scored the valid users 0.53 and these 0.19 (bench/README.md "Tencentgr local validation"). A
+    # predict user without such a click after at least one event has no target: left out of the predict set
+    # (its events too).
     r = np.random.default_rng(ss_pool.spawn(1)[0])
     p_all = np.flatnonzero(is_pred)  # index = re-id - 1
     if len(pred) and (np.diff(pred.user) < 0).any():

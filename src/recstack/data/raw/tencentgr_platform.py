@@ -502,7 +502,7 @@ def _feature_fragments(item_sparse: dict[str, np.ndarray], n: int) -> list[bytes
     Formatted by hand, byte for byte what `orjson.dumps` gives for a dict of ints (`{"100":5,"112":14}`,
     no spaces; keys are ITEM_SPARSE's digit strings, so nothing to escape): orjson 3.13 returns each
     bytes object inside its 4 KiB write buffer, so 4.78M kept fragments held ~19 GiB at TencentGR-1M
-    (bench/README.md "Tencentgr at TencentGR-1M size"); these take ~100 B each. Columns go to Python ints block by block,
+    (bench/README.md "Synthetic builders' memory"); these take ~100 B each. Columns go to Python ints block by block,
     so no (n, features) list of ints sits in memory either."""
     keys = [k for k in ITEM_SPARSE if k in item_sparse]
     heads = [b'"%s":' % k.encode() for k in keys]

@@ -180,9 +180,10 @@ def stack_queries(events: dict[str, np.ndarray], valid: pd.DataFrame, n_users: i
 # out): none of their events is a training sequence, count or pair, and their events before the target reach a
 # model only as the predict users' histories do (with_histories: the stage learns from released query
 # histories, predict and valid alike). Measured on the default MovieLens data before this rule: valid 0.2055 vs
-# local test 0.1274 (issue 25); bench/README.md has the table after it. The stacker's training queries stay
-# training users' held-out last clicks (their earlier events are training sequences, their target and what
-# follows are not), so the level-2 models learn from labels the level-1 models never saw.
+# local test 0.1274 (issue 25); bench/README.md "Tencentgr local validation" has the figures after it. The
+# stacker's training queries stay training users' held-out last clicks (their earlier events are training
+# sequences, their target and what follows are not), so the level-2 models learn from labels the level-1
+# models never saw.
 @dataclass(frozen=True)
 class HeldOut:
     """The held-out targets of a run: the local validation users' and the stacker's training queries'."""
@@ -267,10 +268,11 @@ def fit_events(events: dict[str, np.ndarray], predict_events: dict[str, np.ndarr
 # ---- the seen-item policy (retrieve / seqrec / baseline `exclude_seen: auto`) ----------------------------
 # `auto` keeps the items a user has already seen when at least this share of the training queries' targets
 # (held-out next clicks) is an item of the query's own history. MovieLens: 0 (nobody rates a movie twice;
-# leaving seen items out doubles every source's valid score there, bench/README.md); the synthetic data:
-# 0.66. A judgment, not tuned (only those two shares were at hand): at 10% the repeat targets alone should be
-# worth more than the top-10 slots the seen items take from new ones, since the fusion weights and the
-# reranker (which reads the history source's score and rank, retrieve/history.py) learn how far to trust them
+# leaving seen items out doubles co-visitation's valid score there, bench/README.md "Seen-item policy"); the
+# synthetic data: 0.66. A judgment, not tuned (only those two shares were at hand): at 10% the repeat targets
+# alone should be worth more than the top-10 slots the seen items take from new ones, since the fusion weights
+# and the reranker (which reads the history source's score and rank, retrieve/history.py) learn how far to
+# trust them
 REPEAT_SHARE_KEEP = 0.1
 
 
