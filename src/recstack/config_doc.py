@@ -102,7 +102,7 @@ def keys_markdown() -> str:
     out = [
         "# Every config key",
         "",
-        "[← README](../README.md) · [configs](configs.md) · [extending](extending.md)",
+        "[← README](../README.md) · [configs](configs.md) · [extending](extending.md) · [scale](scale.md)",
         "",
         "Generated from the schema in `src/recstack/config.py` by `./run.sh keys > docs/config_keys.md` (a test",
         "fails when the two differ). A YAML in `configs/` or a `key=value` override sets any of these; an",
