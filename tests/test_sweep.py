@@ -4,6 +4,11 @@ stage folders, the best trial as a config file, every trial a leaderboard row.""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -11,6 +16,7 @@ import pandas as pd
 import pytest
 
 from recstack import cli
+from recstack import sweep as sweep_module
 from recstack.config import ConfigError, load_config
 from recstack.errors import DataError
 from recstack.paths import MANIFEST, Paths
@@ -191,3 +197,41 @@ def test_the_report_names_a_missing_or_foreign_study(tmp_path):
     optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path / 'mine.db'}")
     with pytest.raises(DataError, match="holds no study named 'mine'"):
         analysis.sweep_trials(tmp_path / "mine.db")
+
+
+def test_a_killed_sweep_resumes_without_repeating_finished_trials(setup, monkeypatch):
+    """SIGKILL mid-trial, then the same command: the finished trials are kept as they were, the trial cut
+    off is marked failed (its heartbeat stopped) and never rerun under its number, and the study reaches
+    --trials; the killed trial left no finished stage folder."""
+    space, overrides, base = setup
+    run_sweep(CONFIG, overrides, str(space), trials=1)  # the base run and a first trial, in this process
+    args = [sys.executable, "-m", "recstack", "sweep", "--config", CONFIG, "--space", str(space),
+            "--trials", "4", *overrides]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    complete, running = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            assert proc.poll() is None, "the sweep finished before it could be killed"
+            states = [t.state for t in _study(base, "din").get_trials(deepcopy=False)]
+            if states.count(complete) >= 2 and running in states:
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    trials = _study(base, "din").get_trials()
+    before = {t.number: t.value for t in trials if t.state == complete}
+    (killed,) = [t for t in trials if t.state == running]
+    monkeypatch.setattr(sweep_module, "GRACE_S", 1)  # the schema's 3 minutes, shortened for the test
+    time.sleep(2)
+    result = run_sweep(CONFIG, overrides, str(space), trials=4)
+    after = {t.number: t for t in _study(base, "din").trials}
+    assert {n: after[n].value for n in before} == before
+    assert after[killed.number].state == optuna.trial.TrialState.FAIL
+    assert result["complete"] == 4 and sorted(after) == list(range(len(after)))
+    run = Paths(load_config(CONFIG, [*overrides, f"output_root={killed.user_attrs['output_root']}"])).run_dir \
+        if "output_root" in killed.user_attrs else None  # fmt: skip
+    assert run is None or not (run / "rank_din" / MANIFEST).exists()

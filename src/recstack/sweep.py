@@ -42,6 +42,7 @@ from recstack import leaderboard
 from recstack.artifacts import write_json, write_text
 from recstack.config import ConfigError, load_config, to_yaml
 from recstack.errors import DataError
+from recstack.metrics import VALID_METRICS
 from recstack.paths import MANIFEST, Paths
 from recstack.pipeline import run_stage, run_until, upstream_closure
 from recstack.report import analysis, plots
@@ -51,6 +52,8 @@ from recstack.train import hooks
 log = logging.getLogger(__name__)
 PARAM_TYPES = ("float", "int", "categorical")
 PRUNERS = ("median", "hyperband", "threshold", "none")
+# a running trial beats every HEARTBEAT_S; one silent for GRACE_S (its worker was killed) is marked failed
+HEARTBEAT_S, GRACE_S = 60, 180
 
 
 @dataclass
@@ -169,7 +172,7 @@ class Sweep:
         # heartbeats: a trial of a killed worker is marked failed when the next trial starts
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
 
     def open_study(self, space: Space, worker: int = 0) -> optuna.Study:
         study = optuna.create_study(study_name=self.study, storage=self.storage(), pruner=_pruner(space.pruner),
@@ -225,7 +228,7 @@ class Sweep:
             )
             raise optuna.TrialPruned(str(e)) from None
         figures = manifest.get("figures", {})
-        metric = space.metric or next(m for m in leaderboard.VALID_METRICS if m in figures)
+        metric = space.metric or next(m for m in VALID_METRICS if m in figures)
         if metric not in figures:
             raise ConfigError(
                 f"sweep: stage {space.stage} reports no {metric!r}; it has {', '.join(figures)}"
