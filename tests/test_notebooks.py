@@ -152,10 +152,11 @@ def test_report_shows_recall_importances_and_leaderboard(tmp_cfg):
     """The retrieve / stack / leaderboard formats of those stages, as they write them."""
     cfg = tmp_cfg("tencentgr_movielens.yaml")
     paths = Paths(cfg)
-    per_source = {"covisit": {"recall@10": 0.2, "recall@100": 0.5, "score": 0.11, "hr@10": 0.2, "ndcg@10": 0.07},
+    per_source = {"covisit": {"recall@10": 0.2, "recall@100": 0.5, "score": 0.11, "hr@10": 0.2, "ndcg@10": 0.07,
+                              "score_exclude_seen_False": 0.09},
                   "popular": {"recall@10": 0.1, "recall@100": 0.3, "score": 0.05, "hr@10": 0.1, "ndcg@10": 0.03}}  # fmt: skip
     for stage, figures in (
-        ("retrieve", {"union_recall": 0.61}),
+        ("retrieve", {"union_recall": 0.61, "valid_score_covisit": 0.11, "valid_recall@10_popular": 0.1}),
         ("stack", {"gain": {"covisit_score": 9.0, "n_hist": 2.5}}),
     ):
         d = paths.stage_dir(stage)
@@ -171,6 +172,9 @@ def test_report_shows_recall_importances_and_leaderboard(tmp_cfg):
     assert "retrieve: recall@K per source" in page and "stack: feature importances" in page
     assert "<td>0.0761</td>" in page and "<td>union_recall</td>" in page
     assert "<td>gain.covisit_score</td>" not in page  # the importance chart shows it: not repeated as a row
+    # nor the per-source figures the recall and top-10 tables show; the seen-item column named for reading
+    assert "<td>valid_score_covisit</td>" not in page and "<td>valid_recall@10_popular</td>" not in page
+    assert "score, seen items kept" in page and "score_exclude_seen" not in page
     assert page.index("0.123") < page.index("0.0761")  # the leaderboard best first
 
 

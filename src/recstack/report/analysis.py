@@ -303,9 +303,16 @@ def recall_by_source(report: dict[str, Any]) -> dict[str, dict[int, float]]:
 
 def source_scores(report: dict[str, Any]) -> pd.DataFrame:
     """Each source's own valid top-10 figures (score, HR@10, NDCG@10, ...) from retrieval.json."""
-    rows = {s: {k: v for k, v in e.items() if not _RECALL.match(k) and isinstance(v, int | float)}
+    rows = {s: {_SEEN_NAMES.get(k, k): v for k, v in e.items() if not _RECALL.match(k) and isinstance(v, int | float)}
             for s, e in (report.get("per_source") or {}).items() if isinstance(e, dict)}  # fmt: skip
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# retrieve's score of the valid users under the other seen-item setting (retrieve.report_both), for reading
+_SEEN_NAMES = {
+    "score_exclude_seen_True": "score, seen items left out",
+    "score_exclude_seen_False": "score, seen items kept",
+}
 
 
 def source_overlap(candidates: pd.DataFrame, split: str = "valid", k: int | None = None) -> pd.DataFrame:

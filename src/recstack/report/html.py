@@ -61,6 +61,13 @@ def _table(df: pd.DataFrame, index: bool = True) -> str:
     return shown.to_html(index=index, border=0, na_rep="")
 
 
+def _shown(key: str, drawn: str) -> bool:
+    """`key` is what `drawn` names: the key itself, a prefix ending in ".", or valid_*_<source>."""
+    if drawn.startswith("valid_*_"):
+        return key.startswith("valid_") and key.endswith("_" + drawn.removeprefix("valid_*_"))
+    return key == drawn or (drawn.endswith(".") and key.startswith(drawn))
+
+
 def stage_section(name: str, manifest: dict[str, Any], folder: Path,
                   calibration: dict[str, pd.DataFrame] | None = None) -> tuple[str, int]:  # fmt: skip
     """HTML of one stage and the number of images in it (`calibration`: reliability tables to draw in it)."""
@@ -77,9 +84,12 @@ def stage_section(name: str, manifest: dict[str, Any], folder: Path,
     if curve is not None and Reports.LEARNING_CURVE not in names:
         parts.append(_img(plots.png_base64(plots.learning_curves(curve, name)), f"{name}: learning curves"))
         images += 1
+    drawn: list[str] = []  # figures a chart or table of this section shows: left out of its table
     report_path = folder / Retrieved.REPORT
     if report_path.is_file():
         report = json.loads(report_path.read_text())
+        # valid_<figure>_<source>: what the recall and per-source tables below show
+        drawn += [f"valid_*_{s}" for s in report.get("per_source") or {}]
         recall = analysis.recall_by_source(report)
         if recall and Reports.RECALL not in names:
             parts.append(_img(plots.png_base64(plots.recall_curves(recall)), f"{name}: recall@K per source"))
@@ -89,7 +99,6 @@ def stage_section(name: str, manifest: dict[str, Any], folder: Path,
         scores = analysis.source_scores(report)
         if len(scores):
             parts.append("<h3>each source's own top-10 (valid)</h3>" + _table(scores))
-    drawn: list[str] = []  # figures a chart of this section shows: left out of its table
     importances = analysis.stack_importances(manifest)
     if importances is not None:
         top = importances.head(30)
@@ -112,7 +121,10 @@ def stage_section(name: str, manifest: dict[str, Any], folder: Path,
         drawn += ["weights", "sources"]
     for metric in VALID_METRICS:
         alone = analysis.feature_aucs(manifest, metric)
-        if alone is not None and importances is None:  # mmctr retrieve's features; the ensemble's candidates
+        if (
+            alone is not None and importances is None and not report_path.is_file()
+        ):  # mmctr retrieve's features;
+            # the ensemble's candidates (tencentgr retrieve's sources: the tables above)
             label = metric.removeprefix("valid_")
             what = "candidate (sources, blend)" if blend is not None else "feature alone"
             fig = plots.bars(alone, f"{name}: valid {label} of each {what}", label,
@@ -127,7 +139,7 @@ def stage_section(name: str, manifest: dict[str, Any], folder: Path,
         parts.append(_img(plots.png_base64(fig), f"{name}: calibration of every model (valid)"))
         images += 1
     figures = {k: v for k, v in analysis.flat_figures(manifest.get("figures") or {}).items()
-               if not any(k == d or (d.endswith(".") and k.startswith(d)) for d in drawn)}  # fmt: skip
+               if not any(_shown(k, d) for d in drawn)}  # fmt: skip
     if figures:
         df = pd.DataFrame({"figure": list(figures), "value": [fmt(v) for v in figures.values()]})
         parts.append("<h3>figures</h3>" + _table(df, index=False))
