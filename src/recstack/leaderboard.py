@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recstack.artifacts import stable_hash, write_text
-from recstack.config import Config
+from recstack.config import RANK_MODELS, Config
 from recstack.errors import DataError
 from recstack.metrics import VALID_METRICS
 from recstack.paths import Paths, Predictions
@@ -49,11 +49,20 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: obj}
 
 
+IDENTITY_KEYS = ("track", "dataset")  # the row's own columns, not differences
+
+
 def config_diff(conf: dict[str, Any]) -> dict[str, Any]:
-    """The keys of a stage's config subset whose values differ from the schema defaults."""
+    """The keys of a stage's config subset whose values differ from the schema defaults (the rankers'
+    blocks, rank.<name>, included), but the track and the dataset: the row names them."""
     defaults = OmegaConf.structured(Config)
+    with open_dict(defaults.rank):
+        for name, settings in RANK_MODELS.items():
+            defaults.rank[name] = OmegaConf.structured(settings)
     out = {}
     for key, value in _flatten(conf).items():
+        if key in IDENTITY_KEYS:
+            continue
         node = OmegaConf.select(defaults, key, default="<none>")
         default = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         if value != default:
