@@ -129,7 +129,8 @@ def test_report_page_has_the_runs_images_and_figures(runs):
     # a plot for each stage where one helps; what a chart shows stays out of the figures table below it
     for caption in ("embed: modality weights, coverage and alignment", "retrieve: valid auc of each feature alone",
                     "ensemble: blend weights", "ensemble: valid auc of each candidate (sources, blend)",
-                    "ensemble: calibration of every model (valid)", "stack: feature importances"):  # fmt: skip
+                    "ensemble: calibration of every model (valid)", "stack: feature importances",
+                    "baseline: calibration (valid)", "rank_din: calibration (valid)"):  # fmt: skip
         assert caption in page
     assert page.count("data:image/png;base64,") >= 4 + 2  # the stages' and the sweep's
     assert (

@@ -135,8 +135,9 @@ def stage_section(name: str, manifest: dict[str, Any], folder: Path,
             images += 1
             drawn += [f"{metric}_{k}" for k in alone.index]
     if calibration is not None:
-        fig = plots.calibration_plot(calibration, "calibration of every model (valid)")
-        parts.append(_img(plots.png_base64(fig), f"{name}: calibration of every model (valid)"))
+        what = "calibration (valid)" if list(calibration) == [name] else "calibration of every model (valid)"
+        fig = plots.calibration_plot(calibration, what)
+        parts.append(_img(plots.png_base64(fig), f"{name}: {what}"))
         images += 1
     figures = {k: v for k, v in analysis.flat_figures(manifest.get("figures") or {}).items()
                if not any(_shown(k, d) for d in drawn)}  # fmt: skip
@@ -220,9 +221,12 @@ def build_page(paths: Paths, order: list[str] | None = None) -> tuple[str, dict[
     else:
         body.append("<p>no finished stage in this run folder yet: run <code>./run.sh</code> first.</p>")
     calibration = analysis.run_calibration(run_dir, list(manifests)) if paths.cfg.track == "mmctr" else {}
-    last = list(calibration)[-1] if calibration else None  # every model's calibration, drawn once: in the
-    for name, manifest in manifests.items():  # section of the last of them (the ensemble on a full run)
-        section, n = stage_section(name, manifest, run_dir / name, calibration if name == last else None)
+    # each model's calibration in its section, and every model's together in the section of the last of them
+    # (the ensemble on a full run)
+    last = list(calibration)[-1] if calibration else None
+    for name, manifest in manifests.items():
+        own = {name: calibration[name]} if name in calibration and name != last else None
+        section, n = stage_section(name, manifest, run_dir / name, calibration if name == last else own)
         body.append(section)
         counts["images"] += n
     for db in analysis.sweep_studies(run_dir):
