@@ -35,7 +35,7 @@ import torch
 from recstack.config import load_config
 from recstack.data.tables.prepared import read_hist, read_items, read_samples
 from recstack.data.tables.ranking import read_rank_items, read_rank_rows
-from recstack.embed.align import AlignSettings, align, consecutive_pairs
+from recstack.embed.align import align, consecutive_pairs
 from recstack.embed.fuse import Modality, behaviour_weights, fuse, provided_modality
 from recstack.embed.image import ImageEncoder, encode_image_files
 from recstack.embed.probe import knn_hit_rate
@@ -139,7 +139,7 @@ def main() -> None:
     pairs = consecutive_pairs(
         read_hist(prep, "train"), train["item_id"].to_numpy(), train["label"].to_numpy()
     )
-    settings = AlignSettings(**{k: ec.align[k] for k in ec.align if k != "enabled"})
+    settings = ec.align
 
     provided = [m for k, m in mods.items() if k not in ("text", "image")]
     variants: list[tuple[str, list[Modality]]] = [(f"{k} only", [m]) for k, m in mods.items()]

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from recstack.config import load_config
 from recstack.paths import Paths
 from recstack.stages.context import StageContext
-from recstack.stages.stack import run_tencentgr
+from recstack.tracks.tencentgr.stack import run as run_tencentgr
 
 FOURTH = {"skip_sources": [], "agreement": False, "bag": 0, "taste": False}  # the earlier stage
 VARIANTS = {  # name -> stack.rerank overrides

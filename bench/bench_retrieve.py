@@ -28,8 +28,9 @@ import time
 import faiss
 import numpy as np
 
+from recstack.config import CovisitConfig
 from recstack.retrieve.base import Events, Ranking
-from recstack.retrieve.covisit import CovisitSettings, fit_covisit
+from recstack.retrieve.covisit import fit_covisit
 from recstack.retrieve.index import normalise
 from recstack.retrieve.merge import merge, tune_weights
 
@@ -129,7 +130,7 @@ def bench_covisit(users: int, items: int, mean_len: int, memory_mb: int) -> None
     t = time.perf_counter()
     ev = synthetic_events(users, items, mean_len)
     gen = time.perf_counter() - t
-    st = CovisitSettings(memory_mb=memory_mb)
+    st = CovisitConfig(memory_mb=memory_mb)
     t = time.perf_counter()
     m, fig = fit_covisit(ev, items + 1, st)
     fit = time.perf_counter() - t

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from recstack.config import load_config
-from recstack.pipeline import _needs, stages_for
+from recstack.pipeline import needs_of, stages_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -72,7 +72,7 @@ def order(track: str, overrides: list[str]) -> tuple[list[str], dict[str, set[st
     """Stages in run order and each one's transitive upstream stages."""
     cfg = load_config(CONFIGS[track], overrides)
     stages = stages_for(cfg)
-    direct = {n: set(_needs(cfg, s)) for n, s in stages.items()}
+    direct = {n: set(needs_of(cfg, s)) for n, s in stages.items()}
     up: dict[str, set[str]] = {}
     for n in stages:  # run order: every need is resolved before
         up[n] = set().union(*[{m} | up.get(m, set()) for m in direct[n]]) if direct[n] else set()

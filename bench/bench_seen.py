@@ -18,7 +18,7 @@ import itertools
 import numpy as np
 import pyarrow.parquet as pq
 
-from recstack.config import load_config
+from recstack.config import HistorySourceConfig, load_config
 from recstack.data.tables.tgr_prepared import (
     pool_items,
     read_events,
@@ -30,7 +30,7 @@ from recstack.data.tables.tgr_prepared import (
 from recstack.metrics import tencentgr_score
 from recstack.paths import Paths, PreparedTGR
 from recstack.retrieve.base import Events, query_histories
-from recstack.retrieve.history import HistorySettings, history_scores
+from recstack.retrieve.history import history_scores
 
 
 def main() -> None:
@@ -61,8 +61,14 @@ def main() -> None:
     print(f"\n{'recency':>7} {'exposure':>8} {'history':>7} {'train':>7} {'valid':>7}")
     grid = itertools.product((0.8, 0.9, 0.95, 0.98, 0.99, 1.0), (0.0, 0.3, 0.5, 1.0), (20, 100))
     for recency, exposure, length in [default, *grid]:
-        st = HistorySettings(length, recency, float(h.half_life_hours), (exposure, float(h.click_weight),
-                                                                         float(h.conversion_weight)))  # fmt: skip
+        st = HistorySourceConfig(
+            history=length,
+            recency=recency,
+            half_life_hours=h.half_life_hours,
+            exposure_weight=exposure,
+            click_weight=h.click_weight,
+            conversion_weight=h.conversion_weight,
+        )
         s = {
             n: tencentgr_score(history_scores(q, st, mask, 10).items, t, k=10)["score"]
             for n, (q, t) in qs.items()

@@ -40,7 +40,7 @@ from recstack.device import resolve_device
 from recstack.models.item_encoder import ItemColumns
 from recstack.paths import Paths, Seqrec
 from recstack.pipeline import run_stage, run_until
-from recstack.stages import seqrec as stage
+from recstack.tracks.tencentgr import seqrec as stage
 from recstack.train import seqrec as tr
 
 ROOT = Path(__file__).resolve().parents[1]

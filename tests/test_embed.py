@@ -21,8 +21,9 @@ from transformers import (
     ViTModel,
 )
 
+from recstack.config import AlignConfig
 from recstack.data.raw.mmctr import read_item_info
-from recstack.embed.align import AlignSettings, align, consecutive_pairs
+from recstack.embed.align import align, consecutive_pairs
 from recstack.embed.fuse import Modality, balance, fuse, provided_modality
 from recstack.embed.hf import default_text_model
 from recstack.embed.image import ImageEncoder, encode_image_files
@@ -224,7 +225,7 @@ def test_alignment_recovers_behaviour_clusters_hidden_in_noise():
     users = rng.integers(0, k, 600)
     hist = np.stack([rng.choice(np.flatnonzero(cluster == c), 6) for c in users])  # (U, 6)
     pairs = consecutive_pairs(hist[:, :5])
-    settings = AlignSettings(epochs=30, batch_size=128, lr=0.01, temperature=0.1, logq=False)
+    settings = AlignConfig(epochs=30, batch_size=128, lr=0.01, temperature=0.1, logq=False)
     aligned, figs = align(f.features, f.mean, f.components, pairs, f.rows, settings, seed=0)
     before = knn_hit_rate(f.matrix, hist[:, :5], hist[:, 5], k=25)
     after = knn_hit_rate(aligned, hist[:, :5], hist[:, 5], k=25)
@@ -265,7 +266,7 @@ def test_alignment_tunes_only_the_last_text_blocks_and_starts_from_the_untuned_f
     torch.testing.assert_close(tower.features(x, items), x, atol=1e-4, rtol=0)  # step 0 = untuned
     pairs = np.stack([rng.integers(1, n, 400), rng.integers(1, n, 400)], 1)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    settings = AlignSettings(epochs=2, batch_size=32, text_layers=1, text_lr=1e-2)
+    settings = AlignConfig(epochs=2, batch_size=32, text_layers=1, text_lr=1e-2)
     out, figs = align(f.features, f.mean, f.components, pairs, f.rows, settings, seed=0, tower=tower)
     assert out.shape == (n, 8) and np.isfinite(out).all() and (out[0] == 0).all()
     assert figs["text_layers"] == 1

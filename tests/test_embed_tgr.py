@@ -13,7 +13,7 @@ from recstack.errors import DataError
 from recstack.paths import Embedded, Paths, PreparedTGR
 from recstack.pipeline import run_stage, run_until
 from recstack.stages.context import StageContext
-from recstack.stages.embed import tencentgr_side
+from recstack.tracks.tencentgr.embed import tencentgr_side
 
 from tgr_helpers import tiny_tgr
 

@@ -8,14 +8,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recstack.artifacts import sha256_file, write_table
+from recstack.artifacts import sha256_file, write_json, write_table
 from recstack.data.tables.tgr_prepared import (
     HeldOut,
     fit_events,
     group_bounds,
     query_inputs,
     read_events,
+    read_held_out,
     read_table,
+    repeat_shares,
     training_mask,
     valid_histories,
 )
@@ -87,7 +89,7 @@ def _plant(cfg) -> dict[str, int]:
     prep = Paths(cfg).stage_dir("prepare")
     ev, pe = read_events(prep), read_events(prep, predict=True)
     valid = read_table(prep, PreparedTGR.VALID)
-    held = HeldOut.of(ev, valid, int(cfg.data.stack_users), int(cfg.seed), int(cfg.data.stack_cuts))
+    held = read_held_out(prep)  # the stacker's queries as prepare drew them
     counts = np.bincount(np.r_[ev["item"], pe["item"]], minlength=61)
     rows = [int(i) for i in np.argsort(counts, kind="stable") if i > 0][:4]
     planted = dict(zip((P, Q, R, S), rows, strict=True))
@@ -109,6 +111,10 @@ def _plant(cfg) -> dict[str, int]:
         schema = pq.read_schema(prep / name)
         write_table(prep / name, pa.table({c: pa.array(d[c], schema.field(c).type) for c in schema.names}))
     write_table(prep / PreparedTGR.VALID, pa.Table.from_pandas(valid, preserve_index=False))
+    stack = held.stack.copy()  # the planted stacker target, and the seen-item shares of the planted events
+    stack.loc[stack.index[-1], "item"] = planted[S]
+    write_table(prep / PreparedTGR.STACK_QUERIES, pa.Table.from_pandas(stack, preserve_index=False))
+    write_json(prep / PreparedTGR.SEEN, repeat_shares(ev, stack))
     return planted
 
 
@@ -116,7 +122,7 @@ def test_planted_valid_targets_never_reach_a_model_and_histories_only_as_predict
     tmp_path, tmp_cfg, monkeypatch
 ):
     from recstack.retrieve import popular
-    from recstack.stages import baseline, embed, retrieve, seqrec, stack
+    from recstack.tracks.tencentgr import baseline, embed, retrieve, seqrec, stack
 
     (tmp_path / "input" / "_cache").mkdir(parents=True)
     wheel = fake_wheel(tmp_path / "input" / "_cache" / "recbole-1.2.1-py3-none-any.whl", users=30, items=60,
@@ -164,8 +170,13 @@ def test_planted_valid_targets_never_reach_a_model_and_histories_only_as_predict
 
 
 def test_stages_ask_the_data_layer_which_events_they_may_learn_from():
-    """No stage derives the held-out events itself (tgr_prepared.fit_events is the one rule)."""
-    for path in sorted((ROOT / "src" / "recstack" / "stages").glob("*.py")):
+    """No stage derives the held-out events itself (tgr_prepared.fit_events is the one rule), and only
+    prepare draws the stacker's queries (the others read them: tgr_prepared.read_held_out)."""
+    src = ROOT / "src" / "recstack"
+    for path in sorted([*(src / "stages").glob("*.py"), *(src / "tracks").glob("*/*.py")]):
         text = path.read_text()
         assert "before_cuts" not in text, f"{path.name} derives the training events itself"
-        assert "stack_queries(" not in text, f"{path.name} draws the stacker's queries itself"
+        if path.name != "prepare.py":
+            assert "stack_queries(" not in text, f"{path.name} draws the stacker's queries itself"
+            assert "HeldOut.of(" not in text and "seen_policy(" not in text.replace("read_seen_policy(", "")
+    assert "stack_queries(" in (src / "tracks" / "tencentgr" / "prepare.py").read_text()

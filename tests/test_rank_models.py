@@ -8,7 +8,8 @@ from torch import nn
 
 from recstack.data.tables.ranking import RankItems
 from recstack.models.dcn import CrossLayer, CrossNet, DCNHead, LowRankMixtureCross
-from recstack.models.din import DIN, AttentionMLP, TargetAttention, attention_mlp
+from recstack.models.din import DIN, TargetAttention
+from recstack.models.din_packed import AttentionMLP, attention_mlp, packed_attention
 from recstack.models.item_encoder import ItemColumns, ItemEncoder
 from recstack.models.qin import QIN, SparseTargetAttention
 from recstack.models.transformer_dcn import TransformerDCN
@@ -86,6 +87,13 @@ def test_din_split_attention_equals_concat_attention():
     # the CUDA form (key term gathered per item) is the same function
     hist_k = fast.w_k(hist)
     torch.testing.assert_close(fast(hist, target, mask, hist_k), plain(hist, target, mask), atol=1e-5, rtol=0)
+    # ... and so is the CPU form over the non-padding positions only (models/din_packed.py), with or without
+    # the key term from the item table
+    row, col = mask.nonzero(as_tuple=True)
+    want = plain(hist, target, mask)
+    torch.testing.assert_close(packed_attention(fast, hist[row, col], target, row), want, atol=1e-5, rtol=0)
+    got = packed_attention(fast, hist[row, col], target, row, hist_k[row, col])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("hidden", [[], [3], [5, 3]])

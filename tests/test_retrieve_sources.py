@@ -10,11 +10,20 @@ import pandas as pd
 import pytest
 
 from recstack.artifacts import write_table
+from recstack.config import ContentSourceConfig, CovisitConfig, PopularSourceConfig
 from recstack.data.tables.predictions import ranking_table
 from recstack.models.popularity import decayed_popularity
-from recstack.retrieve.base import MISSING, Events, Ranking, backfill, drop_seen, query_histories
-from recstack.retrieve.content import Content, ContentSettings
-from recstack.retrieve.covisit import CovisitMatrix, CovisitSettings, fit_covisit, score_queries
+from recstack.retrieve.base import (
+    MISSING,
+    Events,
+    Ranking,
+    action_weights,
+    backfill,
+    drop_seen,
+    query_histories,
+)
+from recstack.retrieve.content import Content
+from recstack.retrieve.covisit import CovisitMatrix, fit_covisit, score_queries
 from recstack.retrieve.features import covisit_lookup, row_features
 from recstack.retrieve.index import IndexSettings, VectorIndex
 from recstack.retrieve.merge import (
@@ -26,7 +35,7 @@ from recstack.retrieve.merge import (
     target_ranks,
     tune_weights,
 )
-from recstack.retrieve.popular import Popular, PopularSettings
+from recstack.retrieve.popular import Popular
 from recstack.retrieve.seqrec import Seqrec
 
 N_ITEMS = 40
@@ -44,7 +53,7 @@ def tiny_events(seed: int = 0, users: int = 25) -> Events:
     return Events(*(np.array(x, np.int64) for x in (u, i, a, t)))
 
 
-def brute_covisit(ev: Events, st: CovisitSettings) -> dict[tuple[int, int], float]:
+def brute_covisit(ev: Events, st: CovisitConfig) -> dict[tuple[int, int], float]:
     w = defaultdict(float)
     for x in range(len(ev)):
         for y in range(x + 1, min(len(ev), x + st.window + 1)):
@@ -53,15 +62,15 @@ def brute_covisit(ev: Events, st: CovisitSettings) -> dict[tuple[int, int], floa
             decay = (
                 2 ** (-abs(ev.ts[y] - ev.ts[x]) / (st.half_life_hours * 3600)) if st.half_life_hours else 1
             )
-            w[ev.item[x], ev.item[y]] += st.action_weights[ev.action[y]] * decay
-            w[ev.item[y], ev.item[x]] += st.backward * st.action_weights[ev.action[x]] * decay
+            w[ev.item[x], ev.item[y]] += action_weights(st)[ev.action[y]] * decay
+            w[ev.item[y], ev.item[x]] += st.backward * action_weights(st)[ev.action[x]] * decay
     return {k: v for k, v in w.items() if v > 0}
 
 
 @pytest.mark.parametrize("parts", [1, 3])
 def test_covisit_matrix_and_scores_equal_brute_force(parts):
     ev = tiny_events()
-    st = CovisitSettings(window=3, half_life_hours=2.0, action_weights=(0.2, 1.0, 2.5), backward=0.5,
+    st = CovisitConfig(window=3, half_life_hours=2.0, exposure_weight=0.2, click_weight=1.0, conversion_weight=2.5, backward=0.5,
                          neighbours=1000, history=4, recency=0.7)  # fmt: skip
     m, fig = fit_covisit(ev, N_ITEMS, st, parts=parts)
     want = brute_covisit(ev, st)
@@ -80,7 +89,7 @@ def test_covisit_matrix_and_scores_equal_brute_force(parts):
             for age, (a, act) in enumerate(zip(hist[::-1][: st.history], acts[::-1], strict=False)):
                 for (x, b), w in want.items():
                     if x == a and b in pool and not (exclude and b in hist):
-                        score[b] += st.recency**age * st.action_weights[act] * w
+                        score[b] += st.recency**age * action_weights(st)[act] * w
             best = sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))[:6]
             got_items = [int(i) for i in r.items[row] if i != MISSING]
             assert got_items == [b for b, _ in best]
@@ -90,9 +99,9 @@ def test_covisit_matrix_and_scores_equal_brute_force(parts):
 
 def test_covisit_keeps_the_strongest_neighbours():
     ev = tiny_events(1)
-    st = CovisitSettings(window=4, neighbours=3)
+    st = CovisitConfig(window=4, neighbours=3)
     m, _ = fit_covisit(ev, N_ITEMS, st)
-    full, _ = fit_covisit(ev, N_ITEMS, CovisitSettings(window=4, neighbours=1000))
+    full, _ = fit_covisit(ev, N_ITEMS, CovisitConfig(window=4, neighbours=1000))
     for a in range(N_ITEMS):
         nbr, w = m.row(a)
         assert len(nbr) == min(3, len(full.row(a)[0]))
@@ -126,7 +135,7 @@ def test_content_equals_brute_force():
     vecs[0] = 0
     ev = tiny_events()
     pool = np.arange(1, N_ITEMS, 2)
-    src = Content(ContentSettings(history=3, recency=0.5), vecs, pool, IndexSettings("Flat"))
+    src = Content(ContentSourceConfig(history=3, recency=0.5), vecs, pool, IndexSettings("Flat"))
     q = query_histories(ev, np.array([1, 2, 3, 99]), "valid")
     unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
     for exclude in (True, False):
@@ -140,14 +149,16 @@ def test_content_equals_brute_force():
             assert r.items[row].tolist() == best.tolist()
         assert (r.items[3] == MISSING).all() and np.isnan(r.scores[3]).all()
     # torch fallback gives the same candidates
-    r_t = Content(ContentSettings(3, 0.5), vecs, pool, IndexSettings(backend="torch")).recommend(q, 5, True)
+    r_t = Content(
+        ContentSourceConfig(history=3, recency=0.5), vecs, pool, IndexSettings(backend="torch")
+    ).recommend(q, 5, True)
     assert (r_t.items == src.recommend(q, 5, True).items).all()
 
 
 def test_popular_source_is_the_baseline_popularity():
     ev = tiny_events()
     pool = np.arange(1, N_ITEMS)
-    src = Popular(PopularSettings(half_life_days=0.5), N_ITEMS, pool)
+    src = Popular(PopularSourceConfig(half_life_days=0.5), N_ITEMS, pool)
     src.fit(ev)
     q = query_histories(ev, np.array([4, 5]), "test")
     pop = decayed_popularity(ev.item, ev.action, ev.ts, N_ITEMS, 0.5)
@@ -246,7 +257,7 @@ def test_row_features_by_hand():
     vecs = rng.normal(size=(N_ITEMS, 6)).astype(np.float32)
     vecs[0] = 0
     ev = tiny_events(2)
-    m, _ = fit_covisit(ev, N_ITEMS, CovisitSettings(window=2, neighbours=1000))
+    m, _ = fit_covisit(ev, N_ITEMS, CovisitConfig(window=2, neighbours=1000))
     hist = np.array([[0, 0, 3, 5], [0, 0, 0, 0]])
     target = np.array([7, 8])
     idx = VectorIndex(vecs[1:], IndexSettings("Flat"), ids=np.arange(1, N_ITEMS))

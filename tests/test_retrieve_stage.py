@@ -19,7 +19,6 @@ from recstack.paths import Paths, Predictions, PreparedTGR, Retrieved
 from recstack.pipeline import Stage, run_stage, run_until
 from recstack.retrieve.base import Events
 from recstack.retrieve.covisit import fit_covisit, read_matrix, write_matrix
-from recstack.retrieve.sources import covisit_settings
 from recstack.tracks import TRACKS
 
 from conftest import SMALL_SYNTH
@@ -44,7 +43,7 @@ def test_tencentgr_candidates_report_and_best_ranking(tmp_cfg):
     out, prep = paths.stage_dir("retrieve"), paths.stage_dir("prepare")
     cand = pd.read_parquet(out / Retrieved.CANDIDATES)
     valid = pd.read_parquet(prep / PreparedTGR.VALID)
-    train = pd.read_parquet(out / Retrieved.QUERIES)
+    train = pd.read_parquet(prep / PreparedTGR.STACK_QUERIES)
     pu = pd.read_parquet(prep / PreparedTGR.PREDICT_USERS)
     assert len(train) == 2 and not set(train["user"]) & set(valid["user"])
     assert set(cand["split"]) == {"train", "valid", "test"}
@@ -165,7 +164,7 @@ def test_the_stack_reads_the_covisitation_retrieve_fitted_once(tmp_path, tmp_cfg
     n_rows = len(pd.read_parquet(prep / PreparedTGR.ITEMS))
     ev, pe = read_events(prep), read_events(prep, predict=True)
     events = Events(ev["user"], ev["item"], ev["action"], ev["ts"])
-    train = pd.read_parquet(out / Retrieved.QUERIES)
+    train = pd.read_parquet(prep / PreparedTGR.STACK_QUERIES)
     valid = pd.read_parquet(prep / PreparedTGR.VALID)
     # the valid fold by hand: training users (a stacker query's up to its first cut), then the valid users'
     # histories and the predict users' (retrieve.fit_histories); the test fold: every event but the valid
@@ -184,7 +183,7 @@ def test_the_stack_reads_the_covisitation_retrieve_fitted_once(tmp_path, tmp_cfg
     pick = lambda m: {c: ev[c][m] for c in ev}  # noqa: E731
     fold_valid = joined(pick(~is_valid & (row < s_cut)), pick(hist), pe)
     fold_test = joined(pick(row < v_cut), pe)
-    st = covisit_settings(cfg.retrieve)
+    st = cfg.retrieve.covisit
     before = read_matrix(out / Retrieved.COVISIT_BEFORE, n_rows)
     assert _same(before, fit_covisit(fold_valid, n_rows, st)[0])
     assert _same(read_matrix(out / Retrieved.COVISIT_ALL, n_rows), fit_covisit(fold_test, n_rows, st)[0])
@@ -226,7 +225,7 @@ def test_test_queries_in_chunks_write_the_same_table(tmp_cfg, monkeypatch):
     each): the table and the predictions equal those of one chunk."""
     import pyarrow.parquet as pq
 
-    from recstack.stages import retrieve as stage
+    from recstack.tracks.tencentgr import retrieve as stage
 
     cfg = _tgr(tmp_cfg)
     run_until(cfg, "retrieve")

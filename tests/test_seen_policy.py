@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recstack.config import ConfigError
+from recstack.config import ConfigError, HistorySourceConfig
 from recstack.data.raw.tencentgr_platform import write_platform
 from recstack.data.tables.tgr_prepared import (
     REPEAT_SHARE_KEEP,
@@ -19,10 +19,10 @@ from recstack.data.tables.tgr_prepared import (
     seen_setting,
     stack_queries,
 )
-from recstack.paths import Paths, Retrieved
+from recstack.paths import Paths, PreparedTGR, Retrieved
 from recstack.pipeline import run_stage
 from recstack.retrieve.base import Events, query_histories
-from recstack.retrieve.history import History, HistorySettings
+from recstack.retrieve.history import History
 from recstack.stack.features import history_features
 from recstack.tracks import TRACKS
 
@@ -106,7 +106,7 @@ def test_history_scores_by_hand():
                 np.array([0, 1, 2, 3, 4, 5]) * 3600)  # fmt: skip
     q = query_histories(ev, np.array([1, 2, 3]), "valid")
     pool = np.array([5, 7, 9])
-    st = HistorySettings(history=100, recency=0.5, half_life_hours=0.0, action_weights=(0.5, 1.0, 2.5))
+    st = HistorySourceConfig(history=100, recency=0.5, half_life_hours=0.0, exposure_weight=0.5)
     src = History(st, 10, pool)
     r = src.recommend(q, 4, exclude_seen=False)
     # ages: 3 -> 0, 9 -> 1, 5 -> 2, 7 -> 3, 5 -> 4
@@ -116,9 +116,15 @@ def test_history_scores_by_hand():
     assert (r.items[1] == -1).all()
     assert r.items[2, 0] == 7 and np.isclose(r.scores[2, 0], 0.5)
     # a window of 2 events sees only the latest two (item 3 is outside the pool)
-    assert History(HistorySettings(history=2, recency=0.5), 10, pool).recommend(q, 4, False).items[0, :2].tolist() == [9, -1]  # fmt: skip
+    assert History(HistorySourceConfig(history=2, recency=0.5), 10, pool).recommend(q, 4, False).items[0, :2].tolist() == [9, -1]  # fmt: skip
     # time decay: a half-life of 1 hour halves the vote per hour before the last event (t = 4 h)
-    td = History(HistorySettings(100, 1.0, 1.0, (1.0, 1.0, 1.0)), 10, pool).recommend(q, 4, False)
+    td = History(
+        HistorySourceConfig(
+            history=100, recency=1.0, half_life_hours=1.0, exposure_weight=1.0, conversion_weight=1.0
+        ),
+        10,
+        pool,
+    ).recommend(q, 4, False)
     got = dict(zip(td.items[0, :3].tolist(), td.scores[0, :3].tolist(), strict=True))
     assert np.isclose(got[9], 0.5) and np.isclose(got[5], 2**-4 + 2**-2) and np.isclose(got[7], 2**-3)
     # with seen items excluded it has nothing to propose
@@ -167,7 +173,7 @@ def test_retrieve_stage_keeps_seen_items_with_the_history_source(tmp_cfg, monkey
     h = cand[cand["history_rank"] >= 0]
     assert len(h) and set(h["split"]) == {"train", "valid", "test"}
     ev = read_events(Paths(cfg).stage_dir("prepare"))
-    train = pd.read_parquet(out / Retrieved.QUERIES)
+    train = pd.read_parquet(Paths(cfg).stage_dir("prepare") / PreparedTGR.STACK_QUERIES)
     for row, (user, cut) in enumerate(zip(train["user"], train["event_index"], strict=True)):
         own = set(ev["item"][(ev["user"] == user) & (np.arange(len(ev["item"])) < cut)].tolist())
         assert set(h.loc[(h.split == "train") & (h.user_row == row), "item"]) <= own

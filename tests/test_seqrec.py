@@ -32,7 +32,7 @@ from recstack.models.seqrec import SeqRec, UserTower
 from recstack.paths import Paths, Predictions, PreparedTGR, Seqrec
 from recstack.pipeline import run_until
 from recstack.retrieve.index import VectorIndex, search_excluding
-from recstack.stages.seqrec import mips
+from recstack.tracks.tencentgr.seqrec import mips
 from recstack.train import seqrec as tr
 
 from conftest import ROOT

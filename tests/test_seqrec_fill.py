@@ -5,7 +5,7 @@ twice, each filled slot scored by that search."""
 import numpy as np
 
 from recstack.retrieve.index import IndexSettings, VectorIndex, search_excluding
-from recstack.stages.seqrec import fill_seen
+from recstack.tracks.tencentgr.seqrec import fill_seen
 
 
 def test_short_rows_are_filled_with_the_best_seen_items():

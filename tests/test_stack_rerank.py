@@ -9,14 +9,15 @@ import pytest
 from omegaconf import OmegaConf
 
 from recstack.artifacts import sha256_file, write_table
-from recstack.data.tables.tgr_prepared import before_cuts, pool_items, read_events, read_table, stack_queries
+from recstack.config import CovisitConfig
+from recstack.data.tables.tgr_prepared import before_cuts, pool_items, read_events, read_table
 from recstack.errors import DataError
 from recstack.paths import Paths, PreparedTGR, Retrieved
 from recstack.pipeline import Stage, run_until
 from recstack.retrieve.base import Events
-from recstack.retrieve.covisit import CovisitSettings, fit_covisit, write_matrix
-from recstack.stages.stack import candidate_schema, read_candidates
+from recstack.retrieve.covisit import fit_covisit, write_matrix
 from recstack.tracks import TRACKS
+from recstack.tracks.tencentgr.stack import candidate_schema, read_candidates
 
 from test_movielens import fake_wheel
 
@@ -31,8 +32,7 @@ def fake_retrieve(ctx, drop_columns=()):
     rng = np.random.default_rng(0)
     ev = read_events(prep)
     valid = read_table(prep, PreparedTGR.VALID)
-    train = stack_queries(ev, valid, ctx.cfg.data.stack_users, ctx.cfg.seed)
-    write_table(ctx.out / Retrieved.QUERIES, pa.Table.from_pandas(train, preserve_index=False))
+    train = read_table(prep, PreparedTGR.STACK_QUERIES)  # the stacker's queries, as prepare drew them
     test = read_table(prep, PreparedTGR.PREDICT_USERS)
     pool = pool_items(prep)
     parts = []
@@ -68,15 +68,16 @@ def fake_retrieve(ctx, drop_columns=()):
     cuts = np.r_[train["event_index"].to_numpy(), valid["event_index"].to_numpy()]
     for name, fit in ((Retrieved.COVISIT_BEFORE, events.take(before_cuts(events.user, cuts))),
                       (Retrieved.COVISIT_ALL, events)):  # fmt: skip
-        write_matrix(ctx.out / name, fit_covisit(fit, n_rows, CovisitSettings())[0])
+        write_matrix(ctx.out / name, fit_covisit(fit, n_rows, CovisitConfig())[0])
     return {}
 
 
 def _with_retrieve(monkeypatch, run=fake_retrieve):
-    ordered = {}
+    ordered, real = {}, TRACKS["tencentgr"].stages["retrieve"]
     for name, st in TRACKS["tencentgr"].stages.items():
-        if name == "stack":
-            ordered["retrieve"] = Stage("retrieve", run, ("prepare",), ("seed", "data.stack_users"), "fake")
+        if name == "stack":  # the real stage's inputs (embed, seqrec), a fake body
+            ordered["retrieve"] = Stage("retrieve", run, ("prepare",), ("seed", "data.stack_users"), "fake",
+                                        reads=real.reads)  # fmt: skip
         ordered[name] = st
     monkeypatch.setattr(TRACKS["tencentgr"], "stages", ordered)
 
@@ -87,7 +88,7 @@ def tgr_cfg(tmp_path, tmp_cfg):
     cache.mkdir(parents=True)
     wheel = fake_wheel(cache / "recbole-1.2.1-py3-none-any.whl", users=40, items=80, per_user=14)
     return tmp_cfg("tencentgr_movielens.yaml", f"data.movielens.wheel_sha256={sha256_file(wheel)}",
-                   "data.valid_users=12", "data.stack_users=20", "stack.rerank.lgbm.min_child_samples=5",
+                   "data.valid_users=12", "data.stack_users=20", "data.stack_cuts=1", "stack.rerank.lgbm.min_child_samples=5",
                    "stack.rerank.rich_features=false")  # fmt: skip
 
 
@@ -203,7 +204,7 @@ def test_without_a_retrieve_stage_the_whole_pipeline_skips_the_reranker(tgr_cfg,
 def test_rich_features_by_hand():
     from recstack.models.popularity import DAY
     from recstack.stack.features import feature_match, history_pair_sums, user_normalised, windowed_popularity
-    from recstack.stages.stack import prune
+    from recstack.tracks.tencentgr.stack import prune
 
     # clicks of item 5 at days 1, 9, 10 (an exposure at day 9.5 counts nothing); item 6 at day 2
     item, action = np.array([5, 5, 5, 5, 6]), np.array([1, 0, 1, 2, 1])
@@ -300,7 +301,7 @@ def test_reranker_by_chunks_of_queries_equals_whole_splits(tgr_cfg, monkeypatch)
     """Every split read, featurised and scored STACK_CHUNK queries at a time (what bounds the stage's memory
     at TencentGR-1M size) gives the same predictions as whole splits, the rich features' contexts included."""
     from recstack.pipeline import run_stage
-    from recstack.stages import stack as stack_stage
+    from recstack.tracks.tencentgr import stack as stack_stage
 
     _with_retrieve(monkeypatch)
     cfg = OmegaConf.merge(tgr_cfg, {"stack": {"rerank": {"rich_features": True}}})

@@ -159,7 +159,7 @@ def test_platform_round_trip(tmp_path, built):
     got = pd.read_parquet(RawTencentGR(tmp_path / "raw").truth)
     pd.testing.assert_frame_equal(got, truth)
     out = tmp_path / "prepared"
-    fig = read_platform(tmp_path / "raw", out, True, tuple(CFG.mm_feats), dict(CFG.mm_dims))
+    fig = read_platform(tmp_path / "raw", out, True, mm_feats=tuple(CFG.mm_feats), emb_dims=dict(CFG.mm_dims))
     n_cold = round(CFG.candidates * CFG.cold_share)
     assert (fig["users"], fig["items"], fig["candidates"]) == (raw.n_users, CFG.items, CFG.candidates)
     assert (fig["events"], fig["predict_events"]) == (len(raw.events), len(raw.predict_events))

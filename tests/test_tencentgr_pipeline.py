@@ -13,8 +13,8 @@ from recstack.config import load_config
 from recstack.ensemble.submission import validate_tgr, write_tgr
 from recstack.errors import DataError
 from recstack.models.popularity import decayed_popularity, recommend
-from recstack.stages.prepare import valid_cap
 from recstack.tracks.tencentgr import TENCENTGR
+from recstack.tracks.tencentgr.prepare import valid_cap
 
 from conftest import ROOT
 from test_movielens import fake_wheel

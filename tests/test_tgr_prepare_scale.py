@@ -191,7 +191,7 @@ def test_an_indexer_whose_item_map_does_not_fit_the_candidates_is_refused(tmp_pa
 
     root = tmp_path / "raw"
     build_and_write(CFG, root)
-    fig = read_platform(root, tmp_path / "ok", True, tuple(CFG.mm_feats), dict(CFG.mm_dims))
+    fig = read_platform(root, tmp_path / "ok", True, mm_feats=tuple(CFG.mm_feats), emb_dims=dict(CFG.mm_dims))
     assert fig["candidates_feature_agreement"] == 1.0  # the builder's own indexer: every candidate agrees
     idx = pickle.loads((root / "indexer.pkl").read_bytes())
     cids = list(idx["i"])
@@ -200,5 +200,5 @@ def test_an_indexer_whose_item_map_does_not_fit_the_candidates_is_refused(tmp_pa
     (root / "indexer.pkl").write_bytes(pickle.dumps(idx))
     with pytest.raises(DataError, match=r"predict_set\.jsonl: only \d+ of \d+ candidates \(\d+\.\d%\) have the "
                                         r"features item_feat_dict\.json gives their item through .*indexer\.pkl"):  # fmt: skip
-        read_platform(root, tmp_path / "bad", True, tuple(CFG.mm_feats), dict(CFG.mm_dims))
+        read_platform(root, tmp_path / "bad", True, mm_feats=tuple(CFG.mm_feats), emb_dims=dict(CFG.mm_dims))
     assert not (tmp_path / "bad" / "items.parquet").exists() and FEATURE_AGREEMENT_MIN == 0.5

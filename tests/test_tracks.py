@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from recstack import cli
 from recstack.pipeline import pipeline_of, run_until
 from recstack.tracks import TRACKS, Stage, Track, track_of
-from recstack.tracks.base import SHARED_KEYS
+from recstack.tracks.base import SHARED_KEYS, present
 
 from conftest import ROOT
 
@@ -46,11 +46,10 @@ class Toy(Track):
         self.stages = {
             "make": Stage("make", _toy_make, (), SHARED_KEYS, "toy rows"),
             "extra": Stage("extra", _toy_extra, (), SHARED_KEYS, "an input the scorer reads when present"),
-            "score": Stage("score", _toy_score, ("make",), SHARED_KEYS, "sum of the rows"),
+            "score": Stage(
+                "score", _toy_score, ("make",), SHARED_KEYS, "sum of the rows", reads=present("extra")
+            ),
         }
-
-    def optional_needs(self, cfg: DictConfig, stage: str) -> tuple[str, ...]:
-        return ("extra",) if stage == "score" and "extra" in self.stages else ()
 
     def evaluate(self, cfg: DictConfig, submission: str) -> dict[str, float]:
         return {"test_total": float(Path(submission).read_text()), "rows": 1.0}

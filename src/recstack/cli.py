@@ -99,8 +99,10 @@ def report(configs: list[str], overrides: list[str]) -> list[Path]:
         cfg = load_config(config, overrides)
         track_of(cfg)  # an unknown track: the error names the known ones
         page, counts = write_report(Paths(cfg), list(pipeline_of(cfg.track)))
-        print(f"{page}  ({counts['stages']} stages, {counts['images']} images, "
-              f"{counts['leaderboard_rows']} leaderboard rows)")  # fmt: skip
+        print(
+            f"{page}  ({counts['stages']} stages, {counts['images']} images, "
+            f"{counts['leaderboard_rows']} leaderboard rows)"
+        )
         pages.append(page)
     return pages
 

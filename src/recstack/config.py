@@ -19,6 +19,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from recstack.tasks import RRF_K
+
 SOURCES = ("raw", "movielens", "synthetic")
 LAYOUTS = ("auto", "platform", "parquet")
 DEVICES = ("auto", "cpu", "cuda")
@@ -264,6 +266,7 @@ class AlignConfig:
     weight_decay: float = num(0.0, ">= 0")  # AdamW, the projection
     max_pairs: int = num(2_000_000, ">= 1")  # sampled down beyond this
     holdout: float = num(0.05, "[0, 1)")  # share of pairs held out for early stopping
+    patience: int = num(2, ">= 1")  # epochs without a better held-out loss before stopping
     logq: bool = True  # popularity correction of in-batch negatives (MovieLens HR@10 0.031 -> 0.066)
     # > 0: also train the text encoder's last N transformer blocks with the projection (embed/tune.py);
     # the encoder then runs at every step: meant for a GPU
@@ -459,7 +462,7 @@ class HistorySourceConfig:
 @dataclass
 class MergeConfig:
     topk: int = num(500, ">= 1")  # length of the fused ("merged") ranking
-    rrf_k: float = num(60.0, ">= 0")  # reciprocal-rank fusion constant (Cormack et al. 2009)
+    rrf_k: float = num(RRF_K, ">= 0")  # reciprocal-rank fusion constant (Cormack et al. 2009)
     tune: bool = True  # fusion weights tuned on the stacker's training queries (never on valid users)
 
 
@@ -513,9 +516,16 @@ class RerankConfig:
     """tencentgr LightGBM lambdarank over the retrieve stage's merged candidates."""
 
     lgbm: LgbmConfig = field(
-        default_factory=lambda: LgbmConfig(num_leaves=4, max_depth=-1, learning_rate=0.05, n_estimators=1000,
-                                           early_stopping=50, min_child_samples=200, reg_lambda=1.0)
-    )  # fmt: skip
+        default_factory=lambda: LgbmConfig(
+            num_leaves=4,
+            max_depth=-1,
+            learning_rate=0.05,
+            n_estimators=1000,
+            early_stopping=50,
+            min_child_samples=200,
+            reg_lambda=1.0,
+        )
+    )
     # few leaves, many rows per leaf: a few hundred training queries (MovieLens: 354) with ~800 candidates
     # each overfit a 15-leaf ranker (valid score 0.145 vs the merged source's 0.175); 4 leaves x 200 rows: 0.186
     # CV over the training queries picks the number of trees; valid users are never fitted
@@ -557,7 +567,7 @@ class RerankConfig:
     # queries do not carry ~60 features. Kept for larger data (bench/bench_rerank.py measures them).
     # Sources whose own score / rank columns are no features (they still prune, and are reported). Worth
     # naming "merged": retrieve tunes its fusion weights on these very training queries' targets
-    # (stages/retrieve.py), so on them it scores better than on new users (MovieLens top-10 score 0.196 on
+    # (tracks/tencentgr/retrieve.py), so on them it scores better than on new users (MovieLens top-10 score 0.196 on
     # the training queries vs 0.190 on valid, while seqrec scores 0.179 vs 0.190).
     skip_sources: list[str] = field(default_factory=list)
     # cross-source agreement per candidate, untuned: best rank over the sources, how many rank it in their top
@@ -588,7 +598,7 @@ class StackConfig:
 
 @dataclass
 class SeqrecConfig:
-    # The tencentgr generative sequence retriever (models/seqrec.py, train/seqrec.py, stages/seqrec.py).
+    # The tencentgr generative sequence retriever (models/seqrec.py, train/seqrec.py, tracks/tencentgr/seqrec.py).
     loss: str = "infonce"  # infonce | bce (the official baseline: one random negative, dot product)
     dim: int = num(64, ">= 1")  # token / item vector width; the official baseline uses 32
     layers: int = num(2, ">= 1")  # SASRec / the official baseline use 1-2 blocks at this data size
@@ -749,8 +759,10 @@ def _check(cfg: DictConfig, source: str) -> None:
     for key in ("retrieve.exclude_seen", "seqrec.exclude_seen", "baseline.exclude_seen"):
         value = OmegaConf.select(cfg, key)
         if str(value).strip().lower() not in SEEN_SETTINGS:
-            raise ConfigError(f"{source}: '{key}' is {value!r}; expected one of auto, true, false "
-                              "(auto: decided from the training queries' repeat share)")  # fmt: skip
+            raise ConfigError(
+                f"{source}: '{key}' is {value!r}; expected one of auto, true, false "
+                "(auto: decided from the training queries' repeat share)"
+            )
     if cfg.ensemble.method == "fixed" and len(cfg.ensemble.sources) != len(cfg.ensemble.weights):
         raise ConfigError(f"{source}: ensemble.sources and ensemble.weights must have the same length")
     if cfg.ensemble.method != "fixed" and len(cfg.ensemble.weights):

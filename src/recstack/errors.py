@@ -33,8 +33,10 @@ class WriteError(Exception):
     def __init__(self, path: Path, reason: str, stage: str | None = None):
         self.path, self.reason, self.stage = Path(path), reason, stage
         where = f"stage {stage}: " if stage else ""
-        super().__init__(f"{where}cannot write {self.path}: {reason}{_free_space(self.path)}; nothing of this "
-                         "write was kept (its temporary copy is removed, the existing output is unchanged)")  # fmt: skip
+        super().__init__(
+            f"{where}cannot write {self.path}: {reason}{_free_space(self.path)}; nothing of this "
+            "write was kept (its temporary copy is removed, the existing output is unchanged)"
+        )
 
     @classmethod
     def of(cls, e: OSError, path: Path | str | None = None, stage: str | None = None) -> WriteError | None:

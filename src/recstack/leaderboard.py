@@ -26,15 +26,36 @@ from recstack.errors import DataError
 from recstack.metrics import VALID_METRICS
 from recstack.paths import Paths, Predictions
 
-COLUMNS = ("time", "commit", "track", "dataset", "stage", "model", "metric", "valid", "test", "duration_s",
-           "samples_per_s", "fingerprint", "config_diff", "valid_figures", "sweep")  # fmt: skip
+COLUMNS = (
+    "time",
+    "commit",
+    "track",
+    "dataset",
+    "stage",
+    "model",
+    "metric",
+    "valid",
+    "test",
+    "duration_s",
+    "samples_per_s",
+    "fingerprint",
+    "config_diff",
+    "valid_figures",
+    "sweep",
+)
 
 
 def git_commit() -> str:
     """Short commit of the checkout this code runs from, "" where git or the repository is absent."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5, check=False)  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 from numpy.typing import ArrayLike
 
+from recstack.tasks import HR_WEIGHT, NDCG_WEIGHT, TGR_K
+
 VALID_METRICS = (
     "valid_auc",
     "valid_score",
@@ -123,31 +125,27 @@ def _hr_ndcg(rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hit.astype(np.float64), ndcg
 
 
-def hit_rate_at_k(topk: ArrayLike, target: ArrayLike, k: int = 10) -> float:
+def hit_rate_at_k(topk: ArrayLike, target: ArrayLike, k: int = TGR_K) -> float:
     """Fraction of users whose target item appears in their first k ranked items."""
     return float(_hr_ndcg(_target_rank(topk, target, k))[0].mean())
 
 
-def ndcg_at_k(topk: ArrayLike, target: ArrayLike, k: int = 10) -> float:
+def ndcg_at_k(topk: ArrayLike, target: ArrayLike, k: int = TGR_K) -> float:
     """NDCG@k with a single relevant item: 1/log2(rank+2) for 0-based rank, 0 if absent."""
     return float(_hr_ndcg(_target_rank(topk, target, k))[1].mean())
 
 
-# TencentGR final-round metric weights by action type: exposure 0, click 1, conversion 2.5 (DESIGN.md)
-TGR_ACTION_WEIGHTS = {0: 0.0, 1: 1.0, 2: 2.5}
-
-
-def tencentgr_gains(topk: ArrayLike, target: ArrayLike, k: int = 10) -> np.ndarray:
+def tencentgr_gains(topk: ArrayLike, target: ArrayLike, k: int = TGR_K) -> np.ndarray:
     """(U,) each user's share of tencentgr_score: 0.31 [hit] + 0.69 / log2(rank + 2); their mean is the
     score, their sd / sqrt(U) its standard error."""
     hr, nd = _hr_ndcg(_target_rank(topk, target, k))
-    return 0.31 * hr + 0.69 * nd
+    return HR_WEIGHT * hr + NDCG_WEIGHT * nd
 
 
 def tencentgr_score(
     topk: ArrayLike,
     target: ArrayLike,
-    k: int = 10,
+    k: int = TGR_K,
     action: ArrayLike | None = None,
     action_weights: Mapping[int, float] | None = None,
 ) -> dict[str, float]:
@@ -158,7 +156,7 @@ def tencentgr_score(
     """
     hr, nd = _hr_ndcg(_target_rank(topk, target, k))
     out = {f"hr@{k}": float(hr.mean()), f"ndcg@{k}": float(nd.mean())}
-    out["score"] = 0.31 * out[f"hr@{k}"] + 0.69 * out[f"ndcg@{k}"]
+    out["score"] = HR_WEIGHT * out[f"hr@{k}"] + NDCG_WEIGHT * out[f"ndcg@{k}"]
     if (action is None) != (action_weights is None):
         raise ValueError("action and action_weights must be given together")
     if action is not None and action_weights is not None:
@@ -177,5 +175,5 @@ def tencentgr_score(
             raise ValueError("action weights sum to zero; weighted metrics undefined")
         out[f"weighted_hr@{k}"] = float(np.average(hr, weights=w))
         out[f"weighted_ndcg@{k}"] = float(np.average(nd, weights=w))
-        out["weighted_score"] = 0.31 * out[f"weighted_hr@{k}"] + 0.69 * out[f"weighted_ndcg@{k}"]
+        out["weighted_score"] = HR_WEIGHT * out[f"weighted_hr@{k}"] + NDCG_WEIGHT * out[f"weighted_ndcg@{k}"]
     return out

@@ -243,6 +243,11 @@ class PreparedTGR:
         "valid_targets.parquet"  # held-out last click of sampled training users: user, item, action, n_hist
     )
     PREDICT_EVENTS = "predict_events.parquet"  # the predict users' histories, same columns as EVENTS
+    # the stacker's training queries (tgr_prepared.stack_queries: the last data.stack_cuts clicks of up to
+    # data.stack_users training users outside the valid users), same columns as VALID plus event_index
+    STACK_QUERIES = "stack_queries.parquet"
+    # their repeat shares (tgr_prepared.repeat_shares): what `exclude_seen: auto` decides from, in every stage
+    SEEN = "seen_shares.json"
 
     @staticmethod
     def mm_emb(feat: str) -> str:  # (n_items + 1, dim) float16 memmap, row == item re-id
@@ -257,15 +262,12 @@ class Retrieved:
     """Files of the `retrieve` stage (both tracks)."""
 
     # tencentgr: merged candidates, one row per (split, user_row, item). split "train" (the stacker's
-    # queries, QUERIES), "valid" (prepare's valid_targets) or "test" (predict_users); user_row = the row of
+    # queries, PreparedTGR.STACK_QUERIES), "valid" (prepare's valid_targets) or "test" (predict_users); user_row = the row of
     # the user in that split's query table; user int64 re-id; item int64 re-id; n_sources int8; per source s:
     # f"{s}_score" float32 (NaN where s did not propose the item) and f"{s}_rank" int32 (-1 where not);
     # label float32: on train / valid the metric weight of the held-out target (click 1, conversion 2.5)
     # where item == target, 0 elsewhere; NaN on test.
     CANDIDATES = "candidates.parquet"
-    QUERIES = (
-        "train_queries.parquet"  # the stacker's training queries: user, item, action, n_hist, event_index
-    )
     FEATURES = "features.parquet"  # mmctr: split, row_id, one float32 column per retrieval feature
     # tencentgr: the co-visitation matrices (retrieve.covisit settings), fitted once here and read by the stack
     # stage: npz of CSR arrays indptr (items + 1,) int64, nbr int32, weight float32 (covisit.write_matrix)

@@ -52,25 +52,9 @@ def stages_for(cfg: DictConfig) -> dict[str, Stage]:
     return pipeline_of(cfg.track)
 
 
-def _needs(cfg: DictConfig, stage: Stage) -> tuple[str, ...]:
-    needs = stage.needs
-    if stage.name == "ensemble":
-        needs = (*needs, *cfg.ensemble.sources)
-    needs = (*needs, *track_of(cfg).optional_needs(cfg, stage.name))  # e.g. what the track's stacker reads
-    uses_embed = cfg.rank.multimodal in ("auto", "embed") and "embed" in stages_for(cfg)
-    if stage.name.startswith("rank_") and uses_embed:
-        needs = (*needs, "embed")  # the item encoder projects the embed stage's matrix
-    if stage.name == "retrieve":
-        stages = stages_for(cfg)
-        if "embed" in stages:
-            needs = (*needs, "embed")  # content ANN (tencentgr), similarity features (mmctr)
-        if "seqrec" in stages:  # the sequence model is a candidate source of its own
-            needs = (*needs, "seqrec")
-    if stage.name == "seqrec" and cfg.seqrec.multimodal in ("auto", "embed"):
-        needs = (*needs, "embed")  # the item tower projects the embed stage's matrix
-    if cfg.data.source == "raw":
-        needs = tuple(n for n in needs if n != "build")
-    return needs
+def needs_of(cfg: DictConfig, stage: Stage) -> tuple[str, ...]:
+    """The stages `stage` reads under `cfg` (declared on the Stage by its track)."""
+    return stage.upstream(cfg, stages_for(cfg))
 
 
 def _imports(path: Path) -> set[str]:
@@ -206,7 +190,7 @@ def _run_stage(cfg: DictConfig, name: str, force: bool) -> dict[str, Any]:
         log.info("[build] data.source=raw: using the files under %s as they are", paths.raw_dir)
         return {}
     inputs: dict[str, str] = {}
-    for up in _needs(cfg, stage):
+    for up in needs_of(cfg, stage):
         if up not in stages:
             raise DataError(f"stage {name} needs {up!r}, which is not a stage of track {cfg.track}")
         manifest = read_manifest(paths.stage_dir(up))
@@ -286,7 +270,7 @@ def upstream_closure(cfg: DictConfig, name: str) -> list[str]:
     def visit(n: str) -> None:
         if n not in stages:
             raise DataError(f"unknown stage {n!r} for track {cfg.track}; stages: {', '.join(stages)}")
-        for up in _needs(cfg, stages[n]):
+        for up in needs_of(cfg, stages[n]):
             visit(up)
         if n not in seen:
             seen.append(n)
@@ -305,10 +289,14 @@ def run_until(cfg: DictConfig, name: str | None = None, force: bool = False) -> 
     dist.setup(cfg.device)  # under torchrun: join the process group (no-op for one process)
     out = {}
     for n in names:
-        lacking = [up for up in _needs(cfg, stages_for(cfg)[n]) if up not in stages_for(cfg)]
+        lacking = [up for up in needs_of(cfg, stages_for(cfg)[n]) if up not in stages_for(cfg)]
         if name is None and lacking:  # e.g. the tencentgr stack without a retrieve stage in the track
-            log.warning("[%s] not run: it needs stage(s) %s, which track %s does not have", n,
-                        ", ".join(lacking), cfg.track)  # fmt: skip
+            log.warning(
+                "[%s] not run: it needs stage(s) %s, which track %s does not have",
+                n,
+                ", ".join(lacking),
+                cfg.track,
+            )
             continue
         out[n] = run_stage(cfg, n, force=force and (name is None or n == name))
         dist.barrier()  # under torchrun the next stage starts once rank 0 has written this one

@@ -94,8 +94,10 @@ def read_space(path: str | Path, cfg: DictConfig) -> Space:
         raise ConfigError(f"{path}: expected a mapping with 'stage' and 'params'")
     unknown = set(raw) - {"stage", "params", "metric", "pruner", "seed"}
     if unknown or "stage" not in raw or not raw.get("params"):
-        raise ConfigError(f"{path}: expected keys stage, params (and optionally metric, pruner, seed); "
-                          f"got {', '.join(sorted(raw))}")  # fmt: skip
+        raise ConfigError(
+            f"{path}: expected keys stage, params (and optionally metric, pruner, seed); "
+            f"got {', '.join(sorted(raw))}"
+        )
     params = {}
     for key, spec in raw["params"].items():
         where = f"{path}: params.{key}"
@@ -118,8 +120,13 @@ def read_space(path: str | Path, cfg: DictConfig) -> Space:
     pruner = PrunerSpec(**pr) if isinstance(pr, dict) else None
     if pruner is None or pruner.type not in PRUNERS:
         raise ConfigError(f"{path}: pruner is {pr!r}; expected {{type: {' | '.join(PRUNERS)}, ...}}")
-    space = Space(stage=str(raw["stage"]), params=params, metric=str(raw.get("metric", "")), pruner=pruner,
-                  seed=int(raw.get("seed", 2025)))  # fmt: skip
+    space = Space(
+        stage=str(raw["stage"]),
+        params=params,
+        metric=str(raw.get("metric", "")),
+        pruner=pruner,
+        seed=int(raw.get("seed", 2025)),
+    )
     try:
         upstream_closure(cfg, space.stage)
     except DataError as e:  # an unknown stage: the message names the track's stages
@@ -175,8 +182,13 @@ class Sweep:
             return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
 
     def open_study(self, space: Space, worker: int = 0) -> optuna.Study:
-        study = optuna.create_study(study_name=self.study, storage=self.storage(), pruner=_pruner(space.pruner),
-                                    direction="maximize", load_if_exists=True)  # fmt: skip
+        study = optuna.create_study(
+            study_name=self.study,
+            storage=self.storage(),
+            pruner=_pruner(space.pruner),
+            direction="maximize",
+            load_if_exists=True,
+        )
         # each worker and each resumption draws its own random start-up points: the same seed in two
         # processes (or after a restart) would propose the trials already run
         seed = space.seed + 7919 * worker + len(study.get_trials(deepcopy=False))
@@ -221,8 +233,16 @@ class Sweep:
                 manifest = run_until(cfg, space.stage)[space.stage]
         except hooks.Pruned as e:
             shutil.rmtree(Paths(cfg).resume_dir(space.stage), ignore_errors=True)  # nothing to resume
-            write_json(run / "pruned.json", {"stage": space.stage, "step": e.step, "value": e.value,
-                                             "trial": trial.number, "params": values})  # fmt: skip
+            write_json(
+                run / "pruned.json",
+                {
+                    "stage": space.stage,
+                    "step": e.step,
+                    "value": e.value,
+                    "trial": trial.number,
+                    "params": values,
+                },
+            )
             log.info(
                 "sweep %s trial %d pruned at step %d (valid %.5f)", self.study, trial.number, e.step, e.value
             )
@@ -264,13 +284,23 @@ def _work(sweep: Sweep, worker: int, threads: int = 0) -> None:
 
     # a trial whose values the config or the data refuse (ConfigError / DataError: a combination of bounds
     # no single bound shows) is recorded as failed, with its message, and the study goes on
-    study.optimize(lambda t: sweep.objective(space, t), n_trials=None,
-                   callbacks=[optuna.study.MaxTrialsCallback(sweep.trials, states=states), too_many_failures],
-                   catch=(ConfigError, DataError), gc_after_trial=True)  # fmt: skip
+    study.optimize(
+        lambda t: sweep.objective(space, t),
+        n_trials=None,
+        callbacks=[optuna.study.MaxTrialsCallback(sweep.trials, states=states), too_many_failures],
+        catch=(ConfigError, DataError),
+        gc_after_trial=True,
+    )
 
 
-def run_sweep(config: str, overrides: list[str], space_path: str, trials: int = 20, jobs: int = 1,
-              study: str | None = None) -> dict[str, Any]:  # fmt: skip
+def run_sweep(
+    config: str,
+    overrides: list[str],
+    space_path: str,
+    trials: int = 20,
+    jobs: int = 1,
+    study: str | None = None,
+) -> dict[str, Any]:
     """Run (or resume) the study; returns the best trial's figures and writes its config YAML."""
     if trials < 1 or jobs < 1:
         raise ConfigError(f"sweep: --trials ({trials}) and --jobs ({jobs}) must be >= 1")
@@ -308,15 +338,26 @@ def summarise(sweep: Sweep, space: Space) -> dict[str, Any]:
     best = study.best_trial
     cfg = load_config(sweep.config, [*sweep.overrides, *best.user_attrs["overrides"]])
     path = sweep.folder() / f"{sweep.study}_best.yaml"
-    header = (f"# best trial {best.number} of sweep {sweep.study} ({space.stage} valid {best.value:.5f}); "
-              f"overrides: {' '.join(best.user_attrs['overrides'])}\n")  # fmt: skip
+    header = (
+        f"# best trial {best.number} of sweep {sweep.study} ({space.stage} valid {best.value:.5f}); "
+        f"overrides: {' '.join(best.user_attrs['overrides'])}\n"
+    )
     write_text(path, header + to_yaml(cfg))
     pictures = draw(sweep.folder() / f"{sweep.study}.db")
     states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
-    return {"study": sweep.study, "storage": str(sweep.folder() / f"{sweep.study}.db"), "best_trial": best.number,
-            "best_value": best.value, "best_overrides": best.user_attrs["overrides"], "best_yaml": str(path),
-            "trials": len(states), "complete": states.count("complete"), "pruned": states.count("pruned"),
-            "failed": states.count("fail"), "pictures": [str(p) for p in pictures]}  # fmt: skip
+    return {
+        "study": sweep.study,
+        "storage": str(sweep.folder() / f"{sweep.study}.db"),
+        "best_trial": best.number,
+        "best_value": best.value,
+        "best_overrides": best.user_attrs["overrides"],
+        "best_yaml": str(path),
+        "trials": len(states),
+        "complete": states.count("complete"),
+        "pruned": states.count("pruned"),
+        "failed": states.count("fail"),
+        "pictures": [str(p) for p in pictures],
+    }
 
 
 def draw(db: Path) -> list[Path]:

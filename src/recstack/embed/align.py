@@ -11,7 +11,8 @@ pairs is held out and training stops when their loss stops improving. Track-agno
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,27 +20,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from recstack.config import AlignConfig
+
 if TYPE_CHECKING:
     from recstack.embed.tune import TextTower
 
 log = logging.getLogger(__name__)
 
 SMALL_STEP = 1 << 28  # multiply-adds of one projection step below which the CPU uses a single thread
-
-
-@dataclass
-class AlignSettings:
-    temperature: float = 0.2
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 0.003
-    weight_decay: float = 0.0
-    max_pairs: int = 2_000_000
-    holdout: float = 0.05
-    logq: bool = True  # subtract log item frequency from in-batch logits (sampled-softmax correction)
-    patience: int = 2
-    text_layers: int = 0  # > 0: also train the text encoder's last N blocks (embed/tune.py)
-    text_lr: float = 2e-5
 
 
 def consecutive_pairs(
@@ -102,13 +90,25 @@ def info_nce(
     return 0.5 * (F.cross_entropy(logits_ab, labels) + F.cross_entropy(logits_ba, labels))
 
 
+@contextmanager
+def _cpu_threads(n: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `n` inside the block (None: left as they are), restored after."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def align(
     features: np.ndarray,
     mean: np.ndarray,
     init: np.ndarray,
     pairs: np.ndarray,
     rows: np.ndarray,
-    settings: AlignSettings,
+    settings: AlignConfig,
     seed: int = 0,
     device: torch.device | str = "cpu",
     tower: TextTower | None = None,
@@ -116,100 +116,87 @@ def align(
     """(N, dim) aligned matrix (zeros outside `rows`) and figures. features (N, F), mean (F,), init (F, dim).
     tower: the text encoder's last blocks trained with the projection (its block of x recomputed)."""
     device = torch.device(device)
-    threads = torch.get_num_threads()
     small = settings.batch_size * features.shape[1] * init.shape[1] < SMALL_STEP
-    if device.type == "cpu" and small and tower is None:
-        torch.set_num_threads(1)  # tiny steps: OpenMP sync costs more than it saves (12x on a busy 2-core VM)
-    try:
-        return _align(features, mean, init, pairs, rows, settings, seed, device, tower)
-    finally:
-        torch.set_num_threads(threads)
+    # tiny steps on a CPU: OpenMP sync costs more than it saves (12x on a busy 2-core VM)
+    with _cpu_threads(1 if device.type == "cpu" and small and tower is None else None):
+        gen = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        pairs = pairs[rows[pairs[:, 0]] & rows[pairs[:, 1]]]
+        if len(pairs) > settings.max_pairs:
+            pairs = pairs[np.sort(rng.choice(len(pairs), settings.max_pairs, replace=False))]
+        n_hold = int(len(pairs) * settings.holdout) if len(pairs) >= 100 else 0
+        perm = rng.permutation(len(pairs))
+        held, train = pairs[perm[:n_hold]], pairs[perm[n_hold:]]
+        x = torch.from_numpy(features - mean).to(device)  # (N, F)
+        w = torch.nn.Parameter(torch.from_numpy(init.copy()).to(device))  # (F, dim)
+        groups = [{"params": [w]}]
+        if tower is not None:
+            groups.append({"params": tower.params, "lr": settings.text_lr, "weight_decay": 0.0})
+        opt = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+        tau, bs = settings.temperature, settings.batch_size
+        log_q = None
+        if settings.logq:
+            freq = np.bincount(train.ravel(), minlength=len(features)).astype(np.float64) + 1.0
+            log_q = torch.from_numpy(np.log(freq / freq.sum()).astype(np.float32)).to(device)
 
+        def loss_of(p: torch.Tensor) -> torch.Tensor:
+            if tower is None:
+                za, zb = x[p[:, 0]] @ w, x[p[:, 1]] @ w
+            else:  # the batch's unique items through the encoder once
+                items, inv = torch.unique(p.ravel(), return_inverse=True)
+                z = tower.features(x, items) @ w  # (n, dim)
+                za, zb = z[inv[: len(p)]], z[inv[len(p) :]]
+            return info_nce(F.normalize(za, dim=-1), F.normalize(zb, dim=-1), p[:, 0], p[:, 1], tau, log_q)
 
-def _align(
-    features: np.ndarray,
-    mean: np.ndarray,
-    init: np.ndarray,
-    pairs: np.ndarray,
-    rows: np.ndarray,
-    settings: AlignSettings,
-    seed: int,
-    device: torch.device,
-    tower: TextTower | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    pairs = pairs[rows[pairs[:, 0]] & rows[pairs[:, 1]]]
-    if len(pairs) > settings.max_pairs:
-        pairs = pairs[np.sort(rng.choice(len(pairs), settings.max_pairs, replace=False))]
-    n_hold = int(len(pairs) * settings.holdout) if len(pairs) >= 100 else 0
-    perm = rng.permutation(len(pairs))
-    held, train = pairs[perm[:n_hold]], pairs[perm[n_hold:]]
-    x = torch.from_numpy(features - mean).to(device)  # (N, F)
-    w = torch.nn.Parameter(torch.from_numpy(init.copy()).to(device))  # (F, dim)
-    groups = [{"params": [w]}]
-    if tower is not None:
-        groups.append({"params": tower.params, "lr": settings.text_lr, "weight_decay": 0.0})
-    opt = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
-    tau, bs = settings.temperature, settings.batch_size
-    log_q = None
-    if settings.logq:
-        freq = np.bincount(train.ravel(), minlength=len(features)).astype(np.float64) + 1.0
-        log_q = torch.from_numpy(np.log(freq / freq.sum()).astype(np.float32)).to(device)
+        def held_loss() -> float:
+            if not n_hold:
+                return float("nan")
+            with torch.no_grad():
+                h = torch.from_numpy(held).to(device)
+                return float(np.mean([loss_of(h[s : s + bs]).item() for s in range(0, len(h), bs)]))
 
-    def loss_of(p: torch.Tensor) -> torch.Tensor:
-        if tower is None:
-            za, zb = x[p[:, 0]] @ w, x[p[:, 1]] @ w
-        else:  # the batch's unique items through the encoder once
-            items, inv = torch.unique(p.ravel(), return_inverse=True)
-            z = tower.features(x, items) @ w  # (n, dim)
-            za, zb = z[inv[: len(p)]], z[inv[len(p) :]]
-        return info_nce(F.normalize(za, dim=-1), F.normalize(zb, dim=-1), p[:, 0], p[:, 1], tau, log_q)
-
-    def held_loss() -> float:
-        if not n_hold:
-            return float("nan")
+        t_pairs = torch.from_numpy(train).to(device)
+        best_w, best, start, stale, history = w.detach().clone(), held_loss(), held_loss(), 0, []
+        best_tower = tower.state() if tower is not None else None
+        epochs_run = 0
+        for _ in tqdm(range(settings.epochs), desc="align", unit="epoch", disable=len(train) < 50_000):
+            order = torch.randperm(len(t_pairs), generator=gen).to(device)
+            for s in range(0, len(order) - bs // 2, bs):  # drop a small last batch: too few negatives
+                opt.zero_grad(set_to_none=True)
+                loss_of(t_pairs[order[s : s + bs]]).backward()
+                opt.step()
+            epochs_run += 1
+            cur = held_loss()
+            history.append(round(cur, 4))
+            if n_hold and not cur < best - 1e-4:
+                stale += 1
+                if stale >= settings.patience:
+                    break
+            else:
+                best, best_w, stale = cur, w.detach().clone(), 0
+                best_tower = tower.state() if tower is not None else None
+        out = np.zeros((len(features), init.shape[1]), np.float32)
+        if tower is not None:  # the best epoch's encoder gives every item's text block
+            tower.load(best_tower)
+            tower.refresh(x)
         with torch.no_grad():
-            h = torch.from_numpy(held).to(device)
-            return float(np.mean([loss_of(h[s : s + bs]).item() for s in range(0, len(h), bs)]))
-
-    t_pairs = torch.from_numpy(train).to(device)
-    best_w, best, start, stale, history = w.detach().clone(), held_loss(), held_loss(), 0, []
-    best_tower = tower.state() if tower is not None else None
-    epochs_run = 0
-    for _ in tqdm(range(settings.epochs), desc="align", unit="epoch", disable=len(train) < 50_000):
-        order = torch.randperm(len(t_pairs), generator=gen).to(device)
-        for s in range(0, len(order) - bs // 2, bs):  # drop a small last batch: too few negatives
-            opt.zero_grad(set_to_none=True)
-            loss_of(t_pairs[order[s : s + bs]]).backward()
-            opt.step()
-        epochs_run += 1
-        cur = held_loss()
-        history.append(round(cur, 4))
-        if n_hold and not cur < best - 1e-4:
-            stale += 1
-            if stale >= settings.patience:
-                break
-        else:
-            best, best_w, stale = cur, w.detach().clone(), 0
-            best_tower = tower.state() if tower is not None else None
-    out = np.zeros((len(features), init.shape[1]), np.float32)
-    if tower is not None:  # the best epoch's encoder gives every item's text block
-        tower.load(best_tower)
-        tower.refresh(x)
-    with torch.no_grad():
-        out[rows] = (x[torch.from_numpy(np.flatnonzero(rows)).to(device)] @ best_w).cpu().numpy()
-    figures = {
-        "pairs_train": len(train),
-        "pairs_holdout": n_hold,
-        "epochs": epochs_run,
-        "holdout_loss_start": round(start, 4),
-        "holdout_loss_best": round(best, 4),
-        "holdout_loss_by_epoch": history,
-        "temperature": tau,
-    }
-    if tower is not None:
-        figures |= {"text_layers": tower.layers, "text_lr": settings.text_lr}
-    log.info("alignment: %d pairs, %d epochs, held-out InfoNCE %.4f -> %.4f",
-             len(train), epochs_run, start, best)  # fmt: skip
-    return out, figures
+            out[rows] = (x[torch.from_numpy(np.flatnonzero(rows)).to(device)] @ best_w).cpu().numpy()
+        figures = {
+            "pairs_train": len(train),
+            "pairs_holdout": n_hold,
+            "epochs": epochs_run,
+            "holdout_loss_start": round(start, 4),
+            "holdout_loss_best": round(best, 4),
+            "holdout_loss_by_epoch": history,
+            "temperature": tau,
+        }
+        if tower is not None:
+            figures |= {"text_layers": tower.layers, "text_lr": settings.text_lr}
+        log.info(
+            "alignment: %d pairs, %d epochs, held-out InfoNCE %.4f -> %.4f",
+            len(train),
+            epochs_run,
+            start,
+            best,
+        )
+        return out, figures

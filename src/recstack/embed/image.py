@@ -137,6 +137,10 @@ def encode_image_files(
             stats.cached += int(hit.sum())
             stats.encoded += len(good)
     if stats.missing or stats.corrupt:
-        log.warning("images: %d missing and %d corrupt files (zero vector, mask False) of %d paths",
-                    stats.missing, stats.corrupt, len(rows))  # fmt: skip
+        log.warning(
+            "images: %d missing and %d corrupt files (zero vector, mask False) of %d paths",
+            stats.missing,
+            stats.corrupt,
+            len(rows),
+        )
     return out, mask, stats

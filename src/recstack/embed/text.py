@@ -172,8 +172,11 @@ class TextEncoder:
     def pooled(self, ids: list[list[int]]) -> torch.Tensor:
         """(B, H) float32 pooled vectors with autograd on (for tuning the model; encode_ids for inference)."""
         b, m = self.padded(ids)
-        with torch.autocast(self.device.type, dtype=autocast_dtype(self.device) or torch.bfloat16,
-                            enabled=autocast_dtype(self.device) is not None):  # fmt: skip
+        with torch.autocast(
+            self.device.type,
+            dtype=autocast_dtype(self.device) or torch.bfloat16,
+            enabled=autocast_dtype(self.device) is not None,
+        ):
             hidden = self.model(input_ids=b, attention_mask=m).last_hidden_state  # (B, T, H)
         return pool(hidden, m, self.pooling)
 
@@ -213,6 +216,11 @@ def encode_texts(
             out[rows[dup]] = out[rows[[first[keys[j]] for j in dup]]]
     stats.cached, stats.encoded = int(hit.sum()), len(todo)
     if stats.empty or stats.non_utf8 or stats.truncated:
-        log.info("texts: %d empty (no vector), %d with non-UTF-8 bytes (replaced), %d truncated at %d tokens",
-                 stats.empty, stats.non_utf8, stats.truncated, encoder.max_length)  # fmt: skip
+        log.info(
+            "texts: %d empty (no vector), %d with non-UTF-8 bytes (replaced), %d truncated at %d tokens",
+            stats.empty,
+            stats.non_utf8,
+            stats.truncated,
+            encoder.max_length,
+        )
     return out, mask, stats

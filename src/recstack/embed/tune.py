@@ -62,9 +62,12 @@ class TextTower:
         clean, _ = clean_texts(texts, encoder.max_length * CHARS_PER_TOKEN_CAP, TextStats())
         self.has = text.mask & rows  # (N,) rows whose text block is recomputed; others keep theirs
         self.ids: dict[int, list[int]] = dict(
-            zip(np.flatnonzero(self.has).tolist(), encoder.tokenize([clean[i] for i in np.flatnonzero(self.has)])[0],
-                strict=True)
-        )  # fmt: skip
+            zip(
+                np.flatnonzero(self.has).tolist(),
+                encoder.tokenize([clean[i] for i in np.flatnonzero(self.has)])[0],
+                strict=True,
+            )
+        )
         device = encoder.device
         mu, scale = stats
         self.mu = torch.from_numpy(mu).to(device)
@@ -76,8 +79,13 @@ class TextTower:
         for p in self.params:
             p.requires_grad_(True)
         self.layers = layers
-        log.info("alignment tunes the last %d of %d blocks of %s (%d weights)", layers, len(blocks),
-                 encoder.name, sum(p.numel() for p in self.params))  # fmt: skip
+        log.info(
+            "alignment tunes the last %d of %d blocks of %s (%d weights)",
+            layers,
+            len(blocks),
+            encoder.name,
+            sum(p.numel() for p in self.params),
+        )
 
     def block(self, items: np.ndarray) -> torch.Tensor:
         """(n, W) centred features of the text block for `items` (all with a text), gradients on."""

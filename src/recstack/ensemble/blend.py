@@ -15,6 +15,7 @@ from itertools import combinations
 import numpy as np
 
 from recstack.metrics import auc, tencentgr_score
+from recstack.tasks import RRF_K, TGR_K
 
 EPS = 1e-6
 
@@ -92,7 +93,6 @@ def cv_auc(z: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> float:
 
 
 # ---- tencentgr: reciprocal-rank fusion --------------------------------------------------------------
-RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009): robust to sources' score scales
 
 
 def rrf_table(rankings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +131,7 @@ def simplex_grid(n: int, steps: int) -> np.ndarray:
 
 
 def fit_rrf_weights(
-    items: np.ndarray, rr: np.ndarray, target: np.ndarray, k: int = 10, steps: int = 10
+    items: np.ndarray, rr: np.ndarray, target: np.ndarray, k: int = TGR_K, steps: int = 10
 ) -> np.ndarray:
     """The simplex-grid point whose fusion has the best top-k score against `target` (U,); ties go to the
     most even weights."""
@@ -145,8 +145,14 @@ def fit_rrf_weights(
     return best_w
 
 
-def cv_rrf(items: np.ndarray, rr: np.ndarray, target: np.ndarray, fold_of: np.ndarray, k: int = 10,
-           steps: int = 10) -> tuple[np.ndarray, list[np.ndarray]]:  # fmt: skip
+def cv_rrf(
+    items: np.ndarray,
+    rr: np.ndarray,
+    target: np.ndarray,
+    fold_of: np.ndarray,
+    k: int = TGR_K,
+    steps: int = 10,
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Out-of-fold fused top-k (each fold fused with weights fitted on the other folds), per-fold weights."""
     top = np.zeros((len(items), k), np.int64)
     weights = []

@@ -18,6 +18,7 @@ from recstack.artifacts import atomic_path
 from recstack.config import MMCTR_COLUMNS
 from recstack.errors import DataError
 from recstack.paths import Submission
+from recstack.tasks import TGR_K
 
 
 def validate_mmctr(df: pd.DataFrame, test_ids: np.ndarray, column: str, source: str = "submission") -> None:
@@ -98,11 +99,15 @@ def read_mmctr(path: str | Path) -> pd.DataFrame:
 
 
 # ---- TencentGR: top-10 creative ids per user ---------------------------------------------------------
-TGR_K = 10
 
 
-def validate_tgr(top10s: list[list[int]], user_list: list[str], expected_users: list[str],
-                 pool: np.ndarray, source: str = "submission") -> None:  # fmt: skip
+def validate_tgr(
+    top10s: list[list[int]],
+    user_list: list[str],
+    expected_users: list[str],
+    pool: np.ndarray,
+    source: str = "submission",
+) -> None:
     """Every user answered once, in order, with exactly 10 distinct creative ids from the candidate pool."""
     if len(user_list) != len(expected_users):
         raise DataError(
@@ -135,8 +140,9 @@ def validate_tgr(top10s: list[list[int]], user_list: list[str], expected_users: 
         )
 
 
-def write_tgr(folder: Path, top10s: np.ndarray, user_list: list[str], pool: np.ndarray,
-              expected_users: list[str]) -> Path:  # fmt: skip
+def write_tgr(
+    folder: Path, top10s: np.ndarray, user_list: list[str], pool: np.ndarray, expected_users: list[str]
+) -> Path:
     """Validate against the predict users read by prepare (`expected_users`, in answer order), then write
     submission.json (what the platform takes) and submission.csv; returns the json."""
     rows = [list(map(int, r)) for r in np.asarray(top10s)]

@@ -82,8 +82,16 @@ def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
 class DCNHead(nn.Module):
     """Parallel DCNv2: [CrossNet(x) ; MLP(x)] -> MLP(`out_units`) -> one logit per row."""
 
-    def __init__(self, dim: int, cross_layers: int, dnn_units: list[int], out_units: list[int] | None = None,
-                 dropout: float = 0.0, rank: int = 0, experts: int = 4):  # fmt: skip
+    def __init__(
+        self,
+        dim: int,
+        cross_layers: int,
+        dnn_units: list[int],
+        out_units: list[int] | None = None,
+        dropout: float = 0.0,
+        rank: int = 0,
+        experts: int = 4,
+    ):
         super().__init__()
         self.cross = CrossNet(dim, cross_layers, rank, experts)
         self.dnn = mlp([dim, *dnn_units], dropout)

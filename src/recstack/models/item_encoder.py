@@ -81,8 +81,10 @@ class ItemColumns:
                     or (kind != "sparse" and t.dim() != 2)
                 ):
                     want = "(I,)" if kind == "sparse" else "(I, width)"
-                    raise ValueError(f"item column {kind}[{name!r}]: shape {tuple(t.shape)}, expected {want} "
-                                     f"with I = {n} rows (one per item id)")  # fmt: skip
+                    raise ValueError(
+                        f"item column {kind}[{name!r}]: shape {tuple(t.shape)}, expected {want} "
+                        f"with I = {n} rows (one per item id)"
+                    )
         unknown = set(self.learned_zero) - set(self.sparse)
         if unknown:
             raise ValueError(
@@ -96,8 +98,14 @@ class ItemEncoder(nn.Module):
     `combine`: "concat" (D = parts x dim, the rankers), "sum" (D = dim) or "project" (a Linear of the
     concatenation to D = dim, the sequence retriever)."""
 
-    def __init__(self, cols: ItemColumns, dim: int, combine: Combine = "concat", init_std: float = 1.0,
-                 id_dropout: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        cols: ItemColumns,
+        dim: int,
+        combine: Combine = "concat",
+        init_std: float = 1.0,
+        id_dropout: float = 0.0,
+    ):
         """id_dropout: in training, the share of items whose id embedding is zeroed at each call (one draw per
         item, so the table path drops an item on the input and output side alike): the features and
         multimodal vectors must then carry the item alone, as they do for a cold item (DropoutNet, Volkovs et
@@ -125,7 +133,7 @@ class ItemEncoder(nn.Module):
                 dim,
                 init_std,
                 [name in cols.learned_zero for name in cols.sparse],
-            )  # fmt: skip
+            )
             if cols.sparse
             else None
         )

@@ -11,8 +11,14 @@ import numpy as np
 DAY = 86_400
 
 
-def decayed_popularity(item: np.ndarray, action: np.ndarray, ts: np.ndarray, n_rows: int,
-                       half_life_days: float, conversion_weight: float = 2.5) -> np.ndarray:  # fmt: skip
+def decayed_popularity(
+    item: np.ndarray,
+    action: np.ndarray,
+    ts: np.ndarray,
+    n_rows: int,
+    half_life_days: float,
+    conversion_weight: float = 2.5,
+) -> np.ndarray:
     """(n_rows,) score per item row; exposures (action 0) count nothing."""
     weight = np.where(action == 2, conversion_weight, (action == 1).astype(np.float64))
     now = ts.max() if len(ts) else 0
@@ -20,8 +26,9 @@ def decayed_popularity(item: np.ndarray, action: np.ndarray, ts: np.ndarray, n_r
     return np.bincount(item, weights=weight * decay, minlength=n_rows)
 
 
-def recommend(score: np.ndarray, pool: np.ndarray, seen: list[np.ndarray], k: int,
-              exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def recommend(
+    score: np.ndarray, pool: np.ndarray, seen: list[np.ndarray], k: int, exclude_seen: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k pool items per user by `score`; returns (U, k) item rows and their scores.
 
     Ties are broken by pool order (stable sort), so the output is deterministic.

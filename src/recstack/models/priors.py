@@ -132,8 +132,16 @@ class HistoryAffinity:
 
 # ---- the model --------------------------------------------------------------------------------------
 class PriorsBaseline:
-    def __init__(self, n_items: int, tags: np.ndarray, strength: float = 20.0, folds: int = 5,
-                 window: int = 16, max_iter: int = 200, seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        n_items: int,
+        tags: np.ndarray,
+        strength: float = 20.0,
+        folds: int = 5,
+        window: int = 16,
+        max_iter: int = 200,
+        seed: int = 0,
+    ):
         self.n_items, self.tags = n_items, tags
         self.strength, self.folds, self.window, self.seed = strength, folds, window, seed
         self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
@@ -153,8 +161,9 @@ class PriorsBaseline:
         self.model.fit(x, y)
         return self.model.predict_proba(x)[:, 1]
 
-    def predict(self, history: pd.DataFrame, history_hist: np.ndarray, rows: pd.DataFrame,
-                hist: np.ndarray) -> np.ndarray:  # fmt: skip
+    def predict(
+        self, history: pd.DataFrame, history_hist: np.ndarray, rows: pd.DataFrame, hist: np.ndarray
+    ) -> np.ndarray:
         """P(click) for `rows`, with every count taken from the labelled `history` rows."""
         y = history["label"].to_numpy()
         aff = HistoryAffinity(self.n_items, self.tags, self.window).fit(

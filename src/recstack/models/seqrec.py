@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recstack.models.item_encoder import FeatureSum, ItemEncoder, embedding
+from recstack.tasks import N_ACTIONS
 
-N_ACTIONS = 3  # TencentGR action types: 0 exposure, 1 click, 2 conversion
 CLICK = 1
 GAP_BUCKETS = 40  # 0 = no previous event; 1 + floor(log2(1 + seconds)) covers gaps up to 2^38 s
 
@@ -69,8 +69,18 @@ class Block(nn.Module):
 
 
 class SeqRec(nn.Module):
-    def __init__(self, items: ItemEncoder, users: UserTower, dim: int, layers: int, heads: int, max_len: int,
-                 dropout: float, next_action: bool, std: float):  # fmt: skip
+    def __init__(
+        self,
+        items: ItemEncoder,
+        users: UserTower,
+        dim: int,
+        layers: int,
+        heads: int,
+        max_len: int,
+        dropout: float,
+        next_action: bool,
+        std: float,
+    ):
         super().__init__()
         self.items, self.users, self.max_len, self.next_action = items, users, max_len, next_action
         self.action_emb = embedding(N_ACTIONS, dim, std=std)
@@ -82,9 +92,16 @@ class SeqRec(nn.Module):
         self.ln_f = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, user: torch.Tensor, item: torch.Tensor, action: torch.Tensor, gap: torch.Tensor,
-                valid: torch.Tensor, next_action: torch.Tensor | None = None,
-                table: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        user: torch.Tensor,
+        item: torch.Tensor,
+        action: torch.Tensor,
+        gap: torch.Tensor,
+        valid: torch.Tensor,
+        next_action: torch.Tensor | None = None,
+        table: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """user (B,) profile rows; item / action / gap (B, L) long, left-padded; valid (B, L) bool;
         next_action (B, L) long (None: click everywhere); table (I, d): every item's vector, computed once
         (see item_vectors) -> the query after each event, (B, L, d)."""

@@ -68,14 +68,17 @@ class TransformerDCN(nn.Module):
         d = items.dim
         w = 2 * d  # [history item ; target]
         if w % heads:
-            raise ConfigError(f"rank.transformer_dcn.heads is {heads}; it must divide the transformer width "
-                              f"2 x item width = {w}")  # fmt: skip
+            raise ConfigError(
+                f"rank.transformer_dcn.heads is {heads}; it must divide the transformer width "
+                f"2 x item width = {w}"
+            )
         self.context = nn.ModuleList(embedding(c, emb_dim, std=0.01) for c in context_cards)
         self.blocks = nn.ModuleList(Block(w, heads, ffn, dropout) for _ in range(layers))
         self.pool = nn.Linear(w, w)
         width = d + (self.summary_last + 1) * w + len(context_cards) * emb_dim
-        self.head = DCNHead(width, cross_layers, list(dnn_units), list(out_units), net_dropout, cross_rank,
-                            cross_experts)  # fmt: skip
+        self.head = DCNHead(
+            width, cross_layers, list(dnn_units), list(out_units), net_dropout, cross_rank, cross_experts
+        )
 
     def forward(self, hist, target, context):  # hist (B, L) ids, target (B,) ids, context (B, C) -> (B,)
         hist = hist[:, -self.max_len :]  # (B, L') most recent last (left-padded with 0)

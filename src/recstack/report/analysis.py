@@ -101,8 +101,14 @@ def auc_by(label: np.ndarray, pred: np.ndarray, group: pd.Categorical | np.ndarr
     rows = []
     for g, d in df.groupby("group", observed=True, sort=True):
         both = d["label"].nunique() == 2
-        rows.append({"group": g, "rows": len(d), "positive_rate": d["label"].mean(),
-                     "auc": auc(d["label"], d["pred"]) if both else np.nan})  # fmt: skip
+        rows.append(
+            {
+                "group": g,
+                "rows": len(d),
+                "positive_rate": d["label"].mean(),
+                "auc": auc(d["label"], d["pred"]) if both else np.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=["group", "rows", "positive_rate", "auc"]).set_index("group")
 
 
@@ -171,10 +177,14 @@ def nearest_items(matrix: np.ndarray, queries: np.ndarray, k: int = 5) -> pd.Dat
     scores[np.arange(len(queries)), queries] = -np.inf  # not itself
     k = min(k, len(matrix) - 2)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return pd.DataFrame({
-        "query": np.repeat(queries, k), "rank": np.tile(np.arange(1, k + 1), len(queries)),
-        "item": top.reshape(-1), "cosine": np.take_along_axis(scores, top, 1).reshape(-1),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "query": np.repeat(queries, k),
+            "rank": np.tile(np.arange(1, k + 1), len(queries)),
+            "item": top.reshape(-1),
+            "cosine": np.take_along_axis(scores, top, 1).reshape(-1),
+        }
+    )
 
 
 def pca_2d(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -220,8 +230,11 @@ def feature_aucs(manifest: dict[str, Any], metric: str = "valid_auc") -> pd.Seri
     stack: each source), best first; None with fewer than two."""
     figures = manifest.get("figures") or {}
     prefix = f"{metric}_"
-    v = {k.removeprefix(prefix): x for k, x in figures.items() if k.startswith(prefix) and isinstance(x, int | float)
-         and k != f"{metric}_fold_mean"}  # fmt: skip
+    v = {
+        k.removeprefix(prefix): x
+        for k, x in figures.items()
+        if k.startswith(prefix) and isinstance(x, int | float) and k != f"{metric}_fold_mean"
+    }
     if len(v) < 2:
         return None
     return pd.Series(v, name=metric, dtype=np.float64).sort_values(ascending=False)
@@ -256,12 +269,17 @@ def hit_ranks(top: np.ndarray, target: np.ndarray) -> np.ndarray:
 def hit_summary(ranks: np.ndarray, k: int = 10) -> pd.Series:
     found = ranks >= 0
     n = max(len(ranks), 1)
-    return pd.Series({
-        "users": len(ranks), f"HR@{k}": float(((ranks >= 0) & (ranks < k)).sum() / n),
-        f"NDCG@{k}": float((np.where(found & (ranks < k), 1 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)).sum() / n),
-        "found in the whole ranking": float(found.mean()) if len(ranks) else np.nan,
-        "median rank when found": float(np.median(ranks[found])) if found.any() else np.nan,
-    })  # fmt: skip
+    return pd.Series(
+        {
+            "users": len(ranks),
+            f"HR@{k}": float(((ranks >= 0) & (ranks < k)).sum() / n),
+            f"NDCG@{k}": float(
+                (np.where(found & (ranks < k), 1 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)).sum() / n
+            ),
+            "found in the whole ranking": float(found.mean()) if len(ranks) else np.nan,
+            "median rank when found": float(np.median(ranks[found])) if found.any() else np.nan,
+        }
+    )
 
 
 # ---- stacker -------------------------------------------------------------------------------------------
@@ -303,8 +321,15 @@ def recall_by_source(report: dict[str, Any]) -> dict[str, dict[int, float]]:
 
 def source_scores(report: dict[str, Any]) -> pd.DataFrame:
     """Each source's own valid top-10 figures (score, HR@10, NDCG@10, ...) from retrieval.json."""
-    rows = {s: {_SEEN_NAMES.get(k, k): v for k, v in e.items() if not _RECALL.match(k) and isinstance(v, int | float)}
-            for s, e in (report.get("per_source") or {}).items() if isinstance(e, dict)}  # fmt: skip
+    rows = {
+        s: {
+            _SEEN_NAMES.get(k, k): v
+            for k, v in e.items()
+            if not _RECALL.match(k) and isinstance(v, int | float)
+        }
+        for s, e in (report.get("per_source") or {}).items()
+        if isinstance(e, dict)
+    }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -366,9 +391,17 @@ def sweep_trials(db: str | Path) -> pd.DataFrame:
             step = max(t.intermediate_values)
             value = t.intermediate_values[step]
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else np.nan
-        rows.append({"trial": t.number, "state": state, "value": value, "step": step, "seconds": seconds,
-                     **{f"param.{k}": v for k, v in t.params.items()},
-                     "overrides": " ".join(t.user_attrs.get("overrides", []))})  # fmt: skip
+        rows.append(
+            {
+                "trial": t.number,
+                "state": state,
+                "value": value,
+                "step": step,
+                "seconds": seconds,
+                **{f"param.{k}": v for k, v in t.params.items()},
+                "overrides": " ".join(t.user_attrs.get("overrides", [])),
+            }
+        )
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(
@@ -401,8 +434,11 @@ def sweep_summary(db: str | Path) -> pd.Series:
     """Trials by state and the best complete trial (number, value, overrides) of a study."""
     trials = sweep_trials(db)
     states = trials["state"].value_counts()
-    out = {"study": Path(db).stem, "trials": len(trials), **{s: int(states.get(s, 0)) for s in
-           ("complete", "pruned", "fail", "running")}}  # fmt: skip
+    out = {
+        "study": Path(db).stem,
+        "trials": len(trials),
+        **{s: int(states.get(s, 0)) for s in ("complete", "pruned", "fail", "running")},
+    }
     done = trials[trials["state"] == "complete"]
     if len(done):
         best = done.loc[done["value"].astype(np.float64).idxmax()]

@@ -68,12 +68,15 @@ def _shown(key: str, drawn: str) -> bool:
     return key == drawn or (drawn.endswith(".") and key.startswith(drawn))
 
 
-def stage_section(name: str, manifest: dict[str, Any], folder: Path,
-                  calibration: dict[str, pd.DataFrame] | None = None) -> tuple[str, int]:  # fmt: skip
+def stage_section(
+    name: str, manifest: dict[str, Any], folder: Path, calibration: dict[str, pd.DataFrame] | None = None
+) -> tuple[str, int]:
     """HTML of one stage and the number of images in it (`calibration`: reliability tables to draw in it)."""
-    parts = [f'<h2 id="{html.escape(name)}">{html.escape(name)}</h2>',
-             f'<p class="meta">finished {html.escape(str(manifest.get("finished_at", "?")))} in '
-             f'{manifest.get("duration_s", "?")} s; key {html.escape(str(manifest.get("key", "")))}</p>']  # fmt: skip
+    parts = [
+        f'<h2 id="{html.escape(name)}">{html.escape(name)}</h2>',
+        f'<p class="meta">finished {html.escape(str(manifest.get("finished_at", "?")))} in '
+        f"{manifest.get('duration_s', '?')} s; key {html.escape(str(manifest.get('key', '')))}</p>",
+    ]
     images = 0
     saved = sorted((folder / Reports.DIR).glob("*.png"))
     for png in saved:
@@ -102,8 +105,12 @@ def stage_section(name: str, manifest: dict[str, Any], folder: Path,
     importances = analysis.stack_importances(manifest)
     if importances is not None:
         top = importances.head(30)
-        parts.append(_img(plots.png_base64(plots.bars(top, f"{name}: importance ({top.name})")),
-                          f"{name}: feature importances"))  # fmt: skip
+        parts.append(
+            _img(
+                plots.png_base64(plots.bars(top, f"{name}: importance ({top.name})")),
+                f"{name}: feature importances",
+            )
+        )
         images += 1
         drawn.append(f"{importances.name}.")
     weights = analysis.modality_weights(manifest)
@@ -114,8 +121,12 @@ def stage_section(name: str, manifest: dict[str, Any], folder: Path,
         drawn += ["modalities.", "align.holdout_loss_by_epoch"]
     blend = analysis.ensemble_weights(manifest)
     if blend is not None:
-        fig = plots.bars(blend, f"{name}: blend weights ({manifest['figures'].get('method', '')})", "weight",
-                         annotate=blend.map(lambda w: f"{w:.3f}"))  # fmt: skip
+        fig = plots.bars(
+            blend,
+            f"{name}: blend weights ({manifest['figures'].get('method', '')})",
+            "weight",
+            annotate=blend.map(lambda w: f"{w:.3f}"),
+        )
         parts.append(_img(plots.png_base64(fig), f"{name}: blend weights"))
         images += 1
         drawn += ["weights", "sources"]
@@ -127,8 +138,12 @@ def stage_section(name: str, manifest: dict[str, Any], folder: Path,
             # the ensemble's candidates (tencentgr retrieve's sources: the tables above)
             label = metric.removeprefix("valid_")
             what = "candidate (sources, blend)" if blend is not None else "feature alone"
-            fig = plots.bars(alone, f"{name}: valid {label} of each {what}", label,
-                             annotate=alone.map(lambda v: f"{v:.4f}"))  # fmt: skip
+            fig = plots.bars(
+                alone,
+                f"{name}: valid {label} of each {what}",
+                label,
+                annotate=alone.map(lambda v: f"{v:.4f}"),
+            )
             lo = float(alone.min())
             fig.axes[0].set_xlim(max(0.0, lo - 0.05), min(1.0, float(alone.max()) + 0.05))
             parts.append(_img(plots.png_base64(fig), f"{name}: valid {label} of each {what}"))
@@ -139,17 +154,29 @@ def stage_section(name: str, manifest: dict[str, Any], folder: Path,
         fig = plots.calibration_plot(calibration, what)
         parts.append(_img(plots.png_base64(fig), f"{name}: {what}"))
         images += 1
-    figures = {k: v for k, v in analysis.flat_figures(manifest.get("figures") or {}).items()
-               if not any(_shown(k, d) for d in drawn)}  # fmt: skip
+    figures = {
+        k: v
+        for k, v in analysis.flat_figures(manifest.get("figures") or {}).items()
+        if not any(_shown(k, d) for d in drawn)
+    }
     if figures:
         df = pd.DataFrame({"figure": list(figures), "value": [fmt(v) for v in figures.values()]})
         parts.append("<h3>figures</h3>" + _table(df, index=False))
     return "\n".join(parts), images
 
 
-PAGE_BOARD = {"stage": "stage", "model": "model", "metric": "metric", "valid": "valid", "test": "local test",
-              "duration_s": "seconds", "samples_per_s": "samples/s", "sweep": "sweep", "time": "time",
-              "commit": "commit"}  # fmt: skip
+PAGE_BOARD = {
+    "stage": "stage",
+    "model": "model",
+    "metric": "metric",
+    "valid": "valid",
+    "test": "local test",
+    "duration_s": "seconds",
+    "samples_per_s": "samples/s",
+    "sweep": "sweep",
+    "time": "time",
+    "commit": "commit",
+}
 
 
 def leaderboard_table(board: pd.DataFrame) -> pd.DataFrame:
@@ -203,8 +230,10 @@ def build_page(paths: Paths, order: list[str] | None = None) -> tuple[str, dict[
     run_dir = paths.run_dir
     manifests = analysis.read_manifests(run_dir, order)
     title = f"recstack {paths.cfg.track} / {paths.cfg.dataset}"
-    body = [f"<h1>{html.escape(title)}</h1>",
-            f'<p class="meta">{html.escape(str(run_dir))}, written {datetime.now():%Y-%m-%d %H:%M}</p>']  # fmt: skip
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="meta">{html.escape(str(run_dir))}, written {datetime.now():%Y-%m-%d %H:%M}</p>',
+    ]
     counts = {"stages": len(manifests), "images": 0, "leaderboard_rows": 0}
     if paths.leaderboard.is_file():
         board = pd.read_csv(paths.leaderboard)
@@ -236,8 +265,10 @@ def build_page(paths: Paths, order: list[str] | None = None) -> tuple[str, dict[
     if paths.resolved_config.is_file():
         cfg_text = html.escape(paths.resolved_config.read_text())
         body.append(f"<h2>config</h2><details><summary>config.yaml</summary><pre>{cfg_text}</pre></details>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     return page, counts
 
 
@@ -245,6 +276,11 @@ def write_report(paths: Paths, order: list[str] | None = None) -> tuple[Path, di
     """Write the run folder's report.html; returns its path and what it holds."""
     page, counts = build_page(paths, order)
     write_text(paths.report_page, page)
-    log.info("report %s: %d stages, %d images, %d leaderboard rows", paths.report_page, counts["stages"],
-             counts["images"], counts["leaderboard_rows"])  # fmt: skip
+    log.info(
+        "report %s: %d stages, %d images, %d leaderboard rows",
+        paths.report_page,
+        counts["stages"],
+        counts["images"],
+        counts["leaderboard_rows"],
+    )
     return paths.report_page, counts

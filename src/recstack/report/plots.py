@@ -46,8 +46,14 @@ def learning_curves(curve: pd.DataFrame, title: str = "") -> Figure:
             ax_loss.plot(d["epoch"], d["valid_logloss"], "s--", label=f"valid{tag}")
         ax_auc.plot(d["epoch"], d["valid_auc"], "o-", label=f"valid AUC{tag}")
         best = d.loc[d["valid_auc"].idxmax()]
-        ax_auc.annotate(f"{best['valid_auc']:.4f}", (best["epoch"], best["valid_auc"]),
-                        textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)  # fmt: skip
+        ax_auc.annotate(
+            f"{best['valid_auc']:.4f}",
+            (best["epoch"], best["valid_auc"]),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=8,
+        )
     ax_loss.set(xlabel="epoch", ylabel="logloss", title="loss")
     ax_auc.set(xlabel="epoch", ylabel="AUC", title="valid AUC (best epoch marked)")
     ax_auc.margins(y=0.2)  # room for the best epoch's label
@@ -70,8 +76,14 @@ def seqrec_curves(curve: pd.DataFrame, title: str = "") -> Figure:
             ax_score.plot(curve["step"], curve[col], style, label=col.removeprefix("valid_"))
     best = curve.loc[curve["valid_score"].idxmax()]
     ax_score.axvline(best["step"], color="grey", alpha=0.5)
-    ax_score.annotate(f"best step {int(best['step'])}: {best['valid_score']:.4f}", (best["step"], best["valid_score"]),
-                      textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)  # fmt: skip
+    ax_score.annotate(
+        f"best step {int(best['step'])}: {best['valid_score']:.4f}",
+        (best["step"], best["valid_score"]),
+        textcoords="offset points",
+        xytext=(0, 6),
+        ha="center",
+        fontsize=8,
+    )
     ax_loss.set(xlabel="step", ylabel="loss", title="training loss")
     ax_score.set(xlabel="step", ylabel="valid", title="valid score = 0.31 HR@10 + 0.69 NDCG@10")
     ax_score.margins(y=0.2)
@@ -92,8 +104,9 @@ def bars(values: pd.Series, title: str, xlabel: str = "", annotate: pd.Series | 
     ax.set_yticks(y, [str(i) for i in values.index])
     if annotate is not None:
         for yi, (k, v) in zip(y, values.items(), strict=True):
-            ax.annotate(str(annotate.get(k, "")), (v, yi), textcoords="offset points", xytext=(3, -3),
-                        fontsize=7)  # fmt: skip
+            ax.annotate(
+                str(annotate.get(k, "")), (v, yi), textcoords="offset points", xytext=(3, -3), fontsize=7
+            )
     ax.set(xlabel=xlabel, title=title)
     ax.grid(axis="x", alpha=0.3)
     return fig
@@ -228,8 +241,10 @@ def sweep_history(trials: pd.DataFrame, title: str = "sweep") -> Figure:
     where they stopped (crosses), failed ones as ticks on the axis, and the best complete value so far."""
     fig = Figure(figsize=(7.5, 3.6), layout="constrained")
     ax = fig.subplots()
-    for state, style in (("complete", dict(marker="o", color="tab:blue")),
-                         ("pruned", dict(marker="x", color="tab:grey"))):  # fmt: skip
+    for state, style in (
+        ("complete", dict(marker="o", color="tab:blue")),
+        ("pruned", dict(marker="x", color="tab:grey")),
+    ):
         d = trials[(trials["state"] == state) & trials["value"].notna()]
         if len(d):
             ax.scatter(d["trial"], d["value"].astype(np.float64), label=f"{state} ({len(d)})", **style)

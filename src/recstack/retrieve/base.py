@@ -9,14 +9,13 @@ source they are reading (STYLE.md section 7).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from recstack.data.tables.tgr_prepared import group_bounds
 
 MISSING = -1  # item id of an empty slot in a ranking
-ACTIONS = 3  # action codes: 0 exposure, 1 click, 2 conversion
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,11 @@ class Source(Protocol):
     def recommend(self, queries: Queries, k: int, exclude_seen: bool) -> Ranking: ...
 
 
+def action_weights(c: Any) -> tuple[float, float, float]:
+    """(exposure, click, conversion) vote weights of a source's config block (`*_weight` keys)."""
+    return (c.exposure_weight, c.click_weight, c.conversion_weight)
+
+
 def query_histories(events: Events, users: np.ndarray, split: str, cut: np.ndarray | None = None) -> Queries:
     """Queries over `events`: user u's whole run (none when u has no events), or with `cut` its events
     before row cut[i] of the event arrays (the held-out target)."""
@@ -104,8 +108,9 @@ def query_histories(events: Events, users: np.ndarray, split: str, cut: np.ndarr
     return Queries(split, users, offsets, events.item[rows], events.action[rows], events.ts[rows])
 
 
-def compact(group: np.ndarray, item: np.ndarray, score: np.ndarray, n_groups: int, k: int,
-            dtype: type = np.float32) -> Ranking:  # fmt: skip
+def compact(
+    group: np.ndarray, item: np.ndarray, score: np.ndarray, n_groups: int, k: int, dtype: type = np.float32
+) -> Ranking:
     """Rows already sorted by group, best first within a group -> the first k of each, (n_groups, k) padded.
     Scores are kept as `dtype` (float64 where float32 rounding would tie distinct model scores)."""
     first = np.searchsorted(group, np.arange(n_groups))
@@ -117,15 +122,21 @@ def compact(group: np.ndarray, item: np.ndarray, score: np.ndarray, n_groups: in
     return out
 
 
-def top_k_groups(group: np.ndarray, item: np.ndarray, score: np.ndarray, n_groups: int, k: int,
-                 dtype: type = np.float32) -> Ranking:  # fmt: skip
+def top_k_groups(
+    group: np.ndarray, item: np.ndarray, score: np.ndarray, n_groups: int, k: int, dtype: type = np.float32
+) -> Ranking:
     """Per group the k items of highest score (ties: lower item first) -> (n_groups, k) padded."""
     order = np.lexsort((item, -score, group))
     return compact(group[order], item[order], score[order], n_groups, k, dtype)
 
 
-def backfill(items: np.ndarray, k: int, fallback: np.ndarray | None = None, shared: np.ndarray | None = None,
-             chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def backfill(
+    items: np.ndarray,
+    k: int,
+    fallback: np.ndarray | None = None,
+    shared: np.ndarray | None = None,
+    chunk: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
     """(Q, k) items: each row's own `items` (MISSING dropped, order kept), then the items of its `fallback`
     row (Q, F), then of the `shared` list (P,) of distinct items (e.g. the pool by popularity), each taken only if not listed
     already; MISSING where all run out. Also (Q, k) bool: the slot came from a fallback. The one top-k with

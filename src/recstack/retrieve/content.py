@@ -4,18 +4,11 @@ text does not outweigh a short one). Cosine scores; users without history get no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from recstack.config import ContentSourceConfig
 from recstack.retrieve.base import MISSING, Events, Queries, Ranking
 from recstack.retrieve.index import IndexSettings, VectorIndex, search_excluding
-
-
-@dataclass(frozen=True)
-class ContentSettings:
-    history: int = 20
-    recency: float = 0.8
 
 
 def user_vectors(item_vecs: np.ndarray, queries: Queries, history: int, recency: float) -> np.ndarray:
@@ -31,12 +24,25 @@ def user_vectors(item_vecs: np.ndarray, queries: Queries, history: int, recency:
 class Content:
     name = "content"
 
-    def __init__(self, st: ContentSettings, item_vecs: np.ndarray, pool: np.ndarray, index: IndexSettings,
-                 cache_dir=None, seed: int = 2025):  # fmt: skip
+    def __init__(
+        self,
+        st: ContentSourceConfig,
+        item_vecs: np.ndarray,
+        pool: np.ndarray,
+        index: IndexSettings,
+        cache_dir=None,
+        seed: int = 2025,
+    ):
         pool = pool[np.linalg.norm(item_vecs[pool], axis=1) > 0]  # items without any content: not indexable
         self.st, self.vecs = st, item_vecs
-        self.index = VectorIndex(item_vecs[pool], index, ids=pool, cache_dir=cache_dir,
-                                 what="item vectors of the candidate pool", seed=seed)  # fmt: skip
+        self.index = VectorIndex(
+            item_vecs[pool],
+            index,
+            ids=pool,
+            cache_dir=cache_dir,
+            what="item vectors of the candidate pool",
+            seed=seed,
+        )
         self.figures = {"indexed": int(len(pool)), "backend": self.index.backend, "factory": index.factory}
 
     def fit(self, events: Events) -> None:  # the vectors are fitted by the embed stage

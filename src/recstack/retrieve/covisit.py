@@ -24,24 +24,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from recstack.artifacts import atomic_path
+from recstack.config import CovisitConfig
 from recstack.errors import DataError
-from recstack.retrieve.base import Events, Queries, Ranking, top_k_groups
+from recstack.retrieve.base import Events, Queries, Ranking, action_weights, top_k_groups
 
 log = logging.getLogger(__name__)
 
 PAIR_BYTES = 40  # key, weight, sort order and masks per candidate pair while a block is reduced
-
-
-@dataclass(frozen=True)
-class CovisitSettings:
-    window: int = 10
-    half_life_hours: float = 0.0  # 0: no time decay
-    action_weights: tuple[float, float, float] = (0.3, 1.0, 2.5)  # exposure, click, conversion
-    backward: float = 1.0
-    neighbours: int = 100
-    history: int = 30
-    recency: float = 0.9
-    memory_mb: int = 1024  # pairs held at once (one pass); more passes when the data needs more
 
 
 @dataclass(frozen=True)
@@ -75,9 +64,11 @@ def read_matrix(path: str | Path, n_rows: int) -> CovisitMatrix:
         m = CovisitMatrix(z["indptr"], z["nbr"], z["weight"])
     nnz = len(m.nbr)
     if m.indptr.shape != (n_rows + 1,) or m.indptr[0] != 0 or m.indptr[-1] != nnz or len(m.weight) != nnz:
-        raise DataError(f"{path}: indptr {m.indptr.shape} ending at {m.indptr[-1] if len(m.indptr) else None}, "
-                        f"{nnz} neighbours, {len(m.weight)} weights; expected indptr ({n_rows + 1},) from 0 "
-                        f"to the number of neighbours (one row per item of the item table)")  # fmt: skip
+        raise DataError(
+            f"{path}: indptr {m.indptr.shape} ending at {m.indptr[-1] if len(m.indptr) else None}, "
+            f"{nnz} neighbours, {len(m.weight)} weights; expected indptr ({n_rows + 1},) from 0 "
+            f"to the number of neighbours (one row per item of the item table)"
+        )
     if nnz and (m.nbr.min() < 0 or m.nbr.max() >= n_rows):
         raise DataError(f"{path}: neighbour ids outside 0..{n_rows - 1}")
     return m
@@ -92,11 +83,11 @@ def _reduce(key: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return key[first], np.add.reduceat(w, first)
 
 
-def _pairs(ev: Events, pos: np.ndarray, st: CovisitSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pairs(ev: Events, pos: np.ndarray, st: CovisitConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source item, partner item (int32) and float64 weight of every pair whose source event is one of
     rows `pos`. The source side is gathered once per block, the partner side once per offset."""
     srcs, dsts, ws = [], [], []
-    act_w = np.asarray(st.action_weights, np.float32)
+    act_w = np.asarray(action_weights(st), np.float32)
     last = len(ev) - 1
     u, it = ev.user[pos], ev.item[pos]
     ts = ev.ts[pos] if st.half_life_hours > 0 else None
@@ -140,7 +131,7 @@ def _strongest(m: sp.csr_matrix, keep: int) -> tuple[np.ndarray, np.ndarray, np.
     return row[top], m.indices[top].astype(np.int32), w[top]
 
 
-def fit_covisit(ev: Events, n: int, st: CovisitSettings, parts: int = 0) -> tuple[CovisitMatrix, dict]:
+def fit_covisit(ev: Events, n: int, st: CovisitConfig, parts: int = 0) -> tuple[CovisitMatrix, dict]:
     """The co-visitation matrix of `ev` over item rows 0..n-1, each row cut to `neighbours` partners.
     `parts` passes (0: as many as `memory_mb` needs), pass p handling source items with item % parts == p."""
     budget = max(st.memory_mb, 16) * (1 << 20) // PAIR_BYTES  # pairs held at once
@@ -178,11 +169,18 @@ def fit_covisit(ev: Events, n: int, st: CovisitSettings, parts: int = 0) -> tupl
     return matrix, figures
 
 
-def score_queries(m: CovisitMatrix, queries: Queries, st: CovisitSettings, pool_mask: np.ndarray, k: int,
-                  exclude_seen: bool, chunk: int = 4096) -> Ranking:  # fmt: skip
+def score_queries(
+    m: CovisitMatrix,
+    queries: Queries,
+    st: CovisitConfig,
+    pool_mask: np.ndarray,
+    k: int,
+    exclude_seen: bool,
+    chunk: int = 4096,
+) -> Ranking:
     """Top-k pool items per query by the recency-weighted co-visitation of its last `history` events."""
     n = len(m.indptr) - 1
-    act_w = np.asarray(st.action_weights, np.float64)
+    act_w = np.asarray(action_weights(st), np.float64)
     q_all, rows_all, age_all = queries.recent(st.history)
     parts = []
     for c0 in range(0, len(queries), chunk):
@@ -215,7 +213,7 @@ class Covisit:
 
     name = "covisit"
 
-    def __init__(self, st: CovisitSettings, n_rows: int, pool: np.ndarray):
+    def __init__(self, st: CovisitConfig, n_rows: int, pool: np.ndarray):
         self.st, self.n = st, n_rows
         self.pool_mask = np.zeros(n_rows, bool)
         self.pool_mask[pool] = True

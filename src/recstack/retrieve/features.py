@@ -71,8 +71,16 @@ def covisit_lookup(m: CovisitMatrix, a: np.ndarray, b: np.ndarray) -> np.ndarray
     return np.where(hit, m.weight[pos[order]][at] if len(keys) else 0.0, 0.0)
 
 
-def row_features(hist: np.ndarray, target: np.ndarray, item_vecs: np.ndarray, covisit: CovisitMatrix,
-                 index: VectorIndex, window: int, recency: float, cap: int) -> dict[str, np.ndarray]:  # fmt: skip
+def row_features(
+    hist: np.ndarray,
+    target: np.ndarray,
+    item_vecs: np.ndarray,
+    covisit: CovisitMatrix,
+    index: VectorIndex,
+    window: int,
+    recency: float,
+    cap: int,
+) -> dict[str, np.ndarray]:
     q = hist_queries(hist, "rows")
     qq, rows, age = q.recent(window)
     a = q.item[rows]

@@ -13,34 +13,25 @@ A query's item b scores
 with age_j = 0 for the latest event and t_query the latest event's time: an item seen often (count),
 lately (position and time decay) and clicked or converted rather than only exposed ranks first.
 
-Used only when the seen-item policy keeps seen items (stages/retrieve.py leaves it out otherwise): every
+Used only when the seen-item policy keeps seen items (tracks/tencentgr/retrieve.py leaves it out otherwise): every
 item it proposes is a seen item, so with exclude_seen it has nothing to propose; a fusion weight of 0
 could not make it useful there either, and it would quadruple the fusion weight search (merge.WEIGHT_GRID).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from recstack.retrieve.base import Events, Queries, Ranking, top_k_groups
+from recstack.config import HistorySourceConfig
+from recstack.retrieve.base import Events, Queries, Ranking, action_weights, top_k_groups
 
 HOUR = 3600.0
-
-
-@dataclass(frozen=True)
-class HistorySettings:
-    history: int = 100  # recent events of a query that vote (TencentGR keeps <= 100 events per user)
-    recency: float = 0.99  # vote of the event j steps back = recency ** j (why: config.HistorySourceConfig)
-    half_life_hours: float = 0.0  # time decay of a vote by its age before the query's last event; 0 = none
-    action_weights: tuple[float, float, float] = (0.3, 1.0, 2.5)  # exposure, click, conversion
 
 
 class History:
     name = "history"
 
-    def __init__(self, st: HistorySettings, n_rows: int, pool: np.ndarray):
+    def __init__(self, st: HistorySourceConfig, n_rows: int, pool: np.ndarray):
         self.st = st
         self.pool_mask = np.zeros(n_rows, bool)
         self.pool_mask[pool] = True
@@ -54,12 +45,12 @@ class History:
         return history_scores(queries, self.st, self.pool_mask, k)
 
 
-def history_scores(queries: Queries, st: HistorySettings, pool_mask: np.ndarray, k: int) -> Ranking:
+def history_scores(queries: Queries, st: HistorySourceConfig, pool_mask: np.ndarray, k: int) -> Ranking:
     """(Q, k) the pool items of each query's last `st.history` events, by the score in the module doc."""
     q, row, age = queries.recent(st.history)
     item = queries.item[row].astype(np.int64)
     act = np.clip(queries.action[row].astype(np.int64), 0, 2)
-    w = np.asarray(st.action_weights, np.float64)[act] * np.power(st.recency, age.astype(np.float64))
+    w = np.asarray(action_weights(st), np.float64)[act] * np.power(st.recency, age.astype(np.float64))
     if st.half_life_hours > 0 and len(q):
         t_last = queries.ts[queries.offsets[1:] - 1]  # the latest event of each query (only rows of
         gap = (t_last[q] - queries.ts[row]).astype(np.float64)  # queries with events are gathered)

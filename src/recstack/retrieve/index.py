@@ -79,9 +79,15 @@ def torch_search(vectors: torch.Tensor, queries: np.ndarray, k: int) -> tuple[np
 class VectorIndex:
     """Search `vectors` (n, d) by cosine; `ids` (n,) maps index rows to the caller's ids (default: rows)."""
 
-    def __init__(self, vectors: np.ndarray, settings: IndexSettings = IndexSettings(),
-                 ids: np.ndarray | None = None, cache_dir: str | Path | None = None,
-                 what: str = "item vectors", seed: int = 2025):  # fmt: skip
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        settings: IndexSettings = IndexSettings(),
+        ids: np.ndarray | None = None,
+        cache_dir: str | Path | None = None,
+        what: str = "item vectors",
+        seed: int = 2025,
+    ):
         if settings.backend not in BACKENDS:
             raise DataError(f"retrieve.index.backend is {settings.backend!r}; expected one of {BACKENDS}")
         self.vectors = normalise(vectors, what)
@@ -185,8 +191,9 @@ def set_threads(n: int) -> None:
         faiss.omp_set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
-def search_excluding(index: VectorIndex, queries: np.ndarray, k: int,
-                     exclude: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def search_excluding(
+    index: VectorIndex, queries: np.ndarray, k: int, exclude: list[np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k per query with each query's `exclude` ids left out (the seen-item filter); rows with fewer
     than k hits left are padded with id -1 and score -inf."""
     if exclude is None:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from recstack.retrieve.base import MISSING, Ranking, top_k_groups
+from recstack.tasks import TGR_K, rank_gains
 
 MERGED = "merged"
 WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0)  # per source; the first best combination in grid order wins
@@ -64,8 +65,9 @@ def rrf_matrix(table: pd.DataFrame, sources: list[str], rrf_k: float) -> np.ndar
     return np.stack(cols, axis=1) if cols else np.zeros((len(table), 0))
 
 
-def fuse(table: pd.DataFrame, sources: list[str], weights: list[float], rrf_k: float, n_queries: int,
-         k: int) -> Ranking:  # fmt: skip
+def fuse(
+    table: pd.DataFrame, sources: list[str], weights: list[float], rrf_k: float, n_queries: int, k: int
+) -> Ranking:
     score = rrf_matrix(table, sources, rrf_k) @ np.asarray(weights, np.float64)
     q = table["user_row"].to_numpy()
     keep = score > 0
@@ -88,15 +90,21 @@ def _target_ranks(q: np.ndarray, item: np.ndarray, score: np.ndarray, target: np
     return np.where(np.isfinite(t_score) & (t_score > 0), rank, -1)
 
 
-def metric_from_ranks(rank: np.ndarray, weight: np.ndarray, k: int = 10) -> float:
+def metric_from_ranks(rank: np.ndarray, weight: np.ndarray, k: int = TGR_K) -> float:
     """0.31 HR@k + 0.69 NDCG@k averaged with per-query weights (the final-round metric weighs actions)."""
-    hit = (rank >= 0) & (rank < k)
-    gain = np.where(hit, 0.31 + 0.69 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+    gain = rank_gains(rank, k)
     return float(np.average(gain, weights=weight)) if weight.sum() > 0 else 0.0
 
 
-def tune_weights(table: pd.DataFrame, sources: list[str], rrf_k: float, target: np.ndarray, weight: np.ndarray,
-                 max_queries: int = 0, seed: int = 0) -> tuple[list[float], float]:  # fmt: skip
+def tune_weights(
+    table: pd.DataFrame,
+    sources: list[str],
+    rrf_k: float,
+    target: np.ndarray,
+    weight: np.ndarray,
+    max_queries: int = 0,
+    seed: int = 0,
+) -> tuple[list[float], float]:
     """The grid point of WEIGHT_GRID per source with the best weighted top-10 score on these queries (on a
     seeded random `max_queries` of them when there are more: 0 = all).
 

@@ -9,8 +9,7 @@ import numpy as np
 
 from recstack.metrics import tencentgr_score
 from recstack.retrieve.base import Ranking
-
-ACTION_WEIGHTS = {0: 0.0, 1: 1.0, 2: 2.5}  # final-round metric: clicks 1, conversions 2.5, exposures 0
+from recstack.tasks import ACTION_WEIGHTS, TGR_K
 
 
 def recall(ranking: Ranking, target: np.ndarray, ks: list[int]) -> dict[str, float | None]:
@@ -21,6 +20,12 @@ def recall(ranking: Ranking, target: np.ndarray, ks: list[int]) -> dict[str, flo
 
 
 def top10(ranking: Ranking, target: np.ndarray, action: np.ndarray) -> dict[str, Any]:
-    m = tencentgr_score(ranking.items[:, :10], target, k=10, action=action, action_weights=ACTION_WEIGHTS)
-    return {"score": round(m["score"], 5), "hr@10": round(m["hr@10"], 5), "ndcg@10": round(m["ndcg@10"], 5),
-            "weighted_score": round(m["weighted_score"], 5)}  # fmt: skip
+    m = tencentgr_score(
+        ranking.items[:, :TGR_K], target, k=TGR_K, action=action, action_weights=ACTION_WEIGHTS
+    )
+    return {
+        "score": round(m["score"], 5),
+        "hr@10": round(m["hr@10"], 5),
+        "ndcg@10": round(m["ndcg@10"], 5),
+        "weighted_score": round(m["weighted_score"], 5),
+    }

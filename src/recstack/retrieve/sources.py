@@ -12,11 +12,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from recstack.retrieve.base import Source
-from recstack.retrieve.content import Content, ContentSettings
-from recstack.retrieve.covisit import Covisit, CovisitSettings
-from recstack.retrieve.history import History, HistorySettings
+from recstack.retrieve.content import Content
+from recstack.retrieve.covisit import Covisit
+from recstack.retrieve.history import History
 from recstack.retrieve.index import IndexSettings
-from recstack.retrieve.popular import Popular, PopularSettings
+from recstack.retrieve.popular import Popular
 from recstack.retrieve.seqrec import Seqrec
 
 
@@ -29,14 +29,6 @@ class SourceInputs:
     index_cache: Path | None = None
     seed: int = 2025
     device: str = "auto"
-
-
-def covisit_settings(rc: DictConfig) -> CovisitSettings:
-    c = rc.covisit
-    return CovisitSettings(int(c.window), float(c.half_life_hours),
-                           (float(c.exposure_weight), float(c.click_weight), float(c.conversion_weight)),
-                           float(c.backward), int(c.neighbours), int(c.history), float(c.recency),
-                           int(c.memory_mb))  # fmt: skip
 
 
 def index_settings(rc: DictConfig, n_items: int, device: str = "auto") -> IndexSettings:
@@ -53,21 +45,24 @@ def index_settings(rc: DictConfig, n_items: int, device: str = "auto") -> IndexS
 
 
 def _covisit(rc: DictConfig, inp: SourceInputs) -> Source:
-    return Covisit(covisit_settings(rc), inp.n_rows, inp.pool)
+    return Covisit(rc.covisit, inp.n_rows, inp.pool)
 
 
 def _content(rc: DictConfig, inp: SourceInputs) -> Source | None:
     if inp.item_vecs is None:
         return None
-    st = ContentSettings(int(rc.content.history), float(rc.content.recency))
     return Content(
-        st, inp.item_vecs, inp.pool, index_settings(rc, len(inp.pool), inp.device), inp.index_cache, inp.seed
+        rc.content,
+        inp.item_vecs,
+        inp.pool,
+        index_settings(rc, len(inp.pool), inp.device),
+        inp.index_cache,
+        inp.seed,
     )
 
 
 def _popular(rc: DictConfig, inp: SourceInputs) -> Source:
-    st = PopularSettings(float(rc.popular.half_life_days), float(rc.popular.conversion_weight))
-    return Popular(st, inp.n_rows, inp.pool)
+    return Popular(rc.popular, inp.n_rows, inp.pool)
 
 
 def _seqrec(rc: DictConfig, inp: SourceInputs) -> Source | None:
@@ -75,10 +70,7 @@ def _seqrec(rc: DictConfig, inp: SourceInputs) -> Source | None:
 
 
 def _history(rc: DictConfig, inp: SourceInputs) -> Source:
-    h = rc.history
-    st = HistorySettings(int(h.history), float(h.recency), float(h.half_life_hours),
-                         (float(h.exposure_weight), float(h.click_weight), float(h.conversion_weight)))  # fmt: skip
-    return History(st, inp.n_rows, inp.pool)
+    return History(rc.history, inp.n_rows, inp.pool)
 
 
 SOURCES: dict[str, Callable[[DictConfig, SourceInputs], Source | None]] = {
@@ -86,5 +78,5 @@ SOURCES: dict[str, Callable[[DictConfig, SourceInputs], Source | None]] = {
     "content": _content,
     "popular": _popular,
     "seqrec": _seqrec,
-    "history": _history,  # only when seen items are kept (stages/retrieve.py)
+    "history": _history,  # only when seen items are kept (tracks/tencentgr/retrieve.py)
 }

@@ -21,6 +21,7 @@ import pandas as pd
 
 from recstack.data.tables.prepared import read_hist, read_items, read_samples
 from recstack.models.popularity import DAY, decayed_popularity
+from recstack.tasks import RRF_K
 
 CHUNK = 20_000  # rows per block of the (rows x history x tags x tags) comparison
 
@@ -87,8 +88,14 @@ def user_relative(x: pd.DataFrame, users: np.ndarray, columns: list[str]) -> pd.
 
 
 # ---- tencentgr ----------------------------------------------------------------------------------------
-def item_stats(item: np.ndarray, action: np.ndarray, ts: np.ndarray, n_rows: int, half_life_days: float,
-               conversion_weight: float) -> pd.DataFrame:  # fmt: skip
+def item_stats(
+    item: np.ndarray,
+    action: np.ndarray,
+    ts: np.ndarray,
+    n_rows: int,
+    half_life_days: float,
+    conversion_weight: float,
+) -> pd.DataFrame:
     """Per item row: decayed click popularity, clicks, events, days since first and last event (NaN: none)."""
     now = ts.max() if len(ts) else 0
     first = np.full(n_rows, np.iinfo(np.int64).max)
@@ -107,8 +114,9 @@ def item_stats(item: np.ndarray, action: np.ndarray, ts: np.ndarray, n_rows: int
     ).astype(np.float32)
 
 
-def history_similarity(emb: np.ndarray, hist: list[np.ndarray], query: np.ndarray, item: np.ndarray,
-                       recent: int) -> dict[str, np.ndarray]:  # fmt: skip
+def history_similarity(
+    emb: np.ndarray, hist: list[np.ndarray], query: np.ndarray, item: np.ndarray, recent: int
+) -> dict[str, np.ndarray]:
     """Cosine of each candidate `item` to its query's recent history (last `recent` items): to their mean,
     the best match, and the last item. NaN where the user has no history."""
 
@@ -155,8 +163,15 @@ def user_normalised(part: pd.DataFrame, columns: list[str]) -> dict[str, np.ndar
     return out
 
 
-def windowed_popularity(item: np.ndarray, action: np.ndarray, ts: np.ndarray, q_time: np.ndarray,
-                        query: np.ndarray, cand: np.ndarray, windows_days: tuple[float, ...]) -> dict[str, np.ndarray]:  # fmt: skip
+def windowed_popularity(
+    item: np.ndarray,
+    action: np.ndarray,
+    ts: np.ndarray,
+    q_time: np.ndarray,
+    query: np.ndarray,
+    cand: np.ndarray,
+    windows_days: tuple[float, ...],
+) -> dict[str, np.ndarray]:
     """Per (query, candidate) row, from the given (training) events: the candidate's clicks in each window
     of days before the query's time (its last history event), days since its last click before then, and
     the share of its clicks that fell in the shortest window (trend). Popularity "now" for each query
@@ -194,9 +209,14 @@ def _recent_matrix(hist: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarr
     return pad, mask
 
 
-def history_pair_sums(hist: list[np.ndarray], query: np.ndarray, cand: np.ndarray,
-                      lookup: Callable[[np.ndarray, np.ndarray], np.ndarray], lasts: tuple[int, ...],
-                      name: str) -> dict[str, np.ndarray]:  # fmt: skip
+def history_pair_sums(
+    hist: list[np.ndarray],
+    query: np.ndarray,
+    cand: np.ndarray,
+    lookup: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    lasts: tuple[int, ...],
+    name: str,
+) -> dict[str, np.ndarray]:
     """`name`_last<n>: sum of lookup(a, candidate) over the query's last n history items a (e.g. the
     co-visitation weight w(a -> candidate)), for each n of `lasts`: the latest item alone says more about
     the next one than the recency-weighted sum the source ranks by."""
@@ -212,8 +232,14 @@ def history_pair_sums(hist: list[np.ndarray], query: np.ndarray, cand: np.ndarra
     return out
 
 
-def feature_match(codes: np.ndarray, names: list[str], hist: list[np.ndarray], query: np.ndarray,
-                  cand: np.ndarray, recent: int) -> dict[str, np.ndarray]:  # fmt: skip
+def feature_match(
+    codes: np.ndarray,
+    names: list[str],
+    hist: list[np.ndarray],
+    query: np.ndarray,
+    cand: np.ndarray,
+    recent: int,
+) -> dict[str, np.ndarray]:
     """Per item feature column (codes: (items, C), 0 = none): the share of the query's last `recent`
     history items with the candidate's value (e.g. the same genre). NaN without history or value."""
     pad, mask = _recent_matrix(hist, recent)
@@ -227,8 +253,9 @@ def feature_match(codes: np.ndarray, names: list[str], hist: list[np.ndarray], q
     return out
 
 
-def source_agreement(part: pd.DataFrame, sources: list[str], top: tuple[int, ...] = (10, 50),
-                     rrf_k: float = 60.0) -> dict[str, np.ndarray]:  # fmt: skip
+def source_agreement(
+    part: pd.DataFrame, sources: list[str], top: tuple[int, ...] = (10, 50), rrf_k: float = RRF_K
+) -> dict[str, np.ndarray]:
     """Per candidate, how the `sources` (their `<s>_rank`, -1 = not proposed) agree on it: the best rank
     any of them gives it, how many rank it within each `top`, and the equal-weight reciprocal-rank sum
     sum_s 1 / (rrf_k + rank_s) (Cormack et al. 2009). No weight is fitted, so these mean the same on the
@@ -258,8 +285,14 @@ def user_standardised(part: pd.DataFrame, columns: list[str]) -> dict[str, np.nd
     return out
 
 
-def popularity_taste(pop_clicks: np.ndarray, pop_events: np.ndarray, hist: list[np.ndarray], query: np.ndarray,
-                     cand: np.ndarray, recent: int) -> dict[str, np.ndarray]:  # fmt: skip
+def popularity_taste(
+    pop_clicks: np.ndarray,
+    pop_events: np.ndarray,
+    hist: list[np.ndarray],
+    query: np.ndarray,
+    cand: np.ndarray,
+    recent: int,
+) -> dict[str, np.ndarray]:
     """The candidate's click rate (clicks / events: on MovieLens the share of its ratings >= 4, how well
     liked it is rather than how often seen) and how its popularity compares with what the user watches:
     log(1 + clicks) of the candidate minus the mean of it over the query's last `recent` history items
@@ -282,8 +315,13 @@ def popularity_taste(pop_clicks: np.ndarray, pop_events: np.ndarray, hist: list[
     }
 
 
-def history_features(hist: list[np.ndarray], hist_action: list[np.ndarray], hist_ts: list[np.ndarray],
-                     query: np.ndarray, cand: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+def history_features(
+    hist: list[np.ndarray],
+    hist_action: list[np.ndarray],
+    hist_ts: list[np.ndarray],
+    query: np.ndarray,
+    cand: np.ndarray,
+) -> dict[str, np.ndarray]:
     """Per (query, candidate) row, the candidate in the query's own history (oldest first): how often it was
     clicked or converted there (`seen_count` counts every action), the action of its latest occurrence
     (0 exposure, 1 click, 2 conversion), how many events ago that was (0 = the last event) and how many days

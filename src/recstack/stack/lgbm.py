@@ -77,8 +77,14 @@ def lgbm_binary(lc: Any, seed: int) -> Fitter:
 
     def fit(x: pd.DataFrame, y: np.ndarray, x_stop: pd.DataFrame, y_stop: np.ndarray) -> BinaryModel:
         model = lgb.LGBMClassifier(objective="binary", **_params(lc, seed))
-        model.fit(x, y, eval_X=(x_stop,), eval_y=(y_stop,), eval_metric="binary_logloss",
-                  callbacks=[lgb.early_stopping(lc.early_stopping, first_metric_only=True, verbose=False)])  # fmt: skip
+        model.fit(
+            x,
+            y,
+            eval_X=(x_stop,),
+            eval_y=(y_stop,),
+            eval_metric="binary_logloss",
+            callbacks=[lgb.early_stopping(lc.early_stopping, first_metric_only=True, verbose=False)],
+        )
         return BinaryModel(model)
 
     return fit
@@ -93,8 +99,16 @@ class CvResult:
     gain: dict[str, float] = field(default_factory=dict)  # mean gain importance over folds, largest first
 
 
-def cv_binary(x: pd.DataFrame, y: np.ndarray, users: np.ndarray, x_test: pd.DataFrame, fitter: Fitter,
-              folds: int, inner_valid: float, seed: int) -> CvResult:  # fmt: skip
+def cv_binary(
+    x: pd.DataFrame,
+    y: np.ndarray,
+    users: np.ndarray,
+    x_test: pd.DataFrame,
+    fitter: Fitter,
+    folds: int,
+    inner_valid: float,
+    seed: int,
+) -> CvResult:
     """User-grouped K-fold CV: every labelled row is predicted by a model that never saw it, nor its user,
     neither to fit nor to early-stop."""
     if folds < 2:
@@ -159,8 +173,16 @@ class RankModel:
         return {k: round(v, 3) for k, v in pairs}
 
 
-def fit_lambdarank(x: pd.DataFrame, label: np.ndarray, query: np.ndarray, weight: np.ndarray, lc: Any,
-                   folds: int, seed: int, bag: int = 0) -> RankModel:  # fmt: skip
+def fit_lambdarank(
+    x: pd.DataFrame,
+    label: np.ndarray,
+    query: np.ndarray,
+    weight: np.ndarray,
+    lc: Any,
+    folds: int,
+    seed: int,
+    bag: int = 0,
+) -> RankModel:
     """LightGBM lambdarank; rows sorted by `query`, `label` 0/1 (the held-out target), `weight` the query's
     metric weight on every row of it (LightGBM scales each row's gradient by its weight: conversions 2.5).
     The number of trees is the mean best iteration of a query-grouped CV over these rows; then one model is
@@ -185,12 +207,27 @@ def fit_lambdarank(x: pd.DataFrame, label: np.ndarray, query: np.ndarray, weight
             for k in range(folds):
                 tr, te = fold_of != k, fold_of == k
                 m = lgb.LGBMRanker(objective="lambdarank", **params)
-                m.fit(x[tr], label[tr], sample_weight=weight[tr], group=_group_sizes(query[tr]),
-                      eval_X=(x[te],), eval_y=(label[te],), eval_group=[_group_sizes(query[te])], eval_at=[10],
-                      callbacks=[lgb.early_stopping(lc.early_stopping, verbose=False)])  # fmt: skip
+                m.fit(
+                    x[tr],
+                    label[tr],
+                    sample_weight=weight[tr],
+                    group=_group_sizes(query[tr]),
+                    eval_X=(x[te],),
+                    eval_y=(label[te],),
+                    eval_group=[_group_sizes(query[te])],
+                    eval_at=[10],
+                    callbacks=[lgb.early_stopping(lc.early_stopping, verbose=False)],
+                )
                 best = int(m.best_iteration_ or lc.n_estimators)
-                cv.append({"round": r, "fold": k, "queries": int(len(np.unique(query[te]))), "trees": best,
-                           "ndcg@10": round(float(m.best_score_["valid_0"]["ndcg@10"]), 5)})  # fmt: skip
+                cv.append(
+                    {
+                        "round": r,
+                        "fold": k,
+                        "queries": int(len(np.unique(query[te]))),
+                        "trees": best,
+                        "ndcg@10": round(float(m.best_score_["valid_0"]["ndcg@10"]), 5),
+                    }
+                )
                 if bag:
                     models.append(m)
             trees = max(1, round(float(np.mean([f["trees"] for f in cv]))))

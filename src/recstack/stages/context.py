@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig
 
+from recstack.errors import DataError
 from recstack.paths import MANIFEST, Embedded, Paths
 
 
@@ -26,3 +28,13 @@ class StageContext:
         folder = self.input_dir("embed")
         path = folder / Embedded.ITEMS
         return path if (folder / MANIFEST).is_file() and path.is_file() else None
+
+    def item_vectors(self, n_rows: int) -> np.ndarray | None:
+        """The embed stage's item matrix, loaded and checked to hold one row per item; None as above."""
+        path = self.embedded_items()
+        if path is None:
+            return None
+        vecs = np.load(path)
+        if vecs.ndim != 2 or vecs.shape[0] != n_rows:
+            raise DataError(f"{path}: shape {vecs.shape}; expected ({n_rows}, dim): one row per item")
+        return vecs

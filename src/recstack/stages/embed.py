@@ -2,8 +2,8 @@
 fused and reduced to `embed.dim`, then aligned to behaviour (train sequences only).
 
 The stage is one body (`embed_items`) over what a track provides (`ItemSide`); each track's differences live
-in its adapter (`mmctr_side`, `tencentgr_side`): where items, texts, covers, provided embeddings, training
-pairs and the probe's valid rows come from, and any track-only export.
+in its adapter (tracks/mmctr/embed.py, tracks/tencentgr/embed.py): where items, texts, covers, provided
+embeddings, training pairs and the probe's valid rows come from, and any track-only export.
 
 mmctr outputs (names in paths.Embedded):
     item_emb.npy        (n_items + 1, dim) float32, row == item_id, row 0 padding (zeros)
@@ -15,8 +15,7 @@ tencentgr outputs:
     provided emb_<id> matrices of data.mm_feats, their partial coverage taken from prepare's masks.
 The manifest's figures hold the modalities (dims, sources, weights, coverage), the PCA's explained variance,
 what the encoders found odd (empty / non-UTF-8 / truncated texts, missing / corrupt images), the
-alignment's held-out loss, and next-item HR@10 of content kNN on valid before and after alignment.
-"""
+alignment's held-out loss, and next-item HR@10 of content kNN on valid before and after alignment."""
 
 from __future__ import annotations
 
@@ -27,37 +26,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from recstack.artifacts import write_npy, write_table
-from recstack.data.raw.mmctr import item_info_table
-from recstack.data.raw.tencentgr import MM_DIMS
-from recstack.data.tables.prepared import read_hist, read_items, read_samples
-from recstack.data.tables.tgr_prepared import (
-    HeldOut,
-    fit_events,
-    histories,
-    query_inputs,
-    read_events,
-    read_item_text,
-    read_mm,
-    read_table,
-)
-from recstack.embed.align import AlignSettings, align, consecutive_pairs, sequence_pairs
-from recstack.embed.fuse import Modality, behaviour_weights, fuse, provided_modality
+from recstack.artifacts import write_npy
+from recstack.embed.align import align
+from recstack.embed.fuse import Modality, behaviour_weights, fuse
 from recstack.embed.hf import resolve_device
 from recstack.embed.image import ImageEncoder, encode_image_files
 from recstack.embed.probe import knn_hit_rate
 from recstack.embed.text import TextEncoder, encode_texts
 from recstack.embed.tune import TextTower
 from recstack.errors import DataError
-from recstack.paths import Embedded, Prepared, PreparedTGR
+from recstack.paths import Embedded
 from recstack.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
-MMCTR_TASK1_DIM = 128
+
 PROBE_ROWS = 10_000  # valid rows the kNN probe scores (sampled beyond): each scores every item
+
+
 PROBE_CELLS = 1 << 27  # rows x items of one probe chunk (512 MB of float32 scores)
 
 
@@ -73,82 +60,6 @@ class ItemSide:
     pairs: np.ndarray  # (P, 2) items engaged one after the other in training data only
     probe: tuple[np.ndarray, np.ndarray] | None  # valid (hist (N, L) left-padded, target (N,)) for kNN HR@10
     export: Callable[[Path, np.ndarray], None] | None = None  # a track-only extra output of the matrix
-
-
-# ---- track adapters -----------------------------------------------------------------------------------
-def mmctr_side(ctx: StageContext) -> ItemSide:
-    ec, prep = ctx.cfg.embed, ctx.input_dir("prepare")
-    items = read_items(prep)
-    n = len(items)
-    provided = []
-    for name in ec.provided:
-        path = prep / Prepared.embedding(name)
-        if not path.is_file():
-            log.info("provided embedding %s: not in this dataset, skipped", name)
-            continue
-        provided.append(provided_modality(name, np.load(path), n, items[f"has_{name}"].to_numpy()))
-    train = read_samples(prep, "train")
-    pairs = consecutive_pairs(
-        read_hist(prep, "train"), train["item_id"].to_numpy(), train["label"].to_numpy()
-    )
-    probe = None
-    if ec.probe:
-        valid = read_samples(prep, "valid")
-        clicked = valid["label"].to_numpy() > 0
-        probe = read_hist(prep, "valid")[clicked], valid["item_id"].to_numpy()[clicked]
-
-    def task1_export(out: Path, matrix: np.ndarray) -> None:
-        if ec.dim != MMCTR_TASK1_DIM:
-            log.info("embed.dim=%d: no Task 1 item_info.parquet (the challenge takes 128-d vectors)", ec.dim)
-            return
-        tags = np.stack(items["tags"].to_numpy()).astype(np.int64)
-        write_table(out / Embedded.MMCTR_ITEM_INFO, item_info_table(tags, matrix))
-
-    return ItemSide(
-        n, items["item_id"].to_numpy() > 0, provided, items["title"].tolist(),
-        [p or None for p in items["image_path"].tolist()], pairs, probe, task1_export,
-    )  # fmt: skip
-
-
-def tencentgr_side(ctx: StageContext) -> ItemSide:
-    cfg, prep = ctx.cfg, ctx.input_dir("prepare")
-    item = pq.read_table(prep / PreparedTGR.ITEMS, columns=["item"]).column("item").to_numpy()
-    n = len(item)
-    if not np.array_equal(item, np.arange(n)):
-        raise DataError(f"{prep / PreparedTGR.ITEMS}: column 'item' is not 0..{n - 1} in row order")
-    dims = {**MM_DIMS, **cfg.data.emb_dims}
-    provided = []
-    for feat in cfg.data.mm_feats:
-        if feat not in dims:
-            raise DataError(
-                f"data.mm_feats names '{feat}'; known ids: {', '.join(dims)} (or set data.emb_dims)"
-            )
-        matrix, mask = read_mm(prep, feat, n, int(dims[feat]))
-        provided.append(provided_modality(f"emb_{feat}", matrix, n, mask))
-
-    # alignment pairs from what a model may learn from (tgr_prepared.fit_events, fold "valid": the valid users
-    # held out whole, the stacker's queries' users up to their first cut; embed.fit_histories adds the released
-    # query histories). One item matrix serves every split, so it is fitted once, on that fold
-    ev = read_events(prep, columns=["user", "item", "action", "ts"])
-    pe = read_events(prep, predict=True, columns=list(ev))
-    valid = read_table(prep, PreparedTGR.VALID)
-    dc = cfg.data
-    held = HeldOut.of(ev, valid, int(dc.stack_users), int(cfg.seed), int(dc.stack_cuts))
-    fit = fit_events(ev, pe, held, "valid", bool(cfg.embed.fit_histories))
-    # every event counts (exposures too). Valid kNN HR@10 after alignment, all events vs clicks only:
-    # synthetic 0.060 vs 0.054 (112k vs 7k pairs), MovieLens 0.119 vs 0.158 (its "exposures" are low ratings)
-    pairs = sequence_pairs(fit["user"], fit["item"])
-
-    probe = None
-    if cfg.embed.probe and len(valid):
-        inputs = query_inputs(ev, pe, held, "valid")  # the valid users' histories, as a predict user's
-        hs = histories(inputs["user"], inputs["item"], valid["user"].to_numpy())
-        width = max((len(h) for h in hs), default=0) or 1  # the whole history before the target
-        hist = np.zeros((len(hs), width), np.int64)  # (V, width), left-padded, most recent last
-        for r, h in enumerate(hs):
-            hist[r, width - len(h) :] = h
-        probe = hist, valid["item"].to_numpy()
-    return ItemSide(n, item > 0, provided, read_item_text(prep, n), None, pairs, probe)
 
 
 # ---- the stage body (track-agnostic) ------------------------------------------------------------------
@@ -192,7 +103,7 @@ def embed_items(ctx: StageContext, side: ItemSide) -> dict[str, Any]:
     figures.update(fused.figures)
     matrix = fused.matrix
     if ec.align.enabled and len(pairs):
-        settings = AlignSettings(**{k: ec.align[k] for k in ec.align if k != "enabled"})
+        settings = ec.align
         tower = None
         if settings.text_layers > 0:
             text = next((m for m in modalities if m.name == "text"), None)
@@ -200,9 +111,16 @@ def embed_items(ctx: StageContext, side: ItemSide) -> dict[str, Any]:
                 raise DataError("embed.align.text_layers > 0 needs the text encoder (embed.text.enabled)")
             tower = TextTower(enc, side.texts, text, modalities, fused.rows, fused.mean, settings.text_layers)
         matrix, figures["align"] = align(
-            fused.features, fused.mean, fused.components, pairs, fused.rows, settings,
-            cfg.seed, resolve_device(cfg.device), tower,
-        )  # fmt: skip
+            fused.features,
+            fused.mean,
+            fused.components,
+            pairs,
+            fused.rows,
+            settings,
+            cfg.seed,
+            resolve_device(cfg.device),
+            tower,
+        )
     elif ec.align.enabled:
         log.info("alignment: no consecutive pairs in the training sequences, skipped")
     if ec.probe and side.probe is not None and len(side.probe[1]):
@@ -219,16 +137,10 @@ def embed_items(ctx: StageContext, side: ItemSide) -> dict[str, Any]:
     write_npy(ctx.out / Embedded.ITEMS, matrix)
     if side.export is not None:
         side.export(ctx.out, matrix)
-    log.info("item embeddings %s from %s; PCA keeps %.1f%% of the variance",
-             matrix.shape, ", ".join(names), 100 * figures["explained_variance"])  # fmt: skip
+    log.info(
+        "item embeddings %s from %s; PCA keeps %.1f%% of the variance",
+        matrix.shape,
+        ", ".join(names),
+        100 * figures["explained_variance"],
+    )
     return figures
-
-
-def stage_body(side: Callable[[StageContext], ItemSide]) -> Callable[[StageContext], dict[str, Any]]:
-    """The embed stage of a track whose items `side` describes (tracks/ wire `mmctr_side` / `tencentgr_side`)."""
-
-    def run(ctx: StageContext) -> dict[str, Any]:
-        return embed_items(ctx, side(ctx))
-
-    run.__name__ = f"embed_{side.__name__}"
-    return run

@@ -70,13 +70,23 @@ def item_columns(items: RankItems, mm: np.ndarray | None, side: bool = True) -> 
         {f"level{j}": torch.tensor(items.levels[:, j]) for j in range(items.levels.shape[1])} if side else {}
     )
     return ItemColumns(
-        torch.tensor(items.id_index), sparse=levels, lists={"tags": torch.tensor(items.tags)} if side else {},
-        multimodal={} if mm is None else {"multimodal": torch.tensor(mm)}, learned_zero=tuple(levels),
-    )  # fmt: skip
+        torch.tensor(items.id_index),
+        sparse=levels,
+        lists={"tags": torch.tensor(items.tags)} if side else {},
+        multimodal={} if mm is None else {"multimodal": torch.tensor(mm)},
+        learned_zero=tuple(levels),
+    )
 
 
-def build_model(name: str, items: RankItems, mm: np.ndarray | None, context_cards: list[int],
-                arch: dict[str, Any], device: torch.device, side: bool = True) -> torch.nn.Module:  # fmt: skip
+def build_model(
+    name: str,
+    items: RankItems,
+    mm: np.ndarray | None,
+    context_cards: list[int],
+    arch: dict[str, Any],
+    device: torch.device,
+    side: bool = True,
+) -> torch.nn.Module:
     if name not in RANKERS:
         raise DataError(f"unknown ranker {name!r}; rankers: {', '.join(RANKERS)}")
     encoder = ItemEncoder(item_columns(items, mm, side), arch["emb_dim"], "concat", EMB_INIT_STD[name])
@@ -102,8 +112,10 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
     items = read_rank_items(prep)
     train, valid, test = (read_rank_rows(prep, s, len(items)) for s in ("train", "valid", "test"))
     mm, mm_source = multimodal_matrix(ctx, len(items))
-    context_cards = [int(max(r.context[:, j].max() for r in (train, valid, test))) + 1
-                     for j in range(train.context.shape[1])]  # fmt: skip
+    context_cards = [
+        int(max(r.context[:, j].max() for r in (train, valid, test))) + 1
+        for j in range(train.context.shape[1])
+    ]
     mc = OmegaConf.to_container(rc[name], resolve=True)
     arch = {k: v for k, v in mc.items() if k not in TRAINER_KEYS}
     device = dist.resolve_device(cfg.device)
@@ -112,19 +124,50 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
         s: _content(ctx.input_dir(s)) for s in ("prepare", "embed") if s == "prepare" or mm_source == "embed"
     }
     settings = TrainSettings(
-        epochs=rc.epochs, patience=rc.patience, lr=mc["lr"], lr_decay=rc.lr_decay,
-        batch_size=mc["batch_size"], micro_batch=mc["micro_batch"], eval_batch_size=rc.eval_batch_size, seed=cfg.seed,
-        progress=rc.progress, desc=name, compile=rc.compile,
-        resume_key=stable_hash({"model": name, "rank": OmegaConf.to_container(rc), "seed": cfg.seed,
-                                "upstream": upstream, "multimodal": mm_source, "world": dist.world()}),
-    )  # fmt: skip
-    log.info("%s on %s (%d processes): %d train / %d valid / %d test rows, multimodal=%s, folds=%d",
-             name, device, dist.world(), len(train), len(valid), len(test), mm_source, rc.folds)  # fmt: skip
+        epochs=rc.epochs,
+        patience=rc.patience,
+        lr=mc["lr"],
+        lr_decay=rc.lr_decay,
+        batch_size=mc["batch_size"],
+        micro_batch=mc["micro_batch"],
+        eval_batch_size=rc.eval_batch_size,
+        seed=cfg.seed,
+        progress=rc.progress,
+        desc=name,
+        compile=rc.compile,
+        resume_key=stable_hash(
+            {
+                "model": name,
+                "rank": OmegaConf.to_container(rc),
+                "seed": cfg.seed,
+                "upstream": upstream,
+                "multimodal": mm_source,
+                "world": dist.world(),
+            }
+        ),
+    )
+    log.info(
+        "%s on %s (%d processes): %d train / %d valid / %d test rows, multimodal=%s, folds=%d",
+        name,
+        device,
+        dist.world(),
+        len(train),
+        len(valid),
+        len(test),
+        mm_source,
+        rc.folds,
+    )
     resume_dir = ctx.paths.resume_dir(f"rank_{name}")
     result = train_oof(
         lambda: build_model(name, items, mm, context_cards, arch, device),
-        train, valid, test, rc.folds, settings, device, resume_dir,
-    )  # fmt: skip
+        train,
+        valid,
+        test,
+        rc.folds,
+        settings,
+        device,
+        resume_dir,
+    )
 
     figures: dict[str, Any] = {"multimodal": mm_source, "device": str(device), "processes": dist.world()}
     figures |= _scores(valid.label, result.preds["valid"], valid.user, "valid")

@@ -1,6 +1,6 @@
-"""The tracks, one module each, under one registry: `TRACKS[cfg.track]` gives the pipeline a track's stages
-and the CLI its evaluation. A new track = one module here (its `Track` subclass: stage list, stage bodies
-wired to its adapters, evaluation) + its data readers, and one line below."""
+"""The tracks, one package each, under one registry: `TRACKS[cfg.track]` gives the pipeline a track's stages
+and the CLI its evaluation. A new track = one folder here (its `Track` subclass in `__init__.py` and one module
+per stage body, base.py) + its data readers and configs, and one line below."""
 
 from __future__ import annotations
 

@@ -1,24 +1,24 @@
-"""What a track is: its stages in run order, the optional inputs of its stages, and how a submission of
-its task is scored against the local answers (`evaluate`) and a stage's test predictions are scored for the
-leaderboard (`test_metric`).
+"""What a track is: its stages in run order, what each stage reads, and how a submission of its task is
+scored against the local answers (`evaluate`) and a stage's test predictions for the leaderboard
+(`test_metric`).
 
-Layering: tracks sit between the pipeline and the stages (`cli > pipeline > tracks > leaderboard > stages`,
-checked by .importlinter). A track module imports the stage modules and wires each stage to a body: a
-shared body with the track's adapter (embed: `embed.stage_body(<its ItemSide>)`; ensemble:
-`ensemble.stage_body(<its Blending>)`, which reads, scores, blends and writes its validated submission), or
-the track's own body where the work itself differs (build / prepare: its raw layout; baseline, retrieve,
-stack: its models). The stages never ask which track they run in, and the pipeline and CLI only dispatch
-through `TRACKS`. Data flows one way: stage bodies take what differs as arguments, tracks choose them.
+Layout: one package per track, `tracks/<track>/`: its `Track` subclass in `__init__.py` (the stage list), and
+one module per stage holding that stage's body, `run(ctx)`: the track's own work (build / prepare: its raw
+layout; baseline, retrieve, stack: its models) or a shared body with the track's adapter (embed:
+`stages/embed.embed_items` over its `ItemSide`; ensemble: `stages/ensemble.blend_and_submit` with its
+`Blending`). Shared stages live in `stages/` (rank: one `rank_<name>` per registered ranker). The stages never
+ask which track they run in; the pipeline and the CLI dispatch through `TRACKS` and know no stage by name.
+Layering: `cli > pipeline > tracks > leaderboard > stages`, and no track imports another (.importlinter).
 
-A stage body's code lives in its stage module, not here: the stage cache keys on the source of
-`stage.run.__module__` and what it imports, so a track module that imports every stage must not be that
-module (editing models/din.py would then rerun every stage of the track).
+A stage body lives in its own module, not in the track's `__init__.py`: the stage cache keys on the source of
+`stage.run.__module__` and what it imports, so the module that imports every stage must not be that module
+(editing models/din.py would then rerun every stage of the track).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,30 @@ DATA_KEYS = ("track", "dataset", "seed")  # the config keys every stage's cache 
 SHARED_KEYS = (*DATA_KEYS, "deterministic")
 
 
+# The stages a stage reads beyond `Stage.needs`, from the config and the names of its track's stages (which
+# this track has): e.g. the ensemble its `ensemble.sources`, retrieve the embed stage where the track has one
+Reads = Callable[[DictConfig, Collection[str]], Iterable[str]]
+
+
+def present(*names: str) -> Reads:
+    """Reads these stages where the track has them."""
+    return lambda cfg, stages: tuple(n for n in names if n in stages)
+
+
+def ensemble_sources(cfg: DictConfig, stages: Collection[str]) -> tuple[str, ...]:
+    return tuple(cfg.ensemble.sources)
+
+
+def _nothing(cfg: DictConfig, stages: Collection[str]) -> tuple[str, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class Stage:
+    """One stage: its body, the stages it always reads (`needs`) and those it reads by config (`reads`),
+    the config keys in its cache key, its help line. The pipeline asks a stage what it reads (`upstream`);
+    it knows no stage by name."""
+
     name: str
     run: Callable[[StageContext], dict[str, Any]]
     needs: tuple[str, ...]
@@ -45,6 +67,13 @@ class Stage:
     help: str
     reads_raw: bool = False  # fingerprint the raw input folder
     distributed: bool = False  # under torchrun every rank runs it (DDP training); rank 0 alone writes
+    reads: Reads = _nothing
+
+    def upstream(self, cfg: DictConfig, stages: Collection[str]) -> tuple[str, ...]:
+        """Every stage this one reads under `cfg` in a track of `stages` (their manifests enter its cache
+        key); `build` only where the config builds the data (data.source is not raw)."""
+        out = (*self.needs, *self.reads(cfg, stages))
+        return tuple(n for n in out if n != "build") if cfg.data.source == "raw" else out
 
 
 class Track(ABC):
@@ -56,11 +85,6 @@ class Track(ABC):
     def pipeline(self) -> dict[str, Stage]:
         """The stages `all` runs, in order (a track may generate some, e.g. one per registered ranker)."""
         return dict(self.stages)
-
-    def optional_needs(self, cfg: DictConfig, stage: str) -> tuple[str, ...]:
-        """Upstream stages `stage` reads when they are stages of this track (beyond `Stage.needs` and the
-        track-independent rules of the pipeline): their manifests enter its cache key."""
-        return ()
 
     @abstractmethod
     def evaluate(self, cfg: DictConfig, submission: str) -> dict[str, float]:

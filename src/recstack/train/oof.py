@@ -103,8 +103,12 @@ def _take(rows: DeviceRows, idx: np.ndarray, device: torch.device) -> DeviceRows
 def _collect(result: OofResult, out, oof, k: int | None, held, done: dict[str, Any]) -> None:
     out["valid"].append(done["valid"])
     out["test"].append(done["test"])
-    fold = {"fold": "all" if k is None else k, "best_valid_auc": round(done["best_auc"], 6),
-            "best_epoch": done["best_epoch"], "epochs": len(done["curve"])}  # fmt: skip
+    fold = {
+        "fold": "all" if k is None else k,
+        "best_valid_auc": round(done["best_auc"], 6),
+        "best_epoch": done["best_epoch"],
+        "epochs": len(done["curve"]),
+    }
     if oof is not None and held is not None:
         oof[held] = done["held"]
         fold["rows"] = len(held)

@@ -37,12 +37,12 @@ from tqdm.auto import tqdm
 from recstack.artifacts import atomic_path
 from recstack.metrics import tencentgr_score
 from recstack.models.seqrec import SeqRec, gap_buckets
+from recstack.tasks import ACTION_WEIGHTS, TGR_K
 from recstack.train import hooks
 
 log = logging.getLogger(__name__)
 EVALS_PER_RUN = 10  # valid evaluations over a run when eval_every is 0
 
-ACTION_WEIGHTS = {0: 0.0, 1: 1.0, 2: 2.5}  # final-round metric: clicks 1, conversions 2.5, exposures 0
 LOSSES = ("infonce", "bce")
 
 
@@ -55,12 +55,16 @@ class EventStore:
     gap: torch.Tensor  # (E,) int8 bucket of the gap to the user's previous event
 
     @classmethod
-    def of(cls, user: np.ndarray, item: np.ndarray, action: np.ndarray, ts: np.ndarray,
-           device: torch.device) -> EventStore:  # fmt: skip
+    def of(
+        cls, user: np.ndarray, item: np.ndarray, action: np.ndarray, ts: np.ndarray, device: torch.device
+    ) -> EventStore:
         first = np.r_[True, user[1:] != user[:-1]] if len(user) else np.zeros(0, bool)
         gap = gap_buckets(torch.from_numpy(ts.astype(np.int64)), torch.from_numpy(first))
-        return cls(torch.from_numpy(item.astype(np.int32)).to(device),
-                   torch.from_numpy(action.astype(np.int8)).to(device), gap.to(torch.int8).to(device))  # fmt: skip
+        return cls(
+            torch.from_numpy(item.astype(np.int32)).to(device),
+            torch.from_numpy(action.astype(np.int8)).to(device),
+            gap.to(torch.int8).to(device),
+        )
 
     @classmethod
     def cat(cls, a: EventStore, b: EventStore) -> EventStore:
@@ -84,8 +88,9 @@ class Windows:
         return cls(torch.cat([a.start, b.start]), torch.cat([a.end, b.end]), torch.cat([a.user, b.user]))
 
 
-def train_windows(start: np.ndarray, end: np.ndarray, user: np.ndarray, max_len: int,
-                  device: torch.device) -> Windows:  # fmt: skip
+def train_windows(
+    start: np.ndarray, end: np.ndarray, user: np.ndarray, max_len: int, device: torch.device
+) -> Windows:
     """Tile each user's training events [start, end) from the end into windows of `max_len` inputs whose
     targets are the next events: each event after the user's first is a target exactly once."""
     count = np.where(end - start >= 2, (end - start - 1 + max_len - 1) // max_len, 0)
@@ -106,15 +111,28 @@ def gather(store: EventStore, w: Windows, idx: torch.Tensor, max_len: int) -> di
     pos = e[:, None] - max_len + torch.arange(max_len, device=e.device)  # (B, L) event rows
     valid = pos >= s[:, None]  # (B, L)
     p = torch.where(valid, pos, 0)
-    return {"user": w.user[idx], "item": torch.where(valid, store.item[p].long(), 0),
-            "action": torch.where(valid, store.action[p].long(), 0),
-            "gap": torch.where(valid, store.gap[p].long(), 0), "valid": valid, "next": p + 1}  # fmt: skip
+    return {
+        "user": w.user[idx],
+        "item": torch.where(valid, store.item[p].long(), 0),
+        "action": torch.where(valid, store.action[p].long(), 0),
+        "gap": torch.where(valid, store.gap[p].long(), 0),
+        "valid": valid,
+        "next": p + 1,
+    }
 
 
-def infonce_loss(q: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, pos_id: torch.Tensor,
-                 neg_id: torch.Tensor, logq_pos: torch.Tensor | None, logq_neg: torch.Tensor | None,
-                 weight: torch.Tensor, temperature: float,
-                 skip: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def infonce_loss(
+    q: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    pos_id: torch.Tensor,
+    neg_id: torch.Tensor,
+    logq_pos: torch.Tensor | None,
+    logq_neg: torch.Tensor | None,
+    weight: torch.Tensor,
+    temperature: float,
+    skip: torch.Tensor | None = None,
+) -> torch.Tensor:
     """q (N, d) queries, pos (N, d) their targets, neg (M, d) shared negatives; ids to mask accidental hits;
     logq_* the log sampling rate of each target / negative (None: no correction); weight (N,); skip (N, M)
     bool: negatives left out of a row (items that query has already seen)."""
@@ -213,8 +231,14 @@ def seen_lists(store: EventStore, w: Windows) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def brute_topk(q: torch.Tensor, vecs: torch.Tensor, ids: torch.Tensor, k: int,
-               seen: list[np.ndarray] | None, chunk: int = 1024) -> np.ndarray:  # fmt: skip
+def brute_topk(
+    q: torch.Tensor,
+    vecs: torch.Tensor,
+    ids: torch.Tensor,
+    k: int,
+    seen: list[np.ndarray] | None,
+    chunk: int = 1024,
+) -> np.ndarray:
     """Exact top-k `ids` per query by inner product, each query's seen ids left out: (Q, k)."""
     col = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long, device=ids.device)
     col[ids] = torch.arange(len(ids), device=ids.device)  # item -> column of `vecs`
@@ -239,10 +263,18 @@ def item_vectors(model: SeqRec, ids: torch.Tensor, s: SeqTrainSettings) -> torch
     return F.normalize(v, dim=-1) if s.loss == "infonce" else v
 
 
-def evaluate(model: SeqRec, store: EventStore, w: Windows, target: np.ndarray, action: np.ndarray,
-             pool: torch.Tensor, s: SeqTrainSettings, seen: list[np.ndarray] | None) -> dict[str, float]:  # fmt: skip
+def evaluate(
+    model: SeqRec,
+    store: EventStore,
+    w: Windows,
+    target: np.ndarray,
+    action: np.ndarray,
+    pool: torch.Tensor,
+    s: SeqTrainSettings,
+    seen: list[np.ndarray] | None,
+) -> dict[str, float]:
     top = brute_topk(user_vectors(model, store, w, s), item_vectors(model, pool, s), pool, s.topk_eval, seen)
-    return tencentgr_score(top, target, k=10, action=action, action_weights=ACTION_WEIGHTS)
+    return tencentgr_score(top, target, k=TGR_K, action=action, action_weights=ACTION_WEIGHTS)
 
 
 def seen_in_window(item: torch.Tensor, valid: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
@@ -262,9 +294,17 @@ def seen_in_window(item: torch.Tensor, valid: torch.Tensor, cand: torch.Tensor) 
     return first[:, None, :-1] <= torch.arange(n, device=item.device)[None, :, None]  # (B, L, M)
 
 
-def batch_loss(model: SeqRec, store: EventStore, b: dict[str, torch.Tensor], weights: torch.Tensor,
-               pop: torch.Tensor, rate: torch.Tensor, drawable: torch.Tensor, g: torch.Generator,
-               s: SeqTrainSettings) -> torch.Tensor | None:  # fmt: skip
+def batch_loss(
+    model: SeqRec,
+    store: EventStore,
+    b: dict[str, torch.Tensor],
+    weights: torch.Tensor,
+    pop: torch.Tensor,
+    rate: torch.Tensor,
+    drawable: torch.Tensor,
+    g: torch.Generator,
+    s: SeqTrainSettings,
+) -> torch.Tensor | None:
     """The weighted next-item loss of one gathered batch (None when it holds no click target)."""
     device = store.item.device
     nxt = torch.where(b["valid"], b["next"], 0)  # (B, L) row of each position's next event
@@ -303,8 +343,9 @@ def batch_loss(model: SeqRec, store: EventStore, b: dict[str, torch.Tensor], wei
             if full and s.exclude_seen and s.mask_seen
             else None
         )
-        return infonce_loss(q, vec[: len(tgt)], vec[len(tgt) :], tgt, neg_id, lq_pos, lq_neg, w[sel],
-                            s.temperature, skip)  # fmt: skip
+        return infonce_loss(
+            q, vec[: len(tgt)], vec[len(tgt) :], tgt, neg_id, lq_pos, lq_neg, w[sel], s.temperature, skip
+        )
 
 
 def lr_factor(t: int, warmup: int, total: int) -> float:
@@ -315,10 +356,19 @@ def lr_factor(t: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min((t - warmup) / max(total - warmup, 1), 1.0)))
 
 
-def fit(model: SeqRec, store: EventStore, train: Windows, valid: Windows, valid_target: np.ndarray,
-        valid_action: np.ndarray, pool: torch.Tensor, popularity: np.ndarray, rates: np.ndarray,
-        s: SeqTrainSettings,
-        on_step: Callable[[int], None] | None = None) -> FitResult:  # fmt: skip
+def fit(
+    model: SeqRec,
+    store: EventStore,
+    train: Windows,
+    valid: Windows,
+    valid_target: np.ndarray,
+    valid_action: np.ndarray,
+    pool: torch.Tensor,
+    popularity: np.ndarray,
+    rates: np.ndarray,
+    s: SeqTrainSettings,
+    on_step: Callable[[int], None] | None = None,
+) -> FitResult:
     """Train by steps; returns the best valid score's weights (loaded into `model`) and the curve."""
     device = store.item.device
     per_epoch = max(math.ceil(len(train) / s.batch_size), 1)
@@ -348,8 +398,14 @@ def fit(model: SeqRec, store: EventStore, train: Windows, valid: Windows, valid_
             best = FitResult(ck["best_score"], ck["best_step"], total, ck["curve"], ck["best_state"])
             bad, start = ck["bad"], ck["step"] + 1
             log.info("seqrec: resumed after step %d from %s", start, s.resume)
-    bar = tqdm(range(start, total), desc=f"seqrec {s.loss}", disable=not s.progress, mininterval=1.0,
-               leave=False, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        range(start, total),
+        desc=f"seqrec {s.loss}",
+        disable=not s.progress,
+        mininterval=1.0,
+        leave=False,
+        dynamic_ncols=True,
+    )
     # the running loss stays on the device (float64, summed in step order: the same figure as a Python sum of
     # each step's value) so a GPU step never waits for the host; it is read at each evaluation
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -383,24 +439,44 @@ def fit(model: SeqRec, store: EventStore, train: Windows, valid: Windows, valid_
                 torch.cuda.synchronize(device)  # the queued steps belong to this interval's time
             seconds = time.perf_counter() - t0
             m_ = evaluate(model, store, valid, valid_target, valid_action, pool, s, seen)
-            row = {"step": step + 1, "epoch": round((step + 1) / per_epoch, 2),
-                   "train_loss": round(float(loss_sum) / max(n_loss, 1), 5), "lr": opt.param_groups[0]["lr"],
-                   **{f"valid_{k}": round(v, 5) for k, v in m_.items()},
-                   "samples_per_s": round(samples / seconds, 1), "seconds": round(seconds, 2)}  # fmt: skip
+            row = {
+                "step": step + 1,
+                "epoch": round((step + 1) / per_epoch, 2),
+                "train_loss": round(float(loss_sum) / max(n_loss, 1), 5),
+                "lr": opt.param_groups[0]["lr"],
+                **{f"valid_{k}": round(v, 5) for k, v in m_.items()},
+                "samples_per_s": round(samples / seconds, 1),
+                "seconds": round(seconds, 2),
+            }
             best.curve.append(row)
             if m_["score"] > best.best_score:
                 best.best_score, best.best_step, bad = m_["score"], step + 1, 0
                 best.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             else:
                 bad += 1
-            log.info("seqrec step %d: loss %.4f valid score %.4f (HR@10 %.4f)%s", step + 1, row["train_loss"],
-                     m_["score"], m_["hr@10"], "" if bad else " (best)")  # fmt: skip
+            log.info(
+                "seqrec step %d: loss %.4f valid score %.4f (HR@10 %.4f)%s",
+                step + 1,
+                row["train_loss"],
+                m_["score"],
+                m_["hr@10"],
+                "" if bad else " (best)",
+            )
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", score=f"{m_['score']:.4f}")
             hooks.report(step + 1, m_["score"])  # a sweep's pruner may stop here (train/hooks.py)
             if s.resume is not None:
-                ck = {"key": s.resume_key, "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
-                      "sched": sched.state_dict(), "best_score": best.best_score, "best_step": best.best_step,
-                      "curve": best.curve, "best_state": best.state, "bad": bad}  # fmt: skip
+                ck = {
+                    "key": s.resume_key,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "best_score": best.best_score,
+                    "best_step": best.best_step,
+                    "curve": best.curve,
+                    "best_state": best.state,
+                    "bad": bad,
+                }
                 with atomic_path(s.resume) as tmp:
                     torch.save(ck, tmp)
             loss_sum, n_loss, samples, t0 = loss_sum.zero_(), 0, 0, time.perf_counter()

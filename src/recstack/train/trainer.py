@@ -151,8 +151,14 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         recent: list[tuple[torch.Tensor, torch.Tensor]] = []
         show = s.progress and rank == 0
-        bar = tqdm(range(steps), desc=f"{s.desc} epoch {epoch + 1}/{s.epochs}", disable=not show,
-                   leave=False, mininterval=1.0, dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            range(steps),
+            desc=f"{s.desc} epoch {epoch + 1}/{s.epochs}",
+            disable=not show,
+            leave=False,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
@@ -175,8 +181,10 @@ def fit(
             opt.step()
             if show and (step % 50 == 49 or step == steps - 1):  # one host sync per 50 steps, not per step
                 p, t = (torch.cat(z).cpu().numpy() for z in zip(*recent, strict=True))
-                bar.set_postfix(loss=f"{loss_sum.item() / (step + 1) / world:.4f}",
-                                    auc=f"{auc(t, p) if 0 < t.sum() < len(t) else float('nan'):.4f}")  # fmt: skip
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / (step + 1) / world:.4f}",
+                    auc=f"{auc(t, p) if 0 < t.sum() < len(t) else float('nan'):.4f}",
+                )
         peak = 0.0
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -204,14 +212,31 @@ def fit(
             bad += 1
             for group in opt.param_groups:  # halve the LR on every epoch that does not improve
                 group["lr"] = lr * s.lr_decay
-        log.info("%s epoch %d: loss %.4f valid AUC %.4f logloss %.4f lr %.2g %.0f samples/s%s", s.desc,
-                 epoch + 1, row["train_loss"], v_auc, row["valid_logloss"], lr, row["samples_per_s"],
-                 "" if bad else " (best)")  # fmt: skip
+        log.info(
+            "%s epoch %d: loss %.4f valid AUC %.4f logloss %.4f lr %.2g %.0f samples/s%s",
+            s.desc,
+            epoch + 1,
+            row["train_loss"],
+            v_auc,
+            row["valid_logloss"],
+            lr,
+            row["samples_per_s"],
+            "" if bad else " (best)",
+        )
         hooks.report(epoch + 1, v_auc)  # a sweep's pruner may stop here (train/hooks.py)
         if s.resume is not None and rank == 0:
-            ck = {"key": s.resume_key, "epoch": epoch, "model": _cpu_state(model), "opt": opt.state_dict(),
-                  "best_auc": best.best_auc, "best_epoch": best.best_epoch, "curve": best.curve,
-                  "best_state": best.state, "bad": bad, "rng": torch.get_rng_state()}  # fmt: skip
+            ck = {
+                "key": s.resume_key,
+                "epoch": epoch,
+                "model": _cpu_state(model),
+                "opt": opt.state_dict(),
+                "best_auc": best.best_auc,
+                "best_epoch": best.best_epoch,
+                "curve": best.curve,
+                "best_state": best.state,
+                "bad": bad,
+                "rng": torch.get_rng_state(),
+            }
             with atomic_path(s.resume) as tmp:
                 torch.save(ck, tmp)
         dist.barrier()

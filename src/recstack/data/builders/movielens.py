@@ -226,8 +226,11 @@ def build_mmctr_movielens(
     items = MmctrItems(tags=tags, title=titles, likes_level=likes, views_level=views)
     log.info(
         "MovieLens-100K -> mmctr: %d train / %d valid / %d test rows, %d items",
-        len(train), len(valid), len(test), n_items - 1,
-    )  # fmt: skip
+        len(train),
+        len(valid),
+        len(test),
+        n_items - 1,
+    )
     return MmctrRaw(train=train, valid=valid, test=test, items=items), truth
 
 
@@ -310,6 +313,9 @@ def build_tgr_movielens(
     )
     log.info(
         "MovieLens-100K -> tencentgr: %d training users (%d events), %d predict users, %d candidates",
-        len(np.unique(user[train])), int(train.sum()), len(held), n_items,
-    )  # fmt: skip
+        len(np.unique(user[train])),
+        int(train.sum()),
+        len(held),
+        n_items,
+    )
     return raw, truth, texts

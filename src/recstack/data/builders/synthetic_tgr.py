@@ -34,8 +34,9 @@ from recstack.config import SyntheticTGRConfig
 from recstack.data.builders.movielens import deciles
 from recstack.data.builders.synthetic import _alias_tables, _draw
 from recstack.data.raw.progress import peak_rss_gib
-from recstack.data.raw.tencentgr import MM_DIMS, TgrEvents, TgrRaw
+from recstack.data.raw.tencentgr import TgrEvents, TgrRaw
 from recstack.paths import RawTencentGR
+from recstack.tasks import mm_widths
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _embeddings(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """feat -> (creative ids (n,), (n, dim) float32) for a `mm_coverage` share of the items."""
     n_items, n_topics = len(topic), int(topic.max()) + 1
-    dims = {**MM_DIMS, **dict(cfg.mm_dims)}
+    dims = mm_widths(cfg.mm_dims)
     out = {}
     for feat in cfg.mm_feats:
         flip, noise = MODALITY.get(feat, DEFAULT_MODALITY)
@@ -255,7 +256,7 @@ def build_tgr_synthetic(cfg: SyntheticTGRConfig, latent: dict | None = None) -> 
         raise ValueError(
             "synthetic tencentgr: need users >= 1, items >= topics >= 1, 1 <= warm pool <= items"
         )
-    dims = {**MM_DIMS, **dict(cfg.mm_dims)}
+    dims = mm_widths(cfg.mm_dims)
     unknown = [f for f in cfg.mm_feats if f not in dims]
     if unknown:
         raise ValueError(f"synthetic tencentgr: mm feature(s) {unknown} have no dim (known: {sorted(dims)})")

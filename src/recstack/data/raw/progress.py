@@ -36,8 +36,14 @@ class Steps:
         now = time.perf_counter()
         took, self.last = now - self.last, now
         figures = ", ".join(f"{k}={_fmt(v)}" for k, v in counts.items())
-        self.log.info("[%s] %s%s (%.1fs; %.1fs in all)", self.name, what, f": {figures}" if figures else "",
-                      took, now - self.start)  # fmt: skip
+        self.log.info(
+            "[%s] %s%s (%.1fs; %.1fs in all)",
+            self.name,
+            what,
+            f": {figures}" if figures else "",
+            took,
+            now - self.start,
+        )
         return took
 
 

@@ -23,14 +23,13 @@ from recstack.artifacts import atomic_path, write_npy, write_table
 from recstack.data.raw.progress import Steps
 from recstack.errors import DataError, ModalityAbsent
 from recstack.paths import PreparedTGR
+from recstack.tasks import mm_widths
 
 log = logging.getLogger(__name__)
 
 USER_SPARSE = ("103", "104", "105", "109")
 USER_ARRAY = ("106", "107", "108", "110")
 ITEM_SPARSE = ("100", "101", "102", "111", "112", *map(str, range(114, 123)))  # 111 is id-like
-ACTIONS = (0, 1, 2)  # exposure, click, conversion (final round)
-MM_DIMS = {"81": 32, "82": 1024, "83": 3584, "84": 4096, "85": 3584, "86": 3584}  # 81-83 text, 84-86 image
 
 
 @dataclass
@@ -222,8 +221,14 @@ FEATURE_AGREEMENT_MIN = 0.5
 FEATURE_AGREEMENT_QUORUM = 20  # fewer comparable candidates decide nothing (tiny or feature-less pools)
 
 
-def check_feature_agreement(cand: Candidates, c_item: np.ndarray, item_feats: dict[str, np.ndarray],
-                            n_items: int, indexer: Path, counts: Counter) -> None:  # fmt: skip
+def check_feature_agreement(
+    cand: Candidates,
+    c_item: np.ndarray,
+    item_feats: dict[str, np.ndarray],
+    n_items: int,
+    indexer: Path,
+    counts: Counter,
+) -> None:
     warm = (c_item >= 1) & (c_item <= n_items)
     compared = np.zeros(len(c_item), bool)
     agree = np.ones(len(c_item), bool)
@@ -247,8 +252,13 @@ def check_feature_agreement(cand: Candidates, c_item: np.ndarray, item_feats: di
         )
 
 
-def write_candidates(out: Path, creative_id: np.ndarray, retrieval_id: np.ndarray, item: np.ndarray,
-                     features: dict[str, np.ndarray]) -> None:  # fmt: skip
+def write_candidates(
+    out: Path,
+    creative_id: np.ndarray,
+    retrieval_id: np.ndarray,
+    item: np.ndarray,
+    features: dict[str, np.ndarray],
+) -> None:
     cols = {
         "creative_id": pa.array(np.asarray(creative_id, np.int64)),
         "retrieval_id": pa.array(np.asarray(retrieval_id, np.int64)),
@@ -327,15 +337,19 @@ class Layout(ABC):
         """Sparse feature -> value per item row (0 = none)."""
 
     @abstractmethod
-    def read_mm(self, feat: str, creative: np.ndarray, lookup: CidIndex, sink: EmbeddingSink,
-                counts: Counter) -> None:  # fmt: skip
+    def read_mm(
+        self, feat: str, creative: np.ndarray, lookup: CidIndex, sink: EmbeddingSink, counts: Counter
+    ) -> None:
         """The emb_<feat> vectors into `sink` (rows by `lookup` of their creative id)."""
 
 
 def apply_profiles(
-    profiles: dict[int, dict], sparse: dict[str, np.ndarray], arrays: dict[str, list], n_users: int,
+    profiles: dict[int, dict],
+    sparse: dict[str, np.ndarray],
+    arrays: dict[str, list],
+    n_users: int,
     counts: Counter,
-) -> None:  # fmt: skip
+) -> None:
     """User-profile records of the jsonl sequences into the user feature columns (array features as lists)."""
     for u, uf in profiles.items():
         if not 1 <= u <= n_users:
@@ -368,10 +382,18 @@ def mm_not_found(msg: str, others: list[str]) -> DataError:
     return ModalityAbsent(msg)
 
 
-def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dict[str, int] | None,
-             max_unknown_item_share: float, counts: Counter, steps: Steps | None = None,
-             mm_required: bool = True) -> dict[str, object]:  # fmt: skip
-    """Read a release through `layout` into prepare's canonical tables in `out`; returns the figures.
+def assemble(
+    layout: Layout,
+    out: Path,
+    counts: Counter,
+    mm_feats: tuple[str, ...] = ("81",),
+    emb_dims: dict[str, int] | None = None,
+    max_unknown_item_share: float = 0.05,
+    steps: Steps | None = None,
+    mm_required: bool = True,
+) -> dict[str, object]:
+    """Read a release through `layout` into prepare's canonical tables in `out`; returns the figures. Both
+    readers (read_platform, read_parquet_layout) pass their keyword options here unchanged.
     `steps` logs one line per step (counts, seconds); a new one named `prepare` when not given.
     `mm_required` false: a feature of `mm_feats` with no file at all is written with no vectors (coverage 0,
     every model then goes without it) and counted as `mm_<id>_absent`, with a warning."""
@@ -394,9 +416,16 @@ def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dic
         if mismatch.any():  # the indexer decides; a different reid means another release's indexer
             r = int(np.flatnonzero(mismatch)[0])
             counts["candidates_reid_mismatch"] = int(mismatch.sum())
-            log.warning("%s: %d candidates' reid_creative_id disagrees with indexer.pkl (first: row %d, creative "
-                        "id %d: reid %d, indexer %d); using indexer.pkl", cand.source, int(mismatch.sum()), r,
-                        c_cid[r], cand.reid[r], c_item[r])  # fmt: skip
+            log.warning(
+                "%s: %d candidates' reid_creative_id disagrees with indexer.pkl (first: row %d, creative "
+                "id %d: reid %d, indexer %d); using indexer.pkl",
+                cand.source,
+                int(mismatch.sum()),
+                r,
+                c_cid[r],
+                cand.reid[r],
+                c_item[r],
+            )
     creative = np.concatenate([creative, np.unique(c_cid[cold])])
     lookup = CidIndex(creative)
     c_item = lookup(c_cid)
@@ -433,11 +462,12 @@ def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dic
             f = item_feats.setdefault(key, np.zeros(n_rows, np.int64))
             f[c_item] = np.where(f[c_item] == 0, col, f[c_item])
     write_items(out, creative, item_feats, n_items)
-    write_candidates(out, c_cid, cand.retrieval_id, c_item,
-                     {k: v for k, v in cand.features.items() if k in ITEM_SPARSE})  # fmt: skip
+    write_candidates(
+        out, c_cid, cand.retrieval_id, c_item, {k: v for k, v in cand.features.items() if k in ITEM_SPARSE}
+    )
     steps.done("wrote the item and candidate tables", items=n_rows - 1, candidates=len(c_cid))
 
-    dims = {**MM_DIMS, **(emb_dims or {})}
+    dims = mm_widths(emb_dims)
     for feat in mm_feats:
         esink = EmbeddingSink(out, feat, n_rows, dims[feat])
         try:
@@ -454,5 +484,12 @@ def assemble(layout: Layout, out: Path, mm_feats: tuple[str, ...], emb_dims: dic
         counts[f"coverage_mm_{feat}"] = esink.close()
         steps.done(f"read emb_{feat} ({dims[feat]}-d)", vectors=int(esink.mask.sum()))
 
-    return {"users": n_users, "items": n_items, "items_with_pool": n_rows - 1, "candidates": len(c_cid),
-            "predict_users": len(p_users), "training_users": n_train, **counts}  # fmt: skip
+    return {
+        "users": n_users,
+        "items": n_items,
+        "items_with_pool": n_rows - 1,
+        "candidates": len(c_cid),
+        "predict_users": len(p_users),
+        "training_users": n_train,
+        **counts,
+    }

@@ -22,6 +22,7 @@ import pickle
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,11 +32,8 @@ from tqdm import tqdm
 
 from recstack.artifacts import atomic_path, write_table
 from recstack.data.raw.arrow import check_utf8
-from recstack.data.raw.progress import Steps
 from recstack.data.raw.tencentgr import (
-    ACTIONS,
     ITEM_SPARSE,
-    MM_DIMS,
     USER_ARRAY,
     USER_SPARSE,
     Candidates,
@@ -59,6 +57,7 @@ from recstack.data.raw.tencentgr_platform import (
 )
 from recstack.errors import DataError
 from recstack.paths import RawTencentGR
+from recstack.tasks import ACTIONS, mm_widths
 
 log = logging.getLogger(__name__)
 BATCH_ROWS = 16_384  # rows per Arrow batch (users for seq/, items for item_feat/, ...)
@@ -287,8 +286,13 @@ def read_user_feat(
                 pf, path, k, lambda t: _is_int(t) or pa.types.is_null(t), "a nullable integer (feature re-id)"
             )
         for k in a_cols:
-            _check_type(pf, path, k, lambda t: pa.types.is_null(t) or (_is_list(t) and _is_int(t.value_type)),
-                        "a nullable list of integers (feature re-ids)")  # fmt: skip
+            _check_type(
+                pf,
+                path,
+                k,
+                lambda t: pa.types.is_null(t) or (_is_list(t) and _is_int(t.value_type)),
+                "a nullable list of integers (feature re-ids)",
+            )
         for row0, batch in _batches(pf, ["user_id", *s_cols, *a_cols]):
             uid = _ints(batch.column("user_id"), path, "user_id", row0)
             ok = (uid >= 1) & (uid <= n_users)
@@ -409,8 +413,13 @@ def read_mm_parquet(
     for path in parquet_parts(folder, what):
         pf = _open(path, ("anonymous_cid", "emb"), what)
         _check_type(pf, path, "anonymous_cid", lambda t: _is_str(t) or _is_int(t), "a string (creative id)")
-        _check_type(pf, path, "emb", lambda t: _is_list(t) and (pa.types.is_floating(t.value_type)
-                    or _is_int(t.value_type)), "a list of floats")  # fmt: skip
+        _check_type(
+            pf,
+            path,
+            "emb",
+            lambda t: _is_list(t) and (pa.types.is_floating(t.value_type) or _is_int(t.value_type)),
+            "a list of floats",
+        )
         rows_per_batch = max(
             1, min(BATCH_ROWS, (1 << 24) // dim)
         )  # <= 64 MB of float32 (a 4096-d row: 16 KB)
@@ -600,8 +609,9 @@ class ParquetLayout(Layout):
                 f[:] = np.where(f == 0, col, f)
         return item_feats
 
-    def read_mm(self, feat: str, creative: np.ndarray, lookup: CidIndex, sink: EmbeddingSink,
-                counts: Counter) -> None:  # fmt: skip
+    def read_mm(
+        self, feat: str, creative: np.ndarray, lookup: CidIndex, sink: EmbeddingSink, counts: Counter
+    ) -> None:
         read_mm_parquet(self.raw.parquet_dir("mm_emb"), feat, lookup, sink, counts)
         ev_mm = self.ev.parquet_dir("mm_emb") if self.ev is not None else None
         if ev_mm is not None and (ev_mm / f"emb_{feat}_{sink.dim}_parquet").is_dir():
@@ -610,10 +620,9 @@ class ParquetLayout(Layout):
             read_mm_parquet(ev_mm, feat, lookup, sink, Counter(), only_missing=True)
 
 
-def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_feats: tuple[str, ...] = ("81",),
-                        emb_dims: dict[str, int] | None = None, max_unknown_item_share: float = 0.05,
-                        eval_dir: str | Path | None = None, steps: Steps | None = None,
-                        mm_required: bool = True) -> dict[str, object]:  # fmt: skip
+def read_parquet_layout(
+    root: str | Path, out: Path, strict: bool = True, eval_dir: str | Path | None = None, **options: Any
+) -> dict[str, object]:
     """Read the parquet release under `root` into the canonical tables in `out` (as `read_platform` does).
 
     The eval side is the evaluation folder (see `release_folders`) or, in one folder, `predict_seq/` +
@@ -622,7 +631,7 @@ def read_parquet_layout(root: str | Path, out: Path, strict: bool = True, mm_fea
     has no partial records to skip.
     """
     layout = ParquetLayout(Path(root), strict, eval_dir)
-    return assemble(layout, out, mm_feats, emb_dims, max_unknown_item_share, Counter(), steps, mm_required)
+    return assemble(layout, out, Counter(), **options)
 
 
 # ---- writing the parquet layout (tests; builders write the platform layout) ---------------------------
@@ -663,8 +672,13 @@ def _write_parts(folder: Path, table: pa.Table, rows_per_file: int | None) -> No
         write_table(folder / name, table.slice(k * step, step))
 
 
-def write_parquet_layout(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int] | None = None,
-                         rows_per_file: int | None = None, two_folders: bool = False) -> None:  # fmt: skip
+def write_parquet_layout(
+    raw: TgrRaw,
+    root: str | Path,
+    emb_dims: dict[str, int] | None = None,
+    rows_per_file: int | None = None,
+    two_folders: bool = False,
+) -> None:
     """Serialise `raw` in the parquet release's layout; every file atomically. `rows_per_file` splits each
     folder into several parts (tests of multi-file reading).
 
@@ -718,17 +732,19 @@ def write_parquet_layout(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int]
         )
     _write_parts(ev.parquet_dir("candidate"), pa.table(ccols), rows_per_file)
 
-    dims = {**MM_DIMS, **(emb_dims or {})}
+    dims = mm_widths(emb_dims)
     for feat, (cids, mat) in raw.mm.items():
         dim = dims[feat]
         if mat.shape[1] != dim:
             raise ValueError(f"mm feature {feat}: matrix has {mat.shape[1]} columns, expected {dim}")
         flat = pa.array(np.asarray(mat, np.float32).reshape(-1), pa.float32())
         offsets = pa.array(np.arange(0, len(cids) * dim + 1, dim, dtype=np.int32))
-        table = pa.table({
-            "anonymous_cid": pa.array([str(c) for c in np.asarray(cids).tolist()], pa.string()),
-            "emb": pa.ListArray.from_arrays(offsets, flat),
-        })  # fmt: skip
+        table = pa.table(
+            {
+                "anonymous_cid": pa.array([str(c) for c in np.asarray(cids).tolist()], pa.string()),
+                "emb": pa.ListArray.from_arrays(offsets, flat),
+            }
+        )
         for side in {train.root, ev.root}:
             folder = RawTencentGR(side).parquet_dir("mm_emb") / f"emb_{feat}_{dim}_parquet"
             _write_parts(folder, table, rows_per_file)

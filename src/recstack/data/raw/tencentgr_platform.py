@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -30,11 +31,9 @@ from tqdm import tqdm
 from recstack.artifacts import atomic_path
 from recstack.data.raw import safe_pickle
 from recstack.data.raw import tencentgr as tgr
-from recstack.data.raw.progress import Heartbeat, Steps
+from recstack.data.raw.progress import Heartbeat
 from recstack.data.raw.tencentgr import (
-    ACTIONS,
     ITEM_SPARSE,
-    MM_DIMS,
     USER_ARRAY,
     USER_SPARSE,
     EmbeddingSink,
@@ -45,6 +44,7 @@ from recstack.data.raw.tencentgr import (
 )
 from recstack.errors import DataError
 from recstack.paths import RawTencentGR
+from recstack.tasks import ACTIONS, mm_widths
 
 log = logging.getLogger(__name__)
 BATCH_EVENTS = 2_000_000
@@ -230,8 +230,15 @@ class SeqParser:
         return TgrEvents(u, i, a, t)
 
 
-def read_seq(path: Path, sink: EventSink, n_users: int, n_items: int, strict: bool,
-             counts: dict[str, int], known_users: bool = False) -> SeqParser:  # fmt: skip
+def read_seq(
+    path: Path,
+    sink: EventSink,
+    n_users: int,
+    n_items: int,
+    strict: bool,
+    counts: dict[str, int],
+    known_users: bool = False,
+) -> SeqParser:
     parser = SeqParser(path, n_users, n_items, counts, known_users)
     beat = Heartbeat(log, f"reading {path.name}")  # the log file sees the loop move, not only the tqdm bar
     for _no, recs in tqdm(
@@ -270,8 +277,9 @@ def check_unique_users(users: np.ndarray, where: Callable[[int], str], source: s
 _ENTRY = re.compile(rb'"(\d+)"\s*:\s*(\{[^{}]*\})')
 
 
-def read_item_feat_dict(path: Path, n_rows: int, strict: bool, counts: dict[str, int],
-                        chunk: int = 1 << 24) -> dict[str, np.ndarray]:  # fmt: skip
+def read_item_feat_dict(
+    path: Path, n_rows: int, strict: bool, counts: dict[str, int], chunk: int = 1 << 24
+) -> dict[str, np.ndarray]:
     """Feature id -> (n_rows,) int64 value per item re-id (0 = none), read `chunk` bytes at a time, entry by
     entry (an item given twice: the later entry's features over the earlier ones)."""
     feats = {k: np.zeros(n_rows, np.int64) for k in ITEM_SPARSE}
@@ -316,8 +324,14 @@ def _cid(v: object, where: str) -> int:
     raise DataError(f"{where}: creative id {v!r} is not an integer id")
 
 
-def read_mm(root: Path, feat: str, cid_to_row: dict[int, int], sink: EmbeddingSink, strict: bool,
-            counts: dict[str, int]) -> None:  # fmt: skip
+def read_mm(
+    root: Path,
+    feat: str,
+    cid_to_row: dict[int, int],
+    sink: EmbeddingSink,
+    strict: bool,
+    counts: dict[str, int],
+) -> None:
     """emb_81_<dim>.pkl (restricted unpickling) or emb_<id>_<dim>/ JSON-lines parts, into `sink`."""
     dim = sink.dim
     pkl = root / f"emb_{feat}_{dim}.pkl"
@@ -358,8 +372,9 @@ def read_mm(root: Path, feat: str, cid_to_row: dict[int, int], sink: EmbeddingSi
                     rows.add(row, v)
     else:
         others = sorted(p.name for p in root.glob(f"emb_{feat}_*")) if root.is_dir() else []
-        raise tgr.mm_not_found(f"{root}: no emb_{feat}_{dim}.pkl or emb_{feat}_{dim}/ (multimodal feature {feat})",
-                               others)  # fmt: skip
+        raise tgr.mm_not_found(
+            f"{root}: no emb_{feat}_{dim}.pkl or emb_{feat}_{dim}/ (multimodal feature {feat})", others
+        )
     rows.flush()
     counts[f"mm_{feat}_unknown_creative"] += unknown
 
@@ -410,8 +425,10 @@ def read_candidates(path: Path, strict: bool, counts: dict[str, int]):
         if cid in first:  # one creative listed twice: the same candidate folded, two different ones refused
             line, f0 = first[cid]
             if f != f0:
-                raise DataError(f"{where}: creative_id {cid} is listed again (first at line {line}) with other "
-                                "features; expected one line per candidate")  # fmt: skip
+                raise DataError(
+                    f"{where}: creative_id {cid} is listed again (first at line {line}) with other "
+                    "features; expected one line per candidate"
+                )
             counts["candidates_duplicate_folded"] += 1
             continue
         first[cid] = (no, f)
@@ -423,8 +440,11 @@ def read_candidates(path: Path, strict: bool, counts: dict[str, int]):
             rows.append(row)
             values.append(_check_int(v, f"{where} feature {key}"))
     if counts.get("candidates_duplicate_folded"):
-        log.warning("%s: %d candidate line(s) repeat an earlier line's creative_id and features: folded",
-                    path, counts["candidates_duplicate_folded"])  # fmt: skip
+        log.warning(
+            "%s: %d candidate line(s) repeat an earlier line's creative_id and features: folded",
+            path,
+            counts["candidates_duplicate_folded"],
+        )
     if not cids:
         raise DataError(f"{path}: no candidates (empty file)")
     columns = {}
@@ -474,20 +494,17 @@ class PlatformLayout(tgr.Layout):
         path = self.raw.item_feat_dict
         return read_item_feat_dict(path, n_rows, self.strict, counts) if path.is_file() else {}
 
-    def read_mm(self, feat: str, creative: np.ndarray, lookup: tgr.CidIndex, sink: EmbeddingSink,
-                counts: Counter) -> None:  # fmt: skip
+    def read_mm(
+        self, feat: str, creative: np.ndarray, lookup: tgr.CidIndex, sink: EmbeddingSink, counts: Counter
+    ) -> None:
         cid_to_row = {int(c): r for r, c in enumerate(creative.tolist()) if r}
         read_mm(self.raw.creative_emb, feat, cid_to_row, sink, self.strict, counts)
 
 
-def read_platform(root: str | Path, out: Path, strict: bool = True, mm_feats: tuple[str, ...] = ("81",),
-                  emb_dims: dict[str, int] | None = None, max_unknown_item_share: float = 0.05,
-                  steps: Steps | None = None, mm_required: bool = True) -> dict[str, object]:  # fmt: skip
-    """Read the platform layout under `root` into prepare's canonical tables in `out`; returns the figures."""
-    layout = PlatformLayout(Path(root), strict)
-    return tgr.assemble(
-        layout, out, mm_feats, emb_dims, max_unknown_item_share, _Counts(), steps, mm_required
-    )
+def read_platform(root: str | Path, out: Path, strict: bool = True, **options: Any) -> dict[str, object]:
+    """Read the platform layout under `root` into prepare's canonical tables in `out`; returns the figures.
+    `options`: tencentgr.assemble's (mm_feats, emb_dims, max_unknown_item_share, steps, mm_required)."""
+    return tgr.assemble(PlatformLayout(Path(root), strict), out, _Counts(), **options)
 
 
 class _Counts(dict):
@@ -536,7 +553,7 @@ def _write_seq(
                     events.action[s:e].tolist(),
                     events.ts[s:e].tolist(),
                     strict=True,
-                )  # fmt: skip
+                )
             ]
             uf = {
                 k: int(raw.user_sparse[k][u])
@@ -588,7 +605,7 @@ def write_platform(raw: TgrRaw, root: str | Path, emb_dims: dict[str, int] | Non
         for r, cid in enumerate(raw.cand_creative_id.tolist()):
             feats = {k: int(v[r]) for k, v in raw.cand_features.items() if v[r]}
             f.write(orjson.dumps({"creative_id": cid, "retrieval_id": r, "features": feats}) + b"\n")
-    dims = {**MM_DIMS, **(emb_dims or {})}
+    dims = mm_widths(emb_dims)
     for feat, (cids, mat) in raw.mm.items():
         dim = dims[feat]
         if mat.shape[1] != dim:

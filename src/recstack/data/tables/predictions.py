@@ -27,8 +27,9 @@ from recstack.paths import Predictions
 COLUMNS = ("split", "query", "item", "score", "rank")
 
 
-def scored_table(split: np.ndarray, query: np.ndarray, item: np.ndarray, score: np.ndarray,
-                 rank: np.ndarray) -> pa.Table:  # fmt: skip
+def scored_table(
+    split: np.ndarray, query: np.ndarray, item: np.ndarray, score: np.ndarray, rank: np.ndarray
+) -> pa.Table:
     return pa.table(
         {
             "split": pa.array(np.asarray(split, dtype=object).tolist(), pa.string()),

@@ -34,9 +34,13 @@ class RankRows:
 
     def take(self, idx: np.ndarray) -> RankRows:
         return RankRows(
-            self.row_id[idx], self.user[idx], self.hist[idx], self.target[idx], self.context[idx],
+            self.row_id[idx],
+            self.user[idx],
+            self.hist[idx],
+            self.target[idx],
+            self.context[idx],
             None if self.label is None else self.label[idx],
-        )  # fmt: skip
+        )
 
 
 @dataclass
@@ -96,9 +100,13 @@ def read_rank_rows(prep: str | Path, split: str, n_items: int) -> RankRows:
         label = df["label"].to_numpy(np.float32)
         check_labels(label, source)
     return RankRows(
-        df["row_id"].to_numpy(np.int64), df["user_id"].to_numpy(np.int64), hist.astype(np.int32),
-        target, context, label,
-    )  # fmt: skip
+        df["row_id"].to_numpy(np.int64),
+        df["user_id"].to_numpy(np.int64),
+        hist.astype(np.int32),
+        target,
+        context,
+        label,
+    )
 
 
 def read_rank_items(prep: str | Path) -> RankItems:

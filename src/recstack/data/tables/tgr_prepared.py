@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,10 @@ def read_mm(folder: str | Path, feat: str, n_rows: int, dim: int) -> tuple[np.nd
             raise DataError(f"{p}: not found; prepare writes it for each of data.mm_feats (here '{feat}')")
     matrix = np.load(path, mmap_mode="r")
     if matrix.ndim != 2 or matrix.shape != (n_rows, dim) or not np.issubdtype(matrix.dtype, np.floating):
-        raise DataError(f"{path}: emb_{feat} has shape {matrix.shape} dtype {matrix.dtype}; expected "
-                        f"({n_rows}, {dim}) float: one row per item re-id, {dim} = the width of emb_{feat}")  # fmt: skip
+        raise DataError(
+            f"{path}: emb_{feat} has shape {matrix.shape} dtype {matrix.dtype}; expected "
+            f"({n_rows}, {dim}) float: one row per item re-id, {dim} = the width of emb_{feat}"
+        )
     mask = np.load(mask_path)
     if mask.shape != (n_rows,) or mask.dtype != np.bool_:
         raise DataError(f"{mask_path}: shape {mask.shape} dtype {mask.dtype}; expected ({n_rows},) bool")
@@ -96,8 +99,13 @@ def read_item_text(folder: str | Path, n_rows: int) -> list[str] | None:
 
 
 # ---- held-out targets: local validation and the level-2 (stacker) training queries --------------------
-def last_clicks(events: dict[str, np.ndarray], n_users: int, seed: int, exclude_users: np.ndarray | None = None,
-                pool: np.ndarray | None = None) -> pd.DataFrame:  # fmt: skip
+def last_clicks(
+    events: dict[str, np.ndarray],
+    n_users: int,
+    seed: int,
+    exclude_users: np.ndarray | None = None,
+    pool: np.ndarray | None = None,
+) -> pd.DataFrame:
     """The last click (or conversion) of up to `n_users` sampled users (those in `exclude_users` left out):
     user, item, action, n_hist (events before it), event_index (its row in the event arrays). With `pool`
     (item rows), the last click of a candidate, after at least one event: a predict user's target is one."""
@@ -144,8 +152,9 @@ def before_cuts(user: np.ndarray, cut: np.ndarray) -> np.ndarray:
 STACK_SEED_OFFSET = 1  # the stacker's queries are drawn with seed + 1: independent of the valid draw
 
 
-def stack_queries(events: dict[str, np.ndarray], valid: pd.DataFrame, n_users: int, seed: int,
-                  cuts: int = 1) -> pd.DataFrame:  # fmt: skip
+def stack_queries(
+    events: dict[str, np.ndarray], valid: pd.DataFrame, n_users: int, seed: int, cuts: int = 1
+) -> pd.DataFrame:
     """Level-2 training queries: the last `cuts` clicks of up to `n_users` training users outside the local
     validation users (same columns as valid_targets; by user, then time). Every model that produces level-1
     scores for them trains on `before_cuts` of both sets (from a user's earliest cut on), so neither their
@@ -230,8 +239,9 @@ def training_mask(user: np.ndarray, held: HeldOut) -> np.ndarray:
     return keep & ~np.isin(user, held.valid["user"].to_numpy())
 
 
-def query_inputs(events: dict[str, np.ndarray], predict_events: dict[str, np.ndarray], held: HeldOut,
-                 split: str) -> dict[str, np.ndarray]:  # fmt: skip
+def query_inputs(
+    events: dict[str, np.ndarray], predict_events: dict[str, np.ndarray], held: HeldOut, split: str
+) -> dict[str, np.ndarray]:
     """The inference inputs of the `split` queries, grouped by user: valid = valid_histories, test = the
     predict users' histories. One form for both, so every stage answers them by the same code (the stacker's
     queries are cut out of the training events instead: histories_before)."""
@@ -242,8 +252,13 @@ def query_inputs(events: dict[str, np.ndarray], predict_events: dict[str, np.nda
     raise ValueError(f"query_inputs: split {split!r}; expected valid or test")
 
 
-def fit_events(events: dict[str, np.ndarray], predict_events: dict[str, np.ndarray], held: HeldOut, fold: str,
-               with_histories: bool) -> dict[str, np.ndarray]:  # fmt: skip
+def fit_events(
+    events: dict[str, np.ndarray],
+    predict_events: dict[str, np.ndarray],
+    held: HeldOut,
+    fold: str,
+    with_histories: bool,
+) -> dict[str, np.ndarray]:
     """The events a model may learn from to answer the queries of `fold`, grouped by user (runs of one user
     contiguous; a user may have a training run and a history run). `valid` (the stacker's and the valid
     queries): training_mask's events; `test` (the predict users): every training event but the valid targets
@@ -318,16 +333,35 @@ def seen_policy(setting: Any, events: dict[str, np.ndarray], queries: pd.DataFra
     """Whether to leave seen items out, for `setting` true / false / auto. auto decides from the training
     queries only (stack_queries: users outside the valid users, so no valid target is read): keep seen items
     when at least REPEAT_SHARE_KEEP of their targets repeat an item of their own history (any action).
-    Every stage that ranks (seqrec, baseline, retrieve) calls this with the same queries: one decision."""
+    The stages read prepare's shares of the same queries instead (read_seen_policy): one decision."""
+    return decide_seen(setting, repeat_shares(events, queries) if seen_setting(setting) == "auto" else {})
+
+
+def read_seen_policy(prep: str | Path, setting: Any) -> SeenPolicy:
+    """seen_policy for `setting` from the shares prepare wrote (PreparedTGR.SEEN) of its stack queries."""
     s = seen_setting(setting)
-    fig = repeat_shares(events, queries) if s == "auto" else {}
+    return decide_seen(s, json.loads((Path(prep) / PreparedTGR.SEEN).read_text()) if s == "auto" else {})
+
+
+def read_held_out(prep: str | Path) -> HeldOut:
+    """The run's held-out targets as prepare wrote them: the valid users' and the stacker's queries."""
+    return HeldOut(read_table(prep, PreparedTGR.VALID), read_table(prep, PreparedTGR.STACK_QUERIES))
+
+
+def decide_seen(setting: Any, fig: dict[str, Any]) -> SeenPolicy:
+    """The decision of seen_policy from the queries' repeat shares `fig` (unused unless setting is auto)."""
+    s = seen_setting(setting)
+    fig = fig if s == "auto" else {}
     if s != "auto":
         exclude, why = s == "true", "set in the config"
     elif not fig["queries"]:
         exclude, why = True, "no training queries to decide from (data.stack_users): seen items left out"
     else:
         exclude = fig["repeat_share"] < REPEAT_SHARE_KEEP
-        why = (f"{fig['repeat_share']:.1%} of {fig['queries']} training targets repeat a history item "
-               f"({'<' if exclude else '>='} {REPEAT_SHARE_KEEP:.0%})")  # fmt: skip
-    return SeenPolicy(exclude, {"setting": s, "exclude_seen": exclude, "threshold": REPEAT_SHARE_KEEP,
-                                "reason": why, **fig})  # fmt: skip
+        why = (
+            f"{fig['repeat_share']:.1%} of {fig['queries']} training targets repeat a history item "
+            f"({'<' if exclude else '>='} {REPEAT_SHARE_KEEP:.0%})"
+        )
+    return SeenPolicy(
+        exclude, {"setting": s, "exclude_seen": exclude, "threshold": REPEAT_SHARE_KEEP, "reason": why, **fig}
+    )

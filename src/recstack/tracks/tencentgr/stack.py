@@ -1,25 +1,13 @@
-"""`stack`: level-2 LightGBM models on the level-1 outputs.
-
-mmctr: binary LightGBM on the valid/test predictions of `stack.sources` (all trained on train only, so
-those predictions are out-of-sample) plus cheap features (stack/features.py) and, when the track's
-`retrieve` stage wrote them, its retrieval features. The stacker is cross-validated on valid with folds
-grouped by user: the reported valid AUC is the out-of-fold AUC over valid, the test prediction the mean of
-the fold models. K-fold OOF level-1 predictions on train (`rank.folds`) would cost K trainings of every
-ranker, and the rankers are most of mmctr's time in the default run on 2 cores
-(bench/README.md "The default run and the suite from a fresh clone"), so CV on valid it is.
-
-tencentgr: LightGBM lambdarank over the retrieve stage's merged candidates, trained on the stacker's
-training queries (held-out last clicks of training users outside the valid users), trees chosen by CV over
-those queries, the CV models averaged with the refitted one (stack.rerank.bag); the valid users are scored
-once and never fitted. Its top `stack.rerank.topk` per user is a
-ranking the ensemble can use.
-"""
+"""`stack` for tencentgr: LightGBM lambdarank over the retrieve stage's merged candidates, trained on the
+stacker's training queries (held-out last clicks of training users outside the valid users), trees chosen by
+CV over those queries, the CV models averaged with the refitted one (stack.rerank.bag); the valid users are
+scored once and never fitted. Its top `stack.rerank.topk` per user is a ranking the ensemble can use."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,8 +16,7 @@ import pyarrow.parquet as pq
 
 from recstack.artifacts import write_json, write_table
 from recstack.data.raw.progress import peak_rss_gib
-from recstack.data.tables.predictions import predictions_table, ranking_table, read_predictions
-from recstack.data.tables.prepared import read_samples
+from recstack.data.tables.predictions import ranking_table
 from recstack.data.tables.tgr_prepared import (
     HeldOut,
     fit_events,
@@ -40,11 +27,10 @@ from recstack.data.tables.tgr_prepared import (
     read_events,
     read_table,
 )
-from recstack.ensemble.blend import logit
 from recstack.errors import DataError
-from recstack.metrics import auc, tencentgr_score
+from recstack.metrics import tencentgr_score
 from recstack.models.popularity import DAY
-from recstack.paths import MANIFEST, Predictions, PreparedTGR, Retrieved, Stacked
+from recstack.paths import Predictions, PreparedTGR, Retrieved, Stacked
 from recstack.retrieve.base import Events, backfill, top_k_groups
 from recstack.retrieve.covisit import CovisitMatrix, read_matrix
 from recstack.retrieve.features import covisit_lookup
@@ -54,108 +40,19 @@ from recstack.stack.features import (
     history_pair_sums,
     history_similarity,
     item_stats,
-    mmctr_features,
     popularity_taste,
     source_agreement,
     user_normalised,
-    user_relative,
     user_standardised,
     windowed_popularity,
 )
-from recstack.stack.lgbm import cv_binary, fit_lambdarank, lgbm_binary
+from recstack.stack.lgbm import fit_lambdarank
 from recstack.stages.context import StageContext
+from recstack.tasks import TGR_K
 
 log = logging.getLogger(__name__)
 
 
-def _retrieval_features(ctx: StageContext) -> pd.DataFrame | None:
-    folder = ctx.input_dir("retrieve")
-    path = folder / Retrieved.FEATURES
-    if not (folder / MANIFEST).is_file() or not path.is_file():
-        log.info("no retrieval features (%s absent): stacking without them", path)
-        return None
-    df = pq.read_table(path).to_pandas()
-    missing = {"split", "row_id"} - set(df.columns)
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(sorted(missing))}; expected split, row_id, features"
-        )
-    keys = df[["split", "row_id"]]
-    if keys.duplicated().any():
-        r = int(np.flatnonzero(keys.duplicated())[0])
-        raise DataError(f"{path}: row {r} repeats (split, row_id) {tuple(keys.iloc[r])}")
-    log.info(
-        "retrieval features from %s: %s",
-        path,
-        ", ".join(c for c in df.columns if c not in ("split", "row_id")),
-    )
-    return df
-
-
-def _mmctr_matrix(
-    ctx: StageContext, split: str, rows: pd.DataFrame, retrieval: pd.DataFrame | None
-) -> pd.DataFrame:
-    sc, ids = ctx.cfg.stack, rows["row_id"].to_numpy()
-    x = pd.DataFrame({f"p_{s}": logit(read_predictions(ctx.input_dir(s), split, ids)) for s in sc.sources},
-                     index=pd.Index(ids, name="row_id"))  # fmt: skip
-    if sc.user_relative:
-        x = x.join(user_relative(x, rows["user_id"].to_numpy(), list(x.columns)))
-    if sc.features:
-        x = x.join(mmctr_features(ctx.input_dir("prepare"), split))
-    if retrieval is not None:
-        part = retrieval[retrieval["split"] == split].drop(columns="split").set_index("row_id")
-        part = part.reindex(ids)
-        if part.isna().all(axis=1).any():
-            r = int(ids[np.flatnonzero(part.isna().all(axis=1).to_numpy())[0]])
-            raise DataError(
-                f"{ctx.input_dir('retrieve') / Retrieved.FEATURES}: split {split} has no row_id {r}"
-            )
-        x = x.join(part.astype(np.float32))
-    return x
-
-
-def run_mmctr(ctx: StageContext) -> dict[str, Any]:
-    cfg, sc, prep = ctx.cfg, ctx.cfg.stack, ctx.input_dir("prepare")
-    if not sc.sources:
-        raise DataError(
-            "stack.sources is empty: name the level-1 stages to stack (e.g. [baseline, rank_din])"
-        )
-    valid, test = read_samples(prep, "valid"), read_samples(prep, "test")
-    retrieval = _retrieval_features(ctx)
-    x_valid = _mmctr_matrix(ctx, "valid", valid, retrieval)
-    x_test = _mmctr_matrix(ctx, "test", test, retrieval)
-    y = valid["label"].to_numpy()
-    log.info("stacker: %d valid rows (%d users), %d test rows, %d features: %s", len(valid),
-             valid["user_id"].nunique(), len(test), x_valid.shape[1], ", ".join(x_valid.columns))  # fmt: skip
-    cv = cv_binary(x_valid, y, valid["user_id"].to_numpy(), x_test, lgbm_binary(sc.lgbm, cfg.seed),
-                   sc.folds, sc.inner_valid, cfg.seed)  # fmt: skip
-    singles = {s: round(auc(y, x_valid[f"p_{s}"].to_numpy()), 5) for s in sc.sources}
-    best = max(singles, key=singles.get)
-    figures: dict[str, Any] = {
-        "model": "lgbm_binary",
-        "valid_auc": round(cv.oof_auc, 5),  # out-of-fold over valid: the CV score
-        "valid_auc_fold_mean": round(float(np.mean([f["auc"] for f in cv.folds if "auc" in f])), 5),
-        **{f"valid_auc_{s}": v for s, v in singles.items()},
-        "best_single": best,
-        "gain_over_best_single": round(cv.oof_auc - singles[best], 5),
-        "protocol": f"{sc.folds}-fold CV on valid grouped by user; early stopping on held-out users inside each fold",
-        "features": list(x_valid.columns),
-        "retrieval_features": retrieval is not None,
-        "trees": [f.get("trees") for f in cv.folds],
-        "rows": len(valid) + len(test),
-        "gain": cv.gain,
-    }
-    parts = {"valid": (valid["row_id"].to_numpy(), cv.oof, valid["item_id"].to_numpy()),
-             "test": (test["row_id"].to_numpy(), cv.test, test["item_id"].to_numpy())}  # fmt: skip
-    write_table(ctx.out / Predictions.FILE, predictions_table(parts))
-    write_json(ctx.out / Stacked.IMPORTANCE, {"gain": cv.gain, "folds": cv.folds})
-    log.info("stack valid AUC %.4f (out-of-fold, %d folds by user); best single %s %.4f (%+.4f)",
-             cv.oof_auc, sc.folds, best, singles[best], cv.oof_auc - singles[best])  # fmt: skip
-    log.info("feature importance (gain): %s", ", ".join(f"{k}={v:.1f}" for k, v in cv.gain.items()))
-    return figures
-
-
-# ---- tencentgr ----------------------------------------------------------------------------------------
 CAND_KEYS = ("split", "user_row", "user", "item", "n_sources", "label")
 
 
@@ -181,8 +78,10 @@ def candidate_schema(path, n_queries: dict[str, int] | None = None) -> list[str]
     columns = f.schema_arrow.names
     missing = [c for c in CAND_KEYS if c not in columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(CAND_KEYS)} "
-                        "and <source>_score / <source>_rank per source")  # fmt: skip
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(CAND_KEYS)} "
+            "and <source>_score / <source>_rank per source"
+        )
     sources = candidate_sources(columns)
     if not sources:
         raise DataError(f"{path}: no <source>_score / <source>_rank column pair")
@@ -193,8 +92,10 @@ def candidate_schema(path, n_queries: dict[str, int] | None = None) -> list[str]
             raise DataError(f"{path}: column 'split' has {bad[0]!r}; expected train, valid or test")
         for split, rows in b.groupby("split")["user_row"] if n_queries is not None else ():
             if rows.min() < 0 or rows.max() >= n_queries[split]:
-                raise DataError(f"{path}: split {split} has user_row {rows.min() if rows.min() < 0 else rows.max()}; "
-                                f"the split has {n_queries[split]} queries")  # fmt: skip
+                raise DataError(
+                    f"{path}: split {split} has user_row {rows.min() if rows.min() < 0 else rows.max()}; "
+                    f"the split has {n_queries[split]} queries"
+                )
     return sources
 
 
@@ -220,14 +121,25 @@ def read_candidates(path, split: str, rows: tuple[int, int] | None = None) -> pd
 
 def _seen_counts(hist: list[np.ndarray]) -> pd.Series:
     """How often each query's history holds each item: a (query, item) -> count Series."""
-    seen = pd.DataFrame({"q": np.repeat(np.arange(len(hist)), [len(h) for h in hist]),
-                         "item": np.concatenate(hist) if hist else np.zeros(0, np.int64)})  # fmt: skip
+    seen = pd.DataFrame(
+        {
+            "q": np.repeat(np.arange(len(hist)), [len(h) for h in hist]),
+            "item": np.concatenate(hist) if hist else np.zeros(0, np.int64),
+        }
+    )
     return seen.groupby(["q", "item"]).size()
 
 
-def _rows_features(part: pd.DataFrame, sources: list[str], stats: pd.DataFrame, hist: list[np.ndarray],
-                   n_hist: np.ndarray, counts: pd.Series, emb: np.ndarray | None,
-                   recent: int) -> pd.DataFrame:  # fmt: skip
+def _rows_features(
+    part: pd.DataFrame,
+    sources: list[str],
+    stats: pd.DataFrame,
+    hist: list[np.ndarray],
+    n_hist: np.ndarray,
+    counts: pd.Series,
+    emb: np.ndarray | None,
+    recent: int,
+) -> pd.DataFrame:
     q = part["user_row"].to_numpy()
     item = part["item"].to_numpy()
     x = {}
@@ -240,8 +152,9 @@ def _rows_features(part: pd.DataFrame, sources: list[str], stats: pd.DataFrame, 
     x["n_hist"] = n_hist[q].astype(np.float32)
     x["seen_count"] = (
         counts.reindex(pd.MultiIndex.from_arrays([q, item])).fillna(0).to_numpy(np.float32)
-        if len(counts) else np.zeros(len(q), np.float32)
-    )  # fmt: skip
+        if len(counts)
+        else np.zeros(len(q), np.float32)
+    )
     if emb is not None:
         x |= history_similarity(emb, hist, q, item, recent)
     return pd.DataFrame(x)
@@ -258,17 +171,30 @@ class Context:
     hist_ts: list[np.ndarray]  # each query's history timestamps (the last one is the query's time)
 
 
-def _rich_features(part: pd.DataFrame, sources: list[str], hist: list[np.ndarray], c: Context,
-                   emb: np.ndarray | None, rc: Any) -> dict[str, np.ndarray]:  # fmt: skip
+def _rich_features(
+    part: pd.DataFrame,
+    sources: list[str],
+    hist: list[np.ndarray],
+    c: Context,
+    emb: np.ndarray | None,
+    rc: Any,
+) -> dict[str, np.ndarray]:
     """Per-query normalised source scores, popularity as of the query's time, co-visitation with the last
     1 / 3 / 5 / 10 items, item-feature match with the history, longer-history similarity, user activity."""
     q, item = part["user_row"].to_numpy(), part["item"].to_numpy()
     q_time = np.array([t[-1] if len(t) else np.nan for t in c.hist_ts], np.float64)
     x = user_normalised(part, [f"{s}_score" for s in sources])
-    x |= windowed_popularity(c.events.item, c.events.action, c.events.ts, q_time, q, item,
-                             tuple(float(w) for w in rc.windows_days))  # fmt: skip
-    x |= history_pair_sums(hist, q, item, lambda a, b: covisit_lookup(c.covisit, a, b),
-                           tuple(int(n) for n in rc.covisit_lasts), "covisit")  # fmt: skip
+    x |= windowed_popularity(
+        c.events.item, c.events.action, c.events.ts, q_time, q, item, tuple(float(w) for w in rc.windows_days)
+    )
+    x |= history_pair_sums(
+        hist,
+        q,
+        item,
+        lambda a, b: covisit_lookup(c.covisit, a, b),
+        tuple(int(n) for n in rc.covisit_lasts),
+        "covisit",
+    )
     x |= feature_match(c.codes, c.code_names, hist, q, item, rc.history)
     if emb is not None:
         long = history_similarity(emb, hist, q, item, rc.long_history)
@@ -290,8 +216,9 @@ def prune(part: pd.DataFrame, sources: list[str], depth: int) -> pd.DataFrame:
     return part[best < depth].reset_index(drop=True)
 
 
-def _topk_raw(user_row: np.ndarray, item: np.ndarray, score: np.ndarray, n_users: int, k: int,
-              fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _topk_raw(
+    user_row: np.ndarray, item: np.ndarray, score: np.ndarray, n_users: int, k: int, fill: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(U, k) items by descending score per user (ties: lower item first); users short of k get the next
     `fill` items they lack (retrieve.base.backfill), their scores NaN (see `_below`)."""
     top = top_k_groups(user_row, item, score, n_users, k, np.float64)
@@ -305,8 +232,9 @@ def _below(scores: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(scores), lo - 1.0, scores)
 
 
-def _topk_matrix(user_row: np.ndarray, item: np.ndarray, score: np.ndarray, n_users: int, k: int,
-                 fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _topk_matrix(
+    user_row: np.ndarray, item: np.ndarray, score: np.ndarray, n_users: int, k: int, fill: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     items, scores = _topk_raw(user_row, item, score, n_users, k, fill)
     return items, _below(scores)
 
@@ -315,13 +243,20 @@ def source_topk(part: pd.DataFrame, source: str, n_users: int, k: int) -> np.nda
     """(U, k) items in `source`'s own order (-1 where it proposed fewer)."""
     r = part[f"{source}_rank"].to_numpy()
     has = r >= 0
-    items, _ = _topk_matrix(part["user_row"].to_numpy()[has], part["item"].to_numpy()[has], -r[has].astype(np.float64),
-                            n_users, k, np.zeros(0, np.int64))  # fmt: skip
+    items, _ = _topk_matrix(
+        part["user_row"].to_numpy()[has],
+        part["item"].to_numpy()[has],
+        -r[has].astype(np.float64),
+        n_users,
+        k,
+        np.zeros(0, np.int64),
+    )
     return items
 
 
-def _contexts(ctx: StageContext, fit: dict[str, np.ndarray], hist_ts: dict[str, list[np.ndarray]],
-              n_rows: int) -> Callable[[str], Context]:  # fmt: skip
+def _contexts(
+    ctx: StageContext, fit: dict[str, np.ndarray], hist_ts: dict[str, list[np.ndarray]], n_rows: int
+) -> Callable[[str], Context]:
     """Per split what the rich features read. The co-visitation matrices are the retrieve stage's, read from
     its folder (fitted there once): on the valid fold (tgr_prepared.fit_events) for the train and valid
     queries, on the test fold for the test queries. One
@@ -344,11 +279,27 @@ def _contexts(ctx: StageContext, fit: dict[str, np.ndarray], hist_ts: dict[str, 
     return context
 
 
-def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
-    cfg, rc, prep, ret = ctx.cfg, ctx.cfg.stack.rerank, ctx.input_dir("prepare"), ctx.input_dir("retrieve")
+@dataclass
+class _Inputs:
+    """What the reranker reads: the queries of each split, the candidates' sources, item statistics, each
+    query's history (items, times, actions), the item matrix (memory-mapped), the pool's fill order."""
+
+    path: Any  # the retrieve stage's candidates.parquet
+    queries: dict[str, pd.DataFrame]
+    sources: list[str]
+    stats: pd.DataFrame
+    hist_of: dict[str, dict[str, list[np.ndarray]]]
+    emb: np.ndarray | None
+    fill: np.ndarray
+    k: int
+    context: Callable[[str], Context] | None
+
+
+def _read(ctx: StageContext) -> _Inputs:
+    rc, prep, ret = ctx.cfg.stack.rerank, ctx.input_dir("prepare"), ctx.input_dir("retrieve")
     path = ret / Retrieved.CANDIDATES
     queries = {
-        "train": read_table(ret, Retrieved.QUERIES),
+        "train": read_table(prep, PreparedTGR.STACK_QUERIES),
         "valid": read_table(prep, PreparedTGR.VALID),
         "test": read_table(prep, PreparedTGR.PREDICT_USERS),
     }
@@ -360,18 +311,17 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
     # (tgr_prepared.fit_events, fold "valid": the valid users held out whole), one fit for every split
     held_out = HeldOut(queries["valid"], queries["train"])  # the retrieve stage's stack_queries
     fit = fit_events(ev, pe, held_out, "valid", bool(rc.fit_histories))
-    stats = item_stats(fit["item"], fit["action"], fit["ts"], n_rows, rc.half_life_days,
-                       rc.conversion_weight)  # fmt: skip
+    stats = item_stats(fit["item"], fit["action"], fit["ts"], n_rows, rc.half_life_days, rc.conversion_weight)
     # each query's history: the stacker's cut out of the training events; the valid and the predict users'
     # from query_inputs, the one form both take
     inputs = {s: query_inputs(ev, pe, held_out, s) for s in ("valid", "test")}
-
     hist_of = {
-        c: {"train": histories_before(ev["user"], ev[c], queries["train"]),
-            **{s: histories(inputs[s]["user"], inputs[s][c], queries[s]["user"].to_numpy()) for s in inputs}}
+        c: {
+            "train": histories_before(ev["user"], ev[c], queries["train"]),
+            **{s: histories(inputs[s]["user"], inputs[s][c], queries[s]["user"].to_numpy()) for s in inputs},
+        }
         for c in ("item", "ts", *(("action",) if rc.history_features else ()))
-    }  # fmt: skip
-    hists = hist_of["item"]  # rc.history_features: each event's action and time, how and when it was seen
+    }
     emb_path = ctx.embedded_items()
     # memory-mapped: the features gather a few rows per query from it (2.5 GB at TencentGR-1M size)
     emb = np.load(emb_path, mmap_mode="r") if emb_path is not None else None
@@ -381,101 +331,183 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         raise DataError(f"{emb_path}: {emb.shape[0]} rows; expected {n_rows} (one per item re-id)")
     pool = pool_items(prep)
     fill = pool[np.argsort(-stats["pop_decay"].to_numpy()[pool], kind="stable")]  # pads short lists
-    k = min(rc.topk, len(pool))
     context = _contexts(ctx, fit, hist_of["ts"], n_rows) if rc.rich_features else None
-    del ev, fit, inputs  # the features read the histories, statistics and contexts built from them
-    log.info("reranker inputs read: %d train / %d valid / %d test queries, peak RSS %.2f GiB", len(queries["train"]),
-             len(queries["valid"]), len(queries["test"]), peak_rss_gib())  # fmt: skip
+    log.info(
+        "reranker inputs read: %d train / %d valid / %d test queries, peak RSS %.2f GiB",
+        len(queries["train"]),
+        len(queries["valid"]),
+        len(queries["test"]),
+        peak_rss_gib(),
+    )
+    return _Inputs(path, queries, sources, stats, hist_of, emb, fill, min(rc.topk, len(pool)), context)
 
-    feat_sources = [s for s in sources if s not in rc.skip_sources]  # why skipped: config.RerankConfig
-    if not feat_sources:
-        raise DataError(f"stack.rerank.skip_sources {list(rc.skip_sources)} leaves none of the candidates' "
-                        f"sources {sources} as features")  # fmt: skip
 
-    per_split: dict[str, tuple[np.ndarray, pd.Series]] = {}
+@dataclass
+class _Featuriser:
+    """A split's pruned candidates (all of them, read and pruned STACK_CHUNK queries at a time, or those of
+    queries rows[0]..rows[1]-1) and their features (stack/features.py)."""
 
-    def pruned_rows(split: str, rows: tuple[int, int]) -> pd.DataFrame:
-        return prune(read_candidates(path, split, rows), sources, rc.depth)
+    rc: Any
+    inp: _Inputs
+    feat_sources: list[str]
+    per_split: dict[str, tuple[np.ndarray, pd.Series]] = field(default_factory=dict)
 
-    def featurised(split: str, rows: tuple[int, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """A split's pruned candidates (of queries rows[0]..rows[1]-1; all of them when None, read and
-        pruned STACK_CHUNK queries at a time) and their features."""
+    def pruned_rows(self, split: str, rows: tuple[int, int]) -> pd.DataFrame:
+        return prune(read_candidates(self.inp.path, split, rows), self.inp.sources, self.rc.depth)
+
+    def __call__(self, split: str, rows: tuple[int, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        rc, inp = self.rc, self.inp
+        hists, hist_of, stats, emb, feat_sources = (
+            inp.hist_of["item"],
+            inp.hist_of,
+            inp.stats,
+            inp.emb,
+            self.feat_sources,
+        )
         if rows is None:
-            n_q = len(queries[split])
+            n_q = len(inp.queries[split])
             chunks = [
-                pruned_rows(split, (c0, min(n_q, c0 + STACK_CHUNK)))
+                self.pruned_rows(split, (c0, min(n_q, c0 + STACK_CHUNK)))
                 for c0 in range(0, max(n_q, 1), STACK_CHUNK)
             ]
             part = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
         else:
-            part = pruned_rows(split, rows)
-        if split not in per_split:  # once per split, not per chunk of its queries
-            per_split[split] = (
+            part = self.pruned_rows(split, rows)
+        if split not in self.per_split:  # once per split, not per chunk of its queries
+            self.per_split[split] = (
                 np.array([len(h) for h in hists[split]], np.int64),
                 _seen_counts(hists[split]),
             )
-        n_hist, counts = per_split[split]
+        n_hist, counts = self.per_split[split]
         feats = _rows_features(part, feat_sources, stats, hists[split], n_hist, counts, emb, rc.history)
         if rc.rich_features:
-            feats = feats.assign(**_rich_features(part, feat_sources, hists[split], context(split), emb, rc))
+            feats = feats.assign(
+                **_rich_features(part, feat_sources, hists[split], inp.context(split), emb, rc)
+            )
         if rc.history_features:
-            feats = feats.assign(**history_features(hists[split], hist_of["action"][split], hist_of["ts"][split],
-                                                    part["user_row"].to_numpy(), part["item"].to_numpy()))  # fmt: skip
+            feats = feats.assign(
+                **history_features(
+                    hists[split],
+                    hist_of["action"][split],
+                    hist_of["ts"][split],
+                    part["user_row"].to_numpy(),
+                    part["item"].to_numpy(),
+                )
+            )
         if rc.agreement:
-            feats = feats.assign(**source_agreement(part, feat_sources),
-                                 **user_standardised(part, [f"{s}_score" for s in feat_sources]))  # fmt: skip
+            feats = feats.assign(
+                **source_agreement(part, feat_sources),
+                **user_standardised(part, [f"{s}_score" for s in feat_sources]),
+            )
         if rc.taste:
-            feats = feats.assign(**popularity_taste(stats["pop_clicks"].to_numpy(np.float64),
-                                                    stats["pop_events"].to_numpy(np.float64), hists[split],
-                                                    part["user_row"].to_numpy(), part["item"].to_numpy(),
-                                                    rc.history))  # fmt: skip
+            feats = feats.assign(
+                **popularity_taste(
+                    stats["pop_clicks"].to_numpy(np.float64),
+                    stats["pop_events"].to_numpy(np.float64),
+                    hists[split],
+                    part["user_row"].to_numpy(),
+                    part["item"].to_numpy(),
+                    rc.history,
+                )
+            )
         return part, feats
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg, rc = ctx.cfg, ctx.cfg.stack.rerank
+    inp = _read(ctx)
+    queries, sources, k, fill = inp.queries, inp.sources, inp.k, inp.fill
+    feat_sources = [s for s in sources if s not in rc.skip_sources]  # why skipped: config.RerankConfig
+    if not feat_sources:
+        raise DataError(
+            f"stack.rerank.skip_sources {list(rc.skip_sources)} leaves none of the candidates' "
+            f"sources {sources} as features"
+        )
+    featurised = _Featuriser(rc, inp, feat_sources)
 
     parts, x = {}, {}
     for split in ("train", "valid"):
         parts[split], x[split] = featurised(split)
-        log.info("%s candidates: %d rows x %d features, peak RSS %.2f GiB", split, len(parts[split]),
-                 x[split].shape[1], peak_rss_gib())  # fmt: skip
+        log.info(
+            "%s candidates: %d rows x %d features, peak RSS %.2f GiB",
+            split,
+            len(parts[split]),
+            x[split].shape[1],
+            peak_rss_gib(),
+        )
     train = parts["train"]
     if not len(train):
-        raise DataError(f"{ret / Retrieved.CANDIDATES}: no split 'train' rows: the reranker trains on the "
-                        "stacker's queries (data.stack_users > 0)")  # fmt: skip
+        raise DataError(
+            f"{inp.path}: no split 'train' rows: the reranker trains on the "
+            "stacker's queries (data.stack_users > 0)"
+        )
     pos_weight = train.groupby("user_row")["label"].transform("max").to_numpy()
     has_target = pos_weight > 0  # queries whose target is not among the candidates teach a ranker nothing
     label = (train["label"].to_numpy() > 0).astype(np.int32)
     weight = pos_weight  # the contract's label is the target's metric weight: click 1, conversion 2.5
-    model = fit_lambdarank(x["train"][has_target].reset_index(drop=True), label[has_target],
-                           train["user_row"].to_numpy()[has_target], weight[has_target], rc.lgbm, rc.folds,
-                           cfg.seed, rc.bag)  # fmt: skip
+    model = fit_lambdarank(
+        x["train"][has_target].reset_index(drop=True),
+        label[has_target],
+        train["user_row"].to_numpy()[has_target],
+        weight[has_target],
+        rc.lgbm,
+        rc.folds,
+        cfg.seed,
+        rc.bag,
+    )
 
-    out, figures = {}, {"model": "lgbm_lambdarank", "sources": sources}
+    out = {}
     part = parts["valid"]
     score = model.predict(x["valid"]) if len(part) else np.zeros(0)
-    out["valid"] = _topk_matrix(part["user_row"].to_numpy(), part["item"].to_numpy(), score,
-                                len(queries["valid"]), k, fill)  # fmt: skip
+    out["valid"] = _topk_matrix(
+        part["user_row"].to_numpy(), part["item"].to_numpy(), score, len(queries["valid"]), k, fill
+    )
     # test queries STACK_CHUNK at a time (row-wise features, per-query top-k: the same as all at once)
     n_test, test_rows, tops = len(queries["test"]), 0, []
     for c0 in range(0, max(n_test, 1), STACK_CHUNK):
         c1 = min(n_test, c0 + STACK_CHUNK)
         part, feats = featurised("test", (c0, c1))
         score = model.predict(feats) if len(part) else np.zeros(0)
-        tops.append(_topk_raw(part["user_row"].to_numpy() - c0, part["item"].to_numpy(), score, c1 - c0, k,
-                              fill))  # fmt: skip
+        tops.append(
+            _topk_raw(part["user_row"].to_numpy() - c0, part["item"].to_numpy(), score, c1 - c0, k, fill)
+        )
         test_rows += len(part)
         del part, feats
     out["test"] = (np.concatenate([t[0] for t in tops]), _below(np.concatenate([t[1] for t in tops])))
+    figures = _figures(queries, sources, parts, out, model, has_target, list(x["train"].columns), test_rows)
+    write_table(ctx.out / Predictions.FILE, ranking_table(out))
+    write_json(ctx.out / Stacked.IMPORTANCE, {"gain": figures["gain"], "cv": model.cv})
+    return figures
+
+
+def _figures(
+    queries: dict[str, pd.DataFrame],
+    sources: list[str],
+    parts: dict[str, pd.DataFrame],
+    out: dict[str, Any],
+    model: Any,
+    has_target: np.ndarray,
+    features: list[str],
+    test_rows: int,
+) -> dict[str, Any]:
+    """The valid score of the reranker and of each source's own top-10 over the same candidates, the lift
+    over the best source, the candidates' recall, the model's size and importances; the console lines."""
+    figures: dict[str, Any] = {"model": "lgbm_lambdarank", "sources": sources}
+    train = parts["train"]
     target = queries["valid"]["item"].to_numpy()
-    m = tencentgr_score(out["valid"][0], target, k=10)
+    m = tencentgr_score(out["valid"][0], target, k=TGR_K)
     figures["valid_score"] = round(m["score"], 5)
     figures["valid_hr@10"], figures["valid_ndcg@10"] = round(m["hr@10"], 5), round(m["ndcg@10"], 5)
     for s in sources:
-        top = source_topk(parts["valid"], s, len(queries["valid"]), 10)
-        figures[f"valid_score_{s}"] = round(tencentgr_score(top, target, k=10)["score"], 5)
+        top = source_topk(parts["valid"], s, len(queries["valid"]), TGR_K)
+        figures[f"valid_score_{s}"] = round(tencentgr_score(top, target, k=TGR_K)["score"], 5)
     best = max(sources, key=lambda s: figures[f"valid_score_{s}"])
     figures["best_source"] = best
     figures["lift_over_best_source"] = (
-        round(figures["valid_score"] / figures[f"valid_score_{best}"] - 1, 4) if figures[f"valid_score_{best}"] else None
-    )  # fmt: skip
+        round(figures["valid_score"] / figures[f"valid_score_{best}"] - 1, 4)
+        if figures[f"valid_score_{best}"]
+        else None
+    )
     recall = parts["valid"].groupby("user_row")["label"].max().reindex(range(len(target)), fill_value=0) > 0
     figures |= {
         "valid_candidate_recall": round(float(recall.mean()), 5),
@@ -483,13 +515,18 @@ def run_tencentgr(ctx: StageContext) -> dict[str, Any]:
         "train_queries_with_target": int(len(np.unique(train["user_row"].to_numpy()[has_target]))),
         "trees": model.trees,
         "cv_ndcg@10": [f["ndcg@10"] for f in model.cv],
-        "features": list(x["train"].columns),
+        "features": features,
         "rows": int(len(parts["train"]) + len(parts["valid"]) + test_rows),
         "gain": model.gain(),
     }
-    write_table(ctx.out / Predictions.FILE, ranking_table(out))
-    write_json(ctx.out / Stacked.IMPORTANCE, {"gain": figures["gain"], "cv": model.cv})
-    log.info("reranker valid score %.4f (HR@10 %.4f, NDCG@10 %.4f); best source %s %.4f; %d trees",
-             m["score"], m["hr@10"], m["ndcg@10"], best, figures[f"valid_score_{best}"], model.trees)  # fmt: skip
+    log.info(
+        "reranker valid score %.4f (HR@10 %.4f, NDCG@10 %.4f); best source %s %.4f; %d trees",
+        m["score"],
+        m["hr@10"],
+        m["ndcg@10"],
+        best,
+        figures[f"valid_score_{best}"],
+        model.trees,
+    )
     log.info("feature importance (gain): %s", ", ".join(f"{k}={v:.1f}" for k, v in figures["gain"].items()))
     return figures

@@ -6,6 +6,7 @@ ensemble/submission.validate_mmctr before it is written and before it is scored 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ from recstack.ensemble.submission import MMCTR_COLUMNS, read_mmctr, validate_mmc
 from recstack.metrics import auc, gauc, logloss
 from recstack.models.rankers import RANKERS
 from recstack.paths import Paths
-from recstack.stages import baseline, build, embed, ensemble, prepare, rank, retrieve, stack
-from recstack.tracks.base import DATA_KEYS, SHARED_KEYS, Stage, Track, no_truth
+from recstack.stages import rank
+from recstack.tracks.base import DATA_KEYS, SHARED_KEYS, Stage, Track, ensemble_sources, no_truth, present
+from recstack.tracks.mmctr import baseline, build, embed, ensemble, prepare, retrieve, stack
 
 RANK_KEYS = (
     "rank.multimodal",
@@ -34,10 +36,24 @@ RANKS_BEFORE = ("stack", "ensemble")  # the generated rank stages run before the
 def ranker_stage(name: str) -> Stage:
     """`rank_<name>` for a ranker of models/rankers.RANKERS: one registry line gives a model its stage."""
     return Stage(
-        f"rank_{name}", rank.stage_body(name), ("prepare",), (*SHARED_KEYS, *RANK_KEYS, f"rank.{name}"),
+        f"rank_{name}",
+        rank.stage_body(name),
+        ("prepare",),
+        (*SHARED_KEYS, *RANK_KEYS, f"rank.{name}"),
         f"{name.upper()} ranker over the shared item encoder: OOF/valid/test predictions, checkpoint",
         distributed=True,
-    )  # fmt: skip
+        reads=_ranker_reads,
+    )
+
+
+def _ranker_reads(cfg: DictConfig, stages: Collection[str]) -> tuple[str, ...]:
+    """The item encoder projects the embed stage's matrix (rank.multimodal auto / embed)."""
+    return ("embed",) if cfg.rank.multimodal in ("auto", "embed") and "embed" in stages else ()
+
+
+def _stack_reads(cfg: DictConfig, stages: Collection[str]) -> tuple[str, ...]:
+    """The level-1 models it stacks, and retrieval's features where the track has them."""
+    return (*cfg.stack.sources, *present("retrieve")(cfg, stages))
 
 
 class Mmctr(Track):
@@ -46,35 +62,67 @@ class Mmctr(Track):
     def __init__(self) -> None:
         self.stages = {
             "build": Stage(
-                "build", build.run_mmctr, (), (*DATA_KEYS, "data"),
+                "build",
+                build.run,
+                (),
+                (*DATA_KEYS, "data"),
                 "build the raw mmctr layout for data.source=movielens|synthetic under input/<dataset>/",
             ),
             "prepare": Stage(
-                "prepare", prepare.run_mmctr, ("build",), (*DATA_KEYS, "data.max_hist"),
-                "read and check the raw layout; write canonical item and sample tables", reads_raw=True,
+                "prepare",
+                prepare.run,
+                ("build",),
+                (*DATA_KEYS, "data.max_hist"),
+                "read and check the raw layout; write canonical item and sample tables",
+                reads_raw=True,
             ),
             "embed": Stage(
-                "embed", embed.stage_body(embed.mmctr_side), ("prepare",), (*SHARED_KEYS, "device", "embed"),
+                "embed",
+                embed.run,
+                ("prepare",),
+                (*SHARED_KEYS, "device", "embed"),
                 "text / image encoders + provided embeddings -> fused, behaviour-aligned item vectors; Task 1 export",
             ),
             "baseline": Stage(
-                "baseline", baseline.run_mmctr, ("prepare",), (*SHARED_KEYS, "baseline"),
+                "baseline",
+                baseline.run,
+                ("prepare",),
+                (*SHARED_KEYS, "baseline"),
                 "CTR priors + history co-clicks, logistic regression: OOF/valid/test predictions",
             ),
             "retrieve": Stage(
-                "retrieve", retrieve.run_mmctr, ("prepare",), (*SHARED_KEYS, "retrieve"),
+                "retrieve",
+                retrieve.run,
+                ("prepare",),
+                (*SHARED_KEYS, "retrieve"),
                 "stacker features: target-to-history similarity (embed space), co-visitation, content-ANN rank",
+                reads=present("embed"),
             ),
             "stack": Stage(
-                "stack", stack.run_mmctr, ("prepare",), (*SHARED_KEYS, "stack.sources", "stack.folds",
-                "stack.inner_valid", "stack.features", "stack.user_relative", "stack.lgbm"),
+                "stack",
+                stack.run,
+                ("prepare",),
+                (
+                    *SHARED_KEYS,
+                    "stack.sources",
+                    "stack.folds",
+                    "stack.inner_valid",
+                    "stack.features",
+                    "stack.user_relative",
+                    "stack.lgbm",
+                ),
                 "LightGBM stacker on the level-1 predictions + cheap features, user-grouped CV on valid",
+                reads=_stack_reads,
             ),
             "ensemble": Stage(
-                "ensemble", ensemble.stage_body(ensemble.MmctrBlending), ("prepare",), (*SHARED_KEYS, "ensemble"),
+                "ensemble",
+                ensemble.run,
+                ("prepare",),
+                (*SHARED_KEYS, "ensemble"),
                 "blend model predictions; write the validated submission (prediction.csv / .zip)",
+                reads=ensemble_sources,
             ),
-        }  # fmt: skip
+        }
 
     def pipeline(self) -> dict[str, Stage]:
         names = list(self.stages)
@@ -82,11 +130,6 @@ class Mmctr(Track):
         ranks = {f"rank_{n}": ranker_stage(n) for n in RANKERS}
         items = list(self.stages.items())
         return {**dict(items[:at]), **ranks, **dict(items[at:])}
-
-    def optional_needs(self, cfg: DictConfig, stage: str) -> tuple[str, ...]:
-        if stage == "stack":  # the level-1 models it stacks; retrieval features when the track has them
-            return (*cfg.stack.sources, *(("retrieve",) if "retrieve" in self.stages else ()))
-        return ()
 
     def evaluate(self, cfg: DictConfig, submission: str) -> dict[str, float]:
         truth_path = Paths(cfg).raw_mmctr.test_truth

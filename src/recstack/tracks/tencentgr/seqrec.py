@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,18 +31,17 @@ import torch
 from omegaconf import OmegaConf
 
 from recstack.artifacts import atomic_path, stable_hash, write_json, write_table, write_text
-from recstack.data.raw.tencentgr import MM_DIMS
 from recstack.data.tables.predictions import ranking_table
 from recstack.data.tables.ranking import read_matrix
 from recstack.data.tables.tgr_prepared import (
-    HeldOut,
     group_bounds,
     pool_items,
     query_inputs,
     read_events,
+    read_held_out,
     read_mm,
+    read_seen_policy,
     read_table,
-    seen_policy,
     training_mask,
 )
 from recstack.errors import DataError
@@ -52,9 +52,9 @@ from recstack.paths import MANIFEST, Predictions, PreparedTGR, Seqrec
 from recstack.retrieve.base import backfill
 from recstack.retrieve.index import IndexSettings, VectorIndex, search_excluding
 from recstack.stages.context import StageContext
+from recstack.tasks import ACTION_WEIGHTS, TGR_K, mm_widths
 from recstack.train import dist
 from recstack.train.seqrec import (
-    ACTION_WEIGHTS,
     EventStore,
     SeqTrainSettings,
     Windows,
@@ -106,7 +106,7 @@ def multimodal(ctx: StageContext, n: int) -> tuple[dict[str, np.ndarray], str]:
         return {"embed": read_matrix(vectors, n)}, "embed"
     if sc.multimodal == "none" or (sc.multimodal == "auto" and embed_done):  # auto: embed found no vector at
         return {}, "none"  # all, provided ones included
-    dims = {**MM_DIMS, **ctx.cfg.data.emb_dims}
+    dims = mm_widths(ctx.cfg.data.emb_dims)
     mats = {f"emb_{f}": np.array(read_mm(prep, f, n, int(dims[f]))[0]) for f in ctx.cfg.data.mm_feats}
     return mats, "provided:" + ",".join(ctx.cfg.data.mm_feats) if mats else "none"
 
@@ -136,8 +136,9 @@ def id_index_of(trained_items: np.ndarray, n: int) -> np.ndarray:
     return np.where(seen, np.cumsum(seen), 0)
 
 
-def negative_rates(trained: np.ndarray, trained_action: np.ndarray, pool: np.ndarray, n_items: int,
-                   uniform_mix: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def negative_rates(
+    trained: np.ndarray, trained_action: np.ndarray, pool: np.ndarray, n_items: int, uniform_mix: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(popularity, rates), each (n_items,): the targets' weighted popularity and the shared negatives'
     sampling distribution (train.seqrec.sampling_rates) over the trained and pool items."""
     weight = np.array([ACTION_WEIGHTS[a] for a in range(max(ACTION_WEIGHTS) + 1)])[trained_action]
@@ -149,29 +150,51 @@ def negative_rates(trained: np.ndarray, trained_action: np.ndarray, pool: np.nda
     return counts / max(counts.sum(), 1e-12), sampling_rates(counts, eligible.astype(np.float64), uniform_mix)
 
 
-def build_model(sc: Any, cols: ItemColumns, u_sparse: torch.Tensor, u_arrays: torch.Tensor,
-                device: torch.device) -> SeqRec:  # fmt: skip
+def build_model(
+    sc: Any, cols: ItemColumns, u_sparse: torch.Tensor, u_arrays: torch.Tensor, device: torch.device
+) -> SeqRec:
     """The shared item encoder, projected to one vector (id | sparse features | each matrix, kept float16),
     under the user tower and the transformer, sized by the seqrec config `sc`."""
     items = ItemEncoder(cols, sc.dim, "project", sc.emb_std, sc.id_dropout)
-    return SeqRec(items, UserTower(u_sparse, u_arrays, sc.dim, sc.emb_std), sc.dim, sc.layers, sc.heads,
-                  sc.max_len, sc.dropout, sc.next_action, sc.emb_std).to(device)  # fmt: skip
+    return SeqRec(
+        items,
+        UserTower(u_sparse, u_arrays, sc.dim, sc.emb_std),
+        sc.dim,
+        sc.layers,
+        sc.heads,
+        sc.max_len,
+        sc.dropout,
+        sc.next_action,
+        sc.emb_std,
+    ).to(device)
 
 
 def user_side(ctx: StageContext) -> tuple[torch.Tensor, torch.Tensor, int]:
     table = pq.read_table(ctx.input_dir("prepare") / PreparedTGR.USERS)
-    sparse = [codes(table.column(c).to_numpy().astype(np.int64)) for c in table.column_names
-              if c.startswith("u") and c[1:].isdigit() and pa.types.is_integer(table.schema.field(c).type)]  # fmt: skip
-    arrays = [array_codes(table.column(c), ctx.cfg.seqrec.user_array_len) for c in table.column_names
-              if c.startswith("u") and c[1:].isdigit() and pa.types.is_list(table.schema.field(c).type)]  # fmt: skip
+    sparse = [
+        codes(table.column(c).to_numpy().astype(np.int64))
+        for c in table.column_names
+        if c.startswith("u") and c[1:].isdigit() and pa.types.is_integer(table.schema.field(c).type)
+    ]
+    arrays = [
+        array_codes(table.column(c), ctx.cfg.seqrec.user_array_len)
+        for c in table.column_names
+        if c.startswith("u") and c[1:].isdigit() and pa.types.is_list(table.schema.field(c).type)
+    ]
     n = table.num_rows
     s = np.stack(sparse, 1) if sparse else np.zeros((n, 0), np.int64)
     a = np.stack(arrays, 1) if arrays else np.zeros((n, 0, 1), np.int64)
     return torch.from_numpy(s), torch.from_numpy(a), n
 
 
-def history_windows(run_users: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, wanted: np.ndarray,
-                    n_users: int, device: torch.device) -> Windows:  # fmt: skip
+def history_windows(
+    run_users: np.ndarray,
+    run_start: np.ndarray,
+    run_end: np.ndarray,
+    wanted: np.ndarray,
+    n_users: int,
+    device: torch.device,
+) -> Windows:
     """One query window per user of `wanted`: its run [start, end) of the store (empty where it has none), for
     the valid and the predict users alike (their histories are query_inputs' runs)."""
     where = {int(u): (a, b) for u, a, b in zip(run_users, run_start, run_end, strict=True)}
@@ -185,15 +208,37 @@ def profile_rows(user: np.ndarray, n_users: int) -> np.ndarray:
 
 
 # the seqrec config keys that are training settings (train.seqrec.SeqTrainSettings), by the same names
-SETTINGS_KEYS = ("loss", "temperature", "negatives", "inbatch", "logq", "uniform_mix", "lr", "weight_decay", "warmup",
-                 "batch_size", "epochs", "min_steps", "eval_every", "patience", "max_len", "exclude_seen", "progress",
-                 "full_softmax_items", "mask_seen")  # fmt: skip
+SETTINGS_KEYS = (
+    "loss",
+    "temperature",
+    "negatives",
+    "inbatch",
+    "logq",
+    "uniform_mix",
+    "lr",
+    "weight_decay",
+    "warmup",
+    "batch_size",
+    "epochs",
+    "min_steps",
+    "eval_every",
+    "patience",
+    "max_len",
+    "exclude_seen",
+    "progress",
+    "full_softmax_items",
+    "mask_seen",
+)
 
 
 def settings(ctx: StageContext, key: str) -> SeqTrainSettings:
     sc = ctx.cfg.seqrec
-    return SeqTrainSettings(**{k: sc[k] for k in SETTINGS_KEYS}, seed=ctx.cfg.seed + sc.seed_offset,
-                            resume=ctx.paths.resume_dir("seqrec") / Seqrec.RESUME, resume_key=key)  # fmt: skip
+    return SeqTrainSettings(
+        **{k: sc[k] for k in SETTINGS_KEYS},
+        seed=ctx.cfg.seed + sc.seed_offset,
+        resume=ctx.paths.resume_dir("seqrec") / Seqrec.RESUME,
+        resume_key=key,
+    )
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -206,16 +251,38 @@ def run(ctx: StageContext) -> dict[str, Any]:
         torch.set_num_threads(before)  # the next stage in this process gets its threads back
 
 
-def _run(ctx: StageContext) -> dict[str, Any]:
-    cfg, sc, prep = ctx.cfg, ctx.cfg.seqrec, ctx.input_dir("prepare")
-    device = dist.resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed + sc.seed_offset)  # the model's initialisation
+@dataclass
+class _Data:
+    """The stage's inputs on the device: one event store (the training events, then the valid users' and the
+    predict users' histories), the training windows, the query windows of valid and test, the item and user
+    sides of the model."""
+
+    held: Any  # tgr_prepared.HeldOut
+    pu: pd.DataFrame
+    users: np.ndarray  # group_bounds of the training events
+    start: np.ndarray
+    n_users: int
+    n_items: int
+    kept: int  # training events kept (training_mask)
+    extra: bool  # the released histories train too (seqrec.train_predict)
+    trained: np.ndarray  # item of every trained event
+    trained_action: np.ndarray
+    cols: ItemColumns
+    u_sparse: torch.Tensor
+    u_arrays: torch.Tensor
+    mm_source: str
+    store: EventStore
+    train: Windows
+    q_win: dict[str, Windows]
+
+
+def _data(ctx: StageContext, device: torch.device) -> _Data:
+    sc, prep = ctx.cfg.seqrec, ctx.input_dir("prepare")
     ev = read_events(prep)
     pe = read_events(prep, predict=True)
-    valid = read_table(prep, PreparedTGR.VALID)
     pu = read_table(prep, PreparedTGR.PREDICT_USERS)
-    held = HeldOut.of(ev, valid, cfg.data.stack_users, cfg.seed, cfg.data.stack_cuts)
-    stack = held.stack
+    held = read_held_out(prep)
+    valid = held.valid
     # one store: the training events, then the valid users' and the predict users' histories (query_inputs:
     # the same form for both). Training sequences are tgr_prepared.fit_events(fold="valid") laid out as
     # windows: the training events of training_mask (a prefix of each user's run: nothing of a valid user,
@@ -240,68 +307,183 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         )
         p_users, p_start, p_end = group_bounds(part["user"])
         if extra:  # released histories train next-item too (their targets are never given)
-            train = Windows.cat(train, train_windows(p_start + off, p_end + off, profile_rows(p_users, n_users),
-                                                     sc.max_len, device))  # fmt: skip
+            train = Windows.cat(
+                train,
+                train_windows(p_start + off, p_end + off, profile_rows(p_users, n_users), sc.max_len, device),
+            )
         q_win[split] = history_windows(p_users, p_start + off, p_end + off, who.to_numpy(), n_users, device)
         off += len(part["item"])
-
-    def queries(q: pd.DataFrame) -> Windows:
-        g = np.searchsorted(users, q["user"].to_numpy())
-        return query_windows(start[g], q["event_index"].to_numpy(), profile_rows(users[g], n_users), device)
-
-    pool = pool_items(prep)
-    popularity, rates = negative_rates(trained, trained_action, pool, n_items, sc.uniform_mix)
     cols = ItemColumns(id_index, sparse=feats, multimodal={k: torch.from_numpy(m) for k, m in mats.items()})
-    model = build_model(sc, cols, u_sparse, u_arrays, device)
+    return _Data(
+        held,
+        pu,
+        users,
+        start,
+        n_users,
+        n_items,
+        int(keep.sum()),
+        bool(extra),
+        trained,
+        trained_action,
+        cols,
+        u_sparse,
+        u_arrays,
+        mm_source,
+        store,
+        train,
+        q_win,
+    )
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    cfg, sc, prep = ctx.cfg, ctx.cfg.seqrec, ctx.input_dir("prepare")
+    device = dist.resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed + sc.seed_offset)  # the model's initialisation
+    d = _data(ctx, device)
+    valid = d.held.valid
+    pool = pool_items(prep)
+    popularity, rates = negative_rates(d.trained, d.trained_action, pool, d.n_items, sc.uniform_mix)
+    model = build_model(sc, d.cols, d.u_sparse, d.u_arrays, device)
     prepare_key = json.loads((prep / MANIFEST).read_text())["key"]
-    key = stable_hash({"seqrec": OmegaConf.to_container(sc), "seed": cfg.seed, "prepare": prepare_key,
-                       "multimodal": mm_source, "valid": int(cfg.data.valid_users), "stack": int(cfg.data.stack_users),
-                       "cuts": int(cfg.data.stack_cuts), "folds": "whole valid users"})  # fmt: skip
+    key = stable_hash(
+        {
+            "seqrec": OmegaConf.to_container(sc),
+            "seed": cfg.seed,
+            "prepare": prepare_key,
+            "multimodal": d.mm_source,
+            "valid": int(cfg.data.valid_users),
+            "stack": int(cfg.data.stack_users),
+            "cuts": int(cfg.data.stack_cuts),
+            "folds": "whole valid users",
+        }
+    )
     # seen items left out or kept (seqrec.exclude_seen; auto: tgr_prepared.seen_policy, decided from these
     # stacker queries as the retrieve stage decides): a bool for the training and the search below
-    policy = seen_policy(sc.exclude_seen, ev, stack)
+    policy = read_seen_policy(prep, sc.exclude_seen)
     s = dataclasses.replace(settings(ctx, key), exclude_seen=policy.exclude)
     log.info("seqrec: seen items %s (%s)", "left out" if s.exclude_seen else "kept", policy.figures["reason"])
-    v_win = q_win["valid"]
-    log.info("seqrec on %s: %d training windows over %d events (%d users), %d valid queries, pool %d, "
-             "multimodal=%s, loss=%s", device, len(train), int(keep.sum()), len(users), len(v_win), len(pool),
-             mm_source, sc.loss)  # fmt: skip
+    v_win = d.q_win["valid"]
+    log.info(
+        "seqrec on %s: %d training windows over %d events (%d users), %d valid queries, pool %d, "
+        "multimodal=%s, loss=%s",
+        device,
+        len(d.train),
+        d.kept,
+        len(d.users),
+        len(v_win),
+        len(pool),
+        d.mm_source,
+        sc.loss,
+    )
     pool_t = torch.from_numpy(pool).to(device)
-    result = fit(model, store, train, v_win, valid["item"].to_numpy(), valid["action"].to_numpy(), pool_t,
-                 popularity, rates, s)  # fmt: skip
-
-    # inference: the user vector at the last position searches the pool's item vectors (cosine; for the
-    # bce recipe's dot product the item vectors get one extra coordinate so cosine ranks as dot: MIPS)
-    item_vec = encode_items(model, pool_t).cpu().numpy()
-    index = VectorIndex(mips(item_vec) if sc.loss == "bce" else item_vec, IndexSettings(factory=sc.index,
-                        device=cfg.device), ids=pool, seed=cfg.seed)  # fmt: skip
-    k = min(sc.topk, len(pool))
-    parts = {}
-    for split, w in (("train", queries(stack)), ("valid", v_win), ("test", q_win["test"])):
-        q = encode_queries(model, store, w, sc.max_len).cpu().numpy()
-        q = np.pad(q, ((0, 0), (0, 1))) if sc.loss == "bce" else q
-        seen = seen_lists(store, w) if s.exclude_seen else None
-        scores, top = search_excluding(index, q, k, seen) if len(q) else (np.zeros((0, k)), np.zeros((0, k)))
-        parts[split] = fill_seen(index, q, top, scores)
-
-    m = tencentgr_score(parts["valid"][0][:, :10], valid["item"].to_numpy(), k=10,
-                        action=valid["action"].to_numpy(), action_weights=ACTION_WEIGHTS)  # fmt: skip
-    curve = pd.DataFrame(result.curve)
-    figures: dict[str, Any] = {f"valid_{k_}": round(float(v), 5) for k_, v in m.items()}
-    figures |= {"loss": sc.loss, "multimodal": mm_source, "device": str(device), "best_step": result.best_step,
-                "steps_planned": result.steps, "steps_run": int(curve["step"].max()) if len(curve) else 0,
-                "train_samples_per_s": round(float(curve["samples_per_s"].mean()), 1) if len(curve) else 0.0,
-                "params": sum(p.numel() for p in model.parameters()), "train_windows": len(train),
-                "train_predict": bool(extra), "queries": {s_: len(parts[s_][0]) for s_ in parts}, "pool": len(pool),
-                "exclude_seen": s.exclude_seen}  # fmt: skip
+    result = fit(
+        model,
+        d.store,
+        d.train,
+        v_win,
+        valid["item"].to_numpy(),
+        valid["action"].to_numpy(),
+        pool_t,
+        popularity,
+        rates,
+        s,
+    )
+    parts = _search(ctx, model, d, pool, pool_t, s.exclude_seen, device)
+    figures = _figures(ctx, model, d, result, parts, len(pool), s.exclude_seen, device)
     write_table(ctx.out / Predictions.FILE, ranking_table(parts))
     write_json(ctx.out / Seqrec.METRICS, figures)
-    write_text(ctx.out / Seqrec.CURVE, curve.to_csv(index=False))
+    write_text(ctx.out / Seqrec.CURVE, pd.DataFrame(result.curve).to_csv(index=False))
     with atomic_path(ctx.out / Seqrec.MODEL) as tmp:
         torch.save(model.state_dict(), tmp)
     shutil.rmtree(ctx.paths.resume_dir("seqrec"), ignore_errors=True)  # finished: nothing left to resume
-    log.info("seqrec (%s) valid score %.4f (HR@10 %.4f, NDCG@10 %.4f), best step %d", sc.loss,
-             figures["valid_score"], figures["valid_hr@10"], figures["valid_ndcg@10"], result.best_step)  # fmt: skip
+    log.info(
+        "seqrec (%s) valid score %.4f (HR@10 %.4f, NDCG@10 %.4f), best step %d",
+        sc.loss,
+        figures["valid_score"],
+        figures["valid_hr@10"],
+        figures["valid_ndcg@10"],
+        result.best_step,
+    )
+    return figures
+
+
+def _search(
+    ctx: StageContext,
+    model: SeqRec,
+    d: _Data,
+    pool: np.ndarray,
+    pool_t: torch.Tensor,
+    exclude_seen: bool,
+    device: torch.device,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The top seqrec.topk of the pool per query of each split: the user vector at the last position
+    searches the pool's item vectors (cosine; for the bce recipe's dot product the item vectors get one
+    extra coordinate so cosine ranks as dot: MIPS), the user's seen items left out when excluded."""
+    cfg, sc = ctx.cfg, ctx.cfg.seqrec
+    item_vec = encode_items(model, pool_t).cpu().numpy()
+    index = VectorIndex(
+        mips(item_vec) if sc.loss == "bce" else item_vec,
+        IndexSettings(factory=sc.index, device=cfg.device),
+        ids=pool,
+        seed=cfg.seed,
+    )
+    k = min(sc.topk, len(pool))
+    parts = {}
+    for split, w in (
+        ("train", _stack_windows(d, device)),
+        ("valid", d.q_win["valid"]),
+        ("test", d.q_win["test"]),
+    ):
+        q = encode_queries(model, d.store, w, sc.max_len).cpu().numpy()
+        q = np.pad(q, ((0, 0), (0, 1))) if sc.loss == "bce" else q
+        seen = seen_lists(d.store, w) if exclude_seen else None
+        scores, top = search_excluding(index, q, k, seen) if len(q) else (np.zeros((0, k)), np.zeros((0, k)))
+        parts[split] = fill_seen(index, q, top, scores)
+    return parts
+
+
+def _stack_windows(d: _Data, device: torch.device) -> Windows:
+    """The stacker's queries: each one's user's events before its cut (train split of the predictions)."""
+    q = d.held.stack
+    g = np.searchsorted(d.users, q["user"].to_numpy())
+    return query_windows(d.start[g], q["event_index"].to_numpy(), profile_rows(d.users[g], d.n_users), device)
+
+
+def _figures(
+    ctx: StageContext,
+    model: SeqRec,
+    d: _Data,
+    result: Any,
+    parts: dict[str, Any],
+    pool: int,
+    exclude_seen: bool,
+    device: torch.device,
+) -> dict[str, Any]:
+    valid, sc = d.held.valid, ctx.cfg.seqrec
+    m = tencentgr_score(
+        parts["valid"][0][:, :TGR_K],
+        valid["item"].to_numpy(),
+        k=TGR_K,
+        action=valid["action"].to_numpy(),
+        action_weights=ACTION_WEIGHTS,
+    )
+    curve = pd.DataFrame(result.curve)
+    figures: dict[str, Any] = {f"valid_{k_}": round(float(v), 5) for k_, v in m.items()}
+    figures |= {
+        "loss": sc.loss,
+        "multimodal": d.mm_source,
+        "device": str(device),
+        "best_step": result.best_step,
+        "steps_planned": result.steps,
+        "steps_run": int(curve["step"].max()) if len(curve) else 0,
+        "train_samples_per_s": round(float(curve["samples_per_s"].mean()), 1) if len(curve) else 0.0,
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_windows": len(d.train),
+        "train_predict": d.extra,
+        "queries": {s_: len(parts[s_][0]) for s_ in parts},
+        "pool": pool,
+        "exclude_seen": exclude_seen,
+    }
     return figures
 
 

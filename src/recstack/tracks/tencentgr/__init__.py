@@ -6,6 +6,7 @@ checked by ensemble/submission.validate_tgr before it is written and before it i
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,22 @@ from omegaconf import DictConfig
 
 from recstack.data.tables.predictions import read_ranking
 from recstack.ensemble.submission import TGR_K, read_tgr, validate_tgr
-from recstack.metrics import TGR_ACTION_WEIGHTS, tencentgr_gains, tencentgr_score
+from recstack.metrics import tencentgr_gains, tencentgr_score
 from recstack.paths import Ensembled, Paths, Predictions, PreparedTGR, Retrieved
 from recstack.retrieve.base import top_k_groups
-from recstack.stages import baseline, build, embed, ensemble, prepare, retrieve, seqrec, stack
-from recstack.tracks.base import DATA_KEYS, SHARED_KEYS, Stage, Track, no_truth
+from recstack.tasks import ACTION_WEIGHTS
+from recstack.tracks.base import DATA_KEYS, SHARED_KEYS, Stage, Track, ensemble_sources, no_truth, present
+from recstack.tracks.tencentgr import baseline, build, embed, ensemble, prepare, retrieve, seqrec, stack
 
-HELD_OUT = ("data.valid_users", "data.stack_users", "data.stack_cuts")  # which events each model may train on
+
+def _seqrec_reads(cfg: DictConfig, stages: Collection[str]) -> tuple[str, ...]:
+    """The item tower projects the embed stage's matrix (seqrec.multimodal auto / embed)."""
+    return ("embed",) if cfg.seqrec.multimodal in ("auto", "embed") else ()
+
+
+# which events each model may train on: prepare holds out the valid users and draws the stacker's queries
+# (their content enters every later stage's cache key through prepare's)
+HELD_OUT = ("data.valid_users", "data.stack_users", "data.stack_cuts")
 
 
 class TencentGR(Track):
@@ -31,48 +41,77 @@ class TencentGR(Track):
     def __init__(self) -> None:
         self.stages = {
             "build": Stage(
-                "build", build.run_tencentgr, (), (*DATA_KEYS, "data"),
+                "build",
+                build.run,
+                (),
+                (*DATA_KEYS, "data"),
                 "build the raw TencentGR platform layout for data.source=movielens|synthetic",
             ),
             "prepare": Stage(
-                "prepare", prepare.run_tencentgr, ("build",),
-                (*DATA_KEYS, "data.layout", "data.strict", "data.mm_feats", "data.mm_required", "data.emb_dims", "data.valid_users",
-                 "data.eval_dir", "data.max_unknown_item_share"),
+                "prepare",
+                prepare.run,
+                ("build",),
+                (
+                    *DATA_KEYS,
+                    "data.layout",
+                    "data.strict",
+                    "data.mm_feats",
+                    "data.mm_required",
+                    "data.emb_dims",
+                    *HELD_OUT,
+                    "data.eval_dir",
+                    "data.max_unknown_item_share",
+                ),
                 "stream the platform / parquet layout into canonical events, users, items, embeddings, candidates",
                 reads_raw=True,
             ),
             "embed": Stage(
-                "embed", embed.stage_body(embed.tencentgr_side), ("prepare",),
-                (*SHARED_KEYS, "device", "embed", "data.mm_feats", "data.emb_dims", *HELD_OUT),
+                "embed",
+                embed.run,
+                ("prepare",),
+                (*SHARED_KEYS, "device", "embed", "data.mm_feats", "data.emb_dims"),
                 "item texts (where present) + provided emb_<id> (masked coverage) -> fused, behaviour-aligned vectors",
             ),
             "seqrec": Stage(
-                "seqrec", seqrec.run, ("prepare",), (*SHARED_KEYS, "device", *HELD_OUT, "data.mm_feats",
-                "data.emb_dims", "seqrec"),
+                "seqrec",
+                seqrec.run,
+                ("prepare",),
+                (*SHARED_KEYS, "device", "data.mm_feats", "data.emb_dims", "seqrec"),
                 "causal transformer over event sequences, InfoNCE + logQ: top-k of the pool per query, FAISS search",
+                reads=_seqrec_reads,
             ),
             "baseline": Stage(
-                "baseline", baseline.run_tencentgr, ("prepare",), (*SHARED_KEYS, "baseline", *HELD_OUT),
+                "baseline",
+                baseline.run,
+                ("prepare",),
+                (*SHARED_KEYS, "baseline"),
                 "recent click popularity over the candidate pool (seen items per baseline.exclude_seen): top-k per user",
             ),
             "retrieve": Stage(
-                "retrieve", retrieve.run_tencentgr, ("prepare",), (*SHARED_KEYS, "device", "retrieve", *HELD_OUT),
+                "retrieve",
+                retrieve.run,
+                ("prepare",),
+                (*SHARED_KEYS, "device", "retrieve"),
                 "candidate sources (co-visitation, content ANN, popularity, seqrec, history) -> merged candidates, recall",
+                reads=present("embed", "seqrec"),  # content ANN; the sequence model is a source of its own
             ),
             "stack": Stage(
-                "stack", stack.run_tencentgr, ("prepare", "retrieve"), (*SHARED_KEYS, "stack.rerank"),
+                "stack",
+                stack.run,
+                ("prepare", "retrieve"),
+                (*SHARED_KEYS, "stack.rerank"),
                 "LightGBM lambdarank over the retrieve stage's candidates, trained on the stacker's queries",
+                reads=present("embed"),  # history similarity in the embed space
             ),
             "ensemble": Stage(
-                "ensemble", ensemble.stage_body(ensemble.TencentgrBlending), ("prepare",), (*SHARED_KEYS, "ensemble"),
+                "ensemble",
+                ensemble.run,
+                ("prepare",),
+                (*SHARED_KEYS, "ensemble"),
                 "fuse the sources' rankings; write the validated top-10 submission (submission.json / .csv)",
+                reads=ensemble_sources,
             ),
-        }  # fmt: skip
-
-    def optional_needs(self, cfg: DictConfig, stage: str) -> tuple[str, ...]:
-        if stage == "stack" and "embed" in self.stages:  # history similarity in the embed space
-            return ("embed",)
-        return ()
+        }
 
     def _truth(self, cfg: DictConfig) -> pd.DataFrame:
         truth_path = Paths(cfg).raw_tencentgr.truth
@@ -86,10 +125,20 @@ class TencentGR(Track):
         pool = pd.read_parquet(
             Paths(cfg).stage_dir("prepare") / PreparedTGR.CANDIDATES, columns=["creative_id"]
         )
-        validate_tgr(top10s, users, truth["user_id"].astype(str).tolist(), pool["creative_id"].to_numpy(),
-                     source=str(submission))  # fmt: skip
-        m = tencentgr_score(np.asarray(top10s, np.int64), truth["creative_id"].to_numpy(), k=TGR_K,
-                            action=truth["action"].to_numpy(), action_weights=TGR_ACTION_WEIGHTS)  # fmt: skip
+        validate_tgr(
+            top10s,
+            users,
+            truth["user_id"].astype(str).tolist(),
+            pool["creative_id"].to_numpy(),
+            source=str(submission),
+        )
+        m = tencentgr_score(
+            np.asarray(top10s, np.int64),
+            truth["creative_id"].to_numpy(),
+            k=TGR_K,
+            action=truth["action"].to_numpy(),
+            action_weights=ACTION_WEIGHTS,
+        )
         return {f"test_{k}": float(v) for k, v in m.items()} | {"rows": float(len(truth))}
 
     def test_figures(self, cfg: DictConfig, folder: Path, figures: dict[str, Any]) -> dict[str, float]:
