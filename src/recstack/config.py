@@ -653,6 +653,7 @@ class SeqrecConfig:
     # ranked items per query in predictions.parquet (a candidate source for retrieve)
     topk: int = num(200, ">= 10")
     index: str = "Flat"  # FAISS index_factory string of the pool search (retrieve/index.py)
+    nprobe: int = num(64, ">= 1")  # IVF lists visited per query when `index` is an IVF factory
     # added to `seed` for the model's initialisation and draws only: seeds over one data split (bench)
     seed_offset: int = num(0, ">= 0")
     # CPU threads of the stage's torch ops (0 = torch's default, every core). With 2+ threads the MKL float

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from recstack.artifacts import atomic_path
+from recstack.config import RetrieveIndexConfig
 from recstack.device import resolve_device
 from recstack.errors import DataError
 
@@ -34,10 +35,13 @@ QUERY_CHUNK = 4096  # queries per torch matmul: bounds the (chunk, n) score bloc
 
 @dataclass(frozen=True)
 class IndexSettings:
+    """A resolved index choice (retrieve/sources.index_settings turns `factory: auto` into one); the search
+    defaults are the schema's (config.RetrieveIndexConfig), not numbers of their own."""
+
     factory: str = "Flat"
-    nprobe: int = 16  # IVF lists visited per query
-    ef_search: int = 128  # HNSW candidate list per query
-    backend: str = "auto"  # auto | faiss | torch
+    nprobe: int = RetrieveIndexConfig.nprobe  # IVF lists visited per query
+    ef_search: int = RetrieveIndexConfig.ef_search  # HNSW candidate list per query
+    backend: str = RetrieveIndexConfig.backend  # auto | faiss | torch
     device: str = "auto"  # auto | cpu | cuda
 
 

@@ -423,7 +423,7 @@ def _search(
     item_vec = encode_items(model, pool_t).cpu().numpy()
     index = VectorIndex(
         mips(item_vec) if sc.loss == "bce" else item_vec,
-        IndexSettings(factory=sc.index, device=cfg.device),
+        IndexSettings(factory=sc.index, nprobe=sc.nprobe, device=cfg.device),
         ids=pool,
         seed=cfg.seed,
     )
