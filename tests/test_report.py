@@ -222,4 +222,4 @@ def test_stage_figures_for_the_plots(tmp_path):
     ens = {"figures": {"sources": ["baseline", "rank_din"], "weights": [0.25, 0.75]}}
     assert analysis.ensemble_weights(ens).to_dict() == {"baseline": 0.25, "rank_din": 0.75}
     assert analysis.ensemble_weights({"figures": {"weights": [1.0]}}) is None  # no names: nothing to label
-    assert analysis.run_calibration(tmp_path, ["baseline"]) == {}  # before prepare
+    assert analysis.run_calibration(tmp_path, {"baseline": {}}) == {}  # before prepare

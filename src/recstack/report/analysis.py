@@ -135,10 +135,12 @@ def calibration(label: np.ndarray, pred: np.ndarray, bins: int = 10) -> pd.DataF
     return t
 
 
-def run_calibration(run_dir: str | Path, stages: list[str], bins: int = 10) -> dict[str, pd.DataFrame]:
-    """{stage: calibration table (valid)} of every mmctr stage of a run folder that wrote per-row
-    predictions (baseline, rankers, stacker, a probability-scale ensemble), against prepare's valid labels;
-    {} before prepare has run."""
+def run_calibration(
+    run_dir: str | Path, manifests: dict[str, dict[str, Any]], bins: int = 10
+) -> dict[str, pd.DataFrame]:
+    """{stage: calibration table (valid)} of every mmctr stage of `manifests` (read_manifests of the run
+    folder) that wrote per-row predictions (baseline, rankers, stacker, a probability-scale ensemble), against
+    prepare's valid labels; {} before prepare has run."""
     from recstack.data.tables.predictions import read_predictions  # here: only mmctr runs need them
     from recstack.data.tables.prepared import read_samples
 
@@ -147,11 +149,11 @@ def run_calibration(run_dir: str | Path, stages: list[str], bins: int = 10) -> d
         return {}
     valid = read_samples(run_dir / "prepare", "valid")
     out = {}
-    for s in stages:
+    for s, manifest in manifests.items():
         folder = run_dir / s
         if s == "prepare" or not (folder / Predictions.FILE).is_file():
             continue
-        method = (json.loads((folder / MANIFEST).read_text()).get("figures") or {}).get("method")
+        method = (manifest.get("figures") or {}).get("method")
         if method == "rank":  # a percentile blend is a ranking, not a probability: nothing to calibrate
             continue
         pred = read_predictions(folder, "valid", valid["row_id"].to_numpy())
@@ -430,9 +432,10 @@ def sweep_importances(db: str | Path, seed: int = 0) -> pd.Series | None:
     return pd.Series(imp, name="importance", dtype=np.float64).sort_values(ascending=False)
 
 
-def sweep_summary(db: str | Path) -> pd.Series:
-    """Trials by state and the best complete trial (number, value, overrides) of a study."""
-    trials = sweep_trials(db)
+def sweep_summary(db: str | Path, trials: pd.DataFrame | None = None) -> pd.Series:
+    """Trials by state and the best complete trial (number, value, overrides) of a study; `trials`: its
+    sweep_trials when the caller has read them already (the study is read once)."""
+    trials = sweep_trials(db) if trials is None else trials
     states = trials["state"].value_counts()
     out = {
         "study": Path(db).stem,

@@ -203,9 +203,9 @@ def sweep_section(db: Path) -> tuple[str, int]:
     its ten best trials."""
     study = db.stem
     parts = [f'<h2 id="sweep-{html.escape(study)}">sweep {html.escape(study)}</h2>']
-    summary = analysis.sweep_summary(db)
-    parts.append(_table(summary.to_frame("value").rename_axis("sweep"), index=True))
     trials = analysis.sweep_trials(db)
+    summary = analysis.sweep_summary(db, trials)
+    parts.append(_table(summary.to_frame("value").rename_axis("sweep"), index=True))
     if trials.empty:
         return "\n".join(parts), 0
     images = 1
@@ -249,7 +249,7 @@ def build_page(paths: Paths, order: list[str] | None = None) -> tuple[str, dict[
         body.append(f"<p>stages: {links}</p>")
     else:
         body.append("<p>no finished stage in this run folder yet: run <code>./run.sh</code> first.</p>")
-    calibration = analysis.run_calibration(run_dir, list(manifests)) if paths.cfg.track == "mmctr" else {}
+    calibration = analysis.run_calibration(run_dir, manifests) if paths.cfg.track == "mmctr" else {}
     # each model's calibration in its section, and every model's together in the section of the last of them
     # (the ensemble on a full run)
     last = list(calibration)[-1] if calibration else None

@@ -32,6 +32,11 @@ def png_base64(fig: Figure, dpi: int = 100) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _label_above(ax, x: float, y: float, text: str) -> None:
+    """A small label just above the point (x, y): the best epoch or step of a curve."""
+    ax.annotate(text, (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+
+
 def learning_curves(curve: pd.DataFrame, title: str = "") -> Figure:
     """Train / valid loss and valid AUC per epoch, one line per fold (a rank stage's curve.csv); seqrec's curve
     (a `step` column) by evaluation step instead (seqrec_curves)."""
@@ -46,14 +51,7 @@ def learning_curves(curve: pd.DataFrame, title: str = "") -> Figure:
             ax_loss.plot(d["epoch"], d["valid_logloss"], "s--", label=f"valid{tag}")
         ax_auc.plot(d["epoch"], d["valid_auc"], "o-", label=f"valid AUC{tag}")
         best = d.loc[d["valid_auc"].idxmax()]
-        ax_auc.annotate(
-            f"{best['valid_auc']:.4f}",
-            (best["epoch"], best["valid_auc"]),
-            textcoords="offset points",
-            xytext=(0, 6),
-            ha="center",
-            fontsize=8,
-        )
+        _label_above(ax_auc, best["epoch"], best["valid_auc"], f"{best['valid_auc']:.4f}")
     ax_loss.set(xlabel="epoch", ylabel="logloss", title="loss")
     ax_auc.set(xlabel="epoch", ylabel="AUC", title="valid AUC (best epoch marked)")
     ax_auc.margins(y=0.2)  # room for the best epoch's label
@@ -76,13 +74,11 @@ def seqrec_curves(curve: pd.DataFrame, title: str = "") -> Figure:
             ax_score.plot(curve["step"], curve[col], style, label=col.removeprefix("valid_"))
     best = curve.loc[curve["valid_score"].idxmax()]
     ax_score.axvline(best["step"], color="grey", alpha=0.5)
-    ax_score.annotate(
+    _label_above(
+        ax_score,
+        best["step"],
+        best["valid_score"],
         f"best step {int(best['step'])}: {best['valid_score']:.4f}",
-        (best["step"], best["valid_score"]),
-        textcoords="offset points",
-        xytext=(0, 6),
-        ha="center",
-        fontsize=8,
     )
     ax_loss.set(xlabel="step", ylabel="loss", title="training loss")
     ax_score.set(xlabel="step", ylabel="valid", title="valid score = 0.31 HR@10 + 0.69 NDCG@10")

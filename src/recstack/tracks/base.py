@@ -76,6 +76,11 @@ class Stage:
         return tuple(n for n in out if n != "build") if cfg.data.source == "raw" else out
 
 
+def build_stage(run: Callable[[StageContext], dict[str, Any]], help: str) -> Stage:
+    """A track's `build`: it reads no stage and is keyed on the data block only (not run for raw data)."""
+    return Stage("build", run, (), (*DATA_KEYS, "data"), help)
+
+
 class Track(ABC):
     """One competition track. `stages` is a plain dict (tests swap a stage in it); `pipeline()` is what runs."""
 

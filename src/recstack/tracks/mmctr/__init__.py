@@ -19,7 +19,16 @@ from recstack.metrics import auc, gauc, logloss
 from recstack.models.rankers import RANKERS
 from recstack.paths import Paths
 from recstack.stages import rank
-from recstack.tracks.base import DATA_KEYS, SHARED_KEYS, Stage, Track, ensemble_sources, no_truth, present
+from recstack.tracks.base import (
+    DATA_KEYS,
+    SHARED_KEYS,
+    Stage,
+    Track,
+    build_stage,
+    ensemble_sources,
+    no_truth,
+    present,
+)
 from recstack.tracks.mmctr import baseline, build, embed, ensemble, prepare, retrieve, stack
 
 RANK_KEYS = (
@@ -61,11 +70,8 @@ class Mmctr(Track):
 
     def __init__(self) -> None:
         self.stages = {
-            "build": Stage(
-                "build",
+            "build": build_stage(
                 build.run,
-                (),
-                (*DATA_KEYS, "data"),
                 "build the raw mmctr layout for data.source=movielens|synthetic under input/<dataset>/",
             ),
             "prepare": Stage(

@@ -21,7 +21,16 @@ from recstack.metrics import tencentgr_gains, tencentgr_score
 from recstack.paths import Ensembled, Paths, Predictions, PreparedTGR, Retrieved
 from recstack.retrieve.base import top_k_groups
 from recstack.tasks import ACTION_WEIGHTS
-from recstack.tracks.base import DATA_KEYS, SHARED_KEYS, Stage, Track, ensemble_sources, no_truth, present
+from recstack.tracks.base import (
+    DATA_KEYS,
+    SHARED_KEYS,
+    Stage,
+    Track,
+    build_stage,
+    ensemble_sources,
+    no_truth,
+    present,
+)
 from recstack.tracks.tencentgr import baseline, build, embed, ensemble, prepare, retrieve, seqrec, stack
 
 
@@ -40,12 +49,8 @@ class TencentGR(Track):
 
     def __init__(self) -> None:
         self.stages = {
-            "build": Stage(
-                "build",
-                build.run,
-                (),
-                (*DATA_KEYS, "data"),
-                "build the raw TencentGR platform layout for data.source=movielens|synthetic",
+            "build": build_stage(
+                build.run, "build the raw TencentGR platform layout for data.source=movielens|synthetic"
             ),
             "prepare": Stage(
                 "prepare",
