@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the real MicroLens titles: ../shared/fixtures next to the clone, or where RECSTACK_FIXTURES points
 FIXTURES = Path(os.environ.get("RECSTACK_FIXTURES") or ROOT.parent / "shared" / "fixtures")
 TITLES = FIXTURES / "microlens_100k" / "MicroLens-100k_title_en.csv"
-MOVIELENS_ITEMS = ROOT / "outputs" / "mmctr" / "movielens" / "prepare" / "items.parquet"
+MOVIELENS_ITEMS = ROOT / "outputs" / "mmctr" / "movielens" / "mmctr_movielens" / "prepare" / "items.parquet"
 
 
 def corpus(n: int, seed: int) -> list[str]:

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recstack.config import load_config
+from recstack.config import DinConfig, RankConfig, load_config
 from recstack.data.tables.prepared import read_hist, read_items, read_samples
 from recstack.data.tables.ranking import read_rank_items, read_rank_rows
 from recstack.embed.align import align, consecutive_pairs
@@ -73,8 +73,9 @@ class DinProbe:
         self.device = dist.resolve_device(device)
         self.rows = {k: DeviceRows.of(r, self.device) for k, r in rows.items()}
         self.labels = {k: r.label for k, r in rows.items()}
-        self.settings = TrainSettings(epochs=epochs, patience=epochs, lr=DIN_LR, batch_size=DIN_BATCH,
-                                      seed=seed, progress=False, desc="din-probe")  # fmt: skip
+        self.settings = TrainSettings(RankConfig(epochs=epochs, patience=epochs, progress=False),
+                                      DinConfig(lr=DIN_LR, batch_size=DIN_BATCH), seed=seed,
+                                      desc="din-probe")  # fmt: skip
         self.seed = seed
 
     def __call__(self, matrix: np.ndarray | None) -> dict:

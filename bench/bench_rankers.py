@@ -35,6 +35,7 @@ peak GPU memory and the published speed beside it (--gpu: CUDA or an error; --tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -48,12 +49,12 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from recstack.config import load_config
+from recstack.config import RANK_MODELS, TRAINER_KEYS, DinConfig, RankConfig, load_config
 from recstack.data.tables.ranking import read_matrix, read_rank_items, read_rank_rows
 from recstack.metrics import auc
 from recstack.models.rankers import RANKERS
 from recstack.paths import Embedded, Paths, Prepared
-from recstack.stages.rank import TRAINER_KEYS, build_model
+from recstack.stages.rank import build_model
 from recstack.train import dist, trainer
 from recstack.train.trainer import DeviceRows, TrainSettings, fit, predict
 
@@ -88,8 +89,9 @@ def ours(name, items, rows, mm, a, device, side=True) -> dict:
     torch.manual_seed(a.seed)
     model = build_model(name, items, mm, cards, arch, device, side)
     micro = a.micro_batch if name == "din" else 0  # QIN's BatchNorm wants the whole batch's statistics
-    s = TrainSettings(epochs=a.epochs, patience=a.epochs, lr=a.lr, batch_size=a.batch, seed=a.seed,
-                      micro_batch=micro, progress=False, desc=name)  # fmt: skip
+    s = TrainSettings(RankConfig(epochs=a.epochs, patience=a.epochs, progress=False),
+                      RANK_MODELS[name](lr=a.lr, batch_size=a.batch, micro_batch=micro), seed=a.seed,
+                      desc=name)  # fmt: skip
     d = {k: DeviceRows.of(r, device) for k, r in rows.items()}
     res = fit(model, d["train"], d["valid"], s)
     sps = [r["samples_per_s"] for r in res.curve]
@@ -158,8 +160,9 @@ def ours_like_for_like(cfg, a, device, keep: np.ndarray | None) -> dict:
         stamps.append(time.perf_counter() - t_start)
         return out
 
-    s = TrainSettings(epochs=a.epochs, patience=a.epochs, lr=a.lr, batch_size=a.batch, seed=a.seed,
-                      micro_batch=a.micro_batch, progress=False, desc="din")  # fmt: skip
+    s = TrainSettings(RankConfig(epochs=a.epochs, patience=a.epochs, progress=False),
+                      DinConfig(lr=a.lr, batch_size=a.batch, micro_batch=a.micro_batch), seed=a.seed,
+                      desc="din")  # fmt: skip
     trainer.predict = stamped
     try:
         res = fit(model, d["train"], d["valid"], s)
@@ -189,8 +192,9 @@ def profile_ours(cfg, a) -> None:
     torch.manual_seed(a.seed)
     model = build_model("din", items, None, cards, arch, torch.device("cpu"), side=False)
     d = {k: DeviceRows.of(r, torch.device("cpu")) for k, r in rows.items()}
-    s = TrainSettings(epochs=1, patience=1, lr=a.lr, batch_size=a.batch, seed=a.seed, micro_batch=a.micro_batch,
-                      progress=False, desc="din")  # fmt: skip
+    s = TrainSettings(RankConfig(epochs=1, patience=1, progress=False),
+                      DinConfig(lr=a.lr, batch_size=a.batch, micro_batch=a.micro_batch), seed=a.seed,
+                      desc="din")  # fmt: skip
     fit(model, d["train"], d["valid"], s, train_idx=torch.arange(a.batch * 5))  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         res = fit(model, d["train"], d["valid"], s, train_idx=torch.arange(a.profile_steps * a.batch))
@@ -310,8 +314,10 @@ def scale_mode(a) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
-        s = TrainSettings(epochs=a.epochs, patience=a.epochs, lr=block["lr"], batch_size=block["batch_size"],
-                          progress=False, desc=variant, compile=compiled)  # fmt: skip
+        s = TrainSettings(RankConfig(epochs=a.epochs, patience=a.epochs, progress=False, compile=compiled),
+                          # whole batches: micro-batches pay on a CPU only (config.DinConfig.micro_batch)
+                          dataclasses.replace(OmegaConf.to_object(defaults.rank[name]), micro_batch=0),
+                          seed=a.seed, desc=variant)  # fmt: skip
         res = fit(model, d["train"], d["valid"], s)
         sps = [r["samples_per_s"] for r in res.curve]
         row = {"model": variant, "batch": block["batch_size"], "epochs": len(sps), "first_epoch_samples_per_s": sps[0],

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 
 from recstack.config import load_config
 from recstack.data.builders.synthetic_tgr import ITEM_FEATURES
@@ -153,7 +154,8 @@ def epoch_data(users: int, items: int, pool: int, events: int, device: torch.dev
 
 def epoch(args: argparse.Namespace) -> None:
     """One epoch of the stage's model and training loop on a TencentGR-1M-shaped store (module docstring)."""
-    sc = load_config(None, [s_ for s_ in args.set if s_.startswith("seqrec.")]).seqrec
+    schema = load_config(None, [s_ for s_ in args.set if s_.startswith("seqrec.")])
+    sc = schema.seqrec
     device = resolve_device("auto")
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -173,9 +175,15 @@ def epoch(args: argparse.Namespace) -> None:
     popularity, rates = stage.negative_rates(d["item"], d["action"], d["pool"], args.items, sc.uniform_mix)
     cols = ItemColumns(id_index, sparse=d["feats"], multimodal={"emb_81": d["mm"]})
     model = stage.build_model(sc, cols, d["u_sparse"], d["u_arrays"], device)
-    s = tr.SeqTrainSettings(**{k: sc[k] for k in stage.SETTINGS_KEYS} | {
-        "epochs": 1, "min_steps": 0, "eval_every": args.eval_every, "patience": 10**9, "exclude_seen": False,
-        "progress": False})  # fmt: skip
+    one_epoch = {
+        "epochs": 1,
+        "min_steps": 0,
+        "eval_every": args.eval_every,
+        "patience": 10**9,
+        "progress": False,
+    }
+    s = tr.SeqTrainSettings(dataclasses.replace(OmegaConf.to_object(sc), **one_epoch), exclude_seen=False,
+                            seed=schema.seed)  # fmt: skip
 
     def run(s: tr.SeqTrainSettings) -> tr.FitResult:
         target = train_end[:valid_n]  # each valid user's held-out event
@@ -187,7 +195,8 @@ def epoch(args: argparse.Namespace) -> None:
             [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []
         )
         with torch.profiler.profile(activities=acts) as prof:
-            run(dataclasses.replace(s, epochs=0, min_steps=args.profile, eval_every=args.profile))
+            steps = {"epochs": 0, "min_steps": args.profile, "eval_every": args.profile}
+            run(dataclasses.replace(s, cfg=dataclasses.replace(s.cfg, **steps)))
         key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
         return
@@ -195,7 +204,7 @@ def epoch(args: argparse.Namespace) -> None:
     print(
         f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}); "
         f"{args.users:,} users x {args.events} events = {len(d['item']):,} events, {args.items:,} items, pool "
-        f"{args.pool:,}; {len(train):,} training windows, batch {s.batch_size}, "
+        f"{args.pool:,}; {len(train):,} training windows, batch {s.cfg.batch_size}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters; data in memory in {setup:.0f} s",
         flush=True,
     )
@@ -214,7 +223,7 @@ def epoch(args: argparse.Namespace) -> None:
           "samples/s | events/s | peak GPU GiB | peak RSS GiB |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: "
           "| ---: | ---: | ---: |")  # fmt: skip
     sps = len(train) / (wall - eval_s)
-    print(f"| {args.users:,} | {len(d['item']):,} | {s.batch_size} | {r.steps:,} | {wall:.1f} | {eval_s:.1f} | "
+    print(f"| {args.users:,} | {len(d['item']):,} | {s.cfg.batch_size} | {r.steps:,} | {wall:.1f} | {eval_s:.1f} | "
           f"{sps:,.0f} | {sps * args.events:,.0f} | {gpu:.2f} | {rss:.2f} |")  # fmt: skip
 
 

@@ -195,7 +195,9 @@ def test_knob_accepts_a_partial_indexer(tmp_path):
     _indexer(root, _drop_items_from_indexer)
     assert _prepare("tencentgr", root, tmp_path / "out", "data.max_unknown_item_share=1.0") == 0
     figures = orjson.loads(
-        (tmp_path / "out" / "tencentgr" / "tencentgr" / "prepare" / "manifest.json").read_bytes()
+        (
+            tmp_path / "out" / "tencentgr" / "tencentgr" / "tencentgr_real" / "prepare" / "manifest.json"
+        ).read_bytes()
     )
     assert figures["figures"]["events_unknown_item"] > 0
 
@@ -210,7 +212,7 @@ def test_item_texts_with_digit_string_creative_ids_are_read(tmp_path):
     )
     assert _prepare("tencentgr", root, tmp_path / "out") == 0
     text = pq.read_table(
-        tmp_path / "out" / "tencentgr" / "tencentgr" / "prepare" / "item_text.parquet"
+        tmp_path / "out" / "tencentgr" / "tencentgr" / "tencentgr_real" / "prepare" / "item_text.parquet"
     ).to_pydict()
     assert text["text"][:3] == ["", "t0", "t1"] and np.all(np.diff(text["item"]) == 1)
 
@@ -222,7 +224,7 @@ def test_two_folder_release_through_the_cli(tmp_path):
     assert _prepare("tencentgr", rel, tmp_path / "a") == 0
     extra = f"data.eval_dir={rel / 'eval'}"
     assert _prepare("tencentgr", rel / "train", tmp_path / "b", extra) == 0
-    a, b = (tmp_path / x / "tencentgr" / "tencentgr" / "prepare" for x in "ab")
+    a, b = (tmp_path / x / "tencentgr" / "tencentgr" / "tencentgr_real" / "prepare" for x in "ab")
     for name in (
         "events.parquet",
         "predict_events.parquet",

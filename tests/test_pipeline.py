@@ -108,7 +108,7 @@ def test_cli_runs_saves_config_and_logs_and_evaluates(tmp_path, capsys):
         rows["ensemble"][-4] == "auc" and float(rows["ensemble"][-3]) > 0.5
     )  # valid AUC, then the local test
     summary_test = float(rows["ensemble"][-2])  # mmctr's builder keeps the test labels: its AUC is shown
-    run_dir = tmp_path / "out" / "mmctr" / "synthetic"
+    run_dir = tmp_path / "out" / "mmctr" / "synthetic" / "mmctr_synthetic"
     assert "prior_strength" in (run_dir / "config.yaml").read_text()
     logs = list((run_dir / "logs").glob("*-all.log"))
     assert logs and "[baseline] done" in logs[0].read_text()
@@ -131,7 +131,7 @@ def test_cli_bad_input_exits_nonzero_with_message(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "item_info.parquet: file not found" in err
-    assert not (tmp_path / "out" / "mmctr" / "microlens" / "prepare").exists()
+    assert not (tmp_path / "out" / "mmctr" / "microlens" / "mmctr_microlens" / "prepare").exists()
     assert cli.main(["all", "--config", "configs/mmctr_movielens.yaml", "data.nope=1"]) == 2
     assert "unknown config key 'data.nope'" in capsys.readouterr().err
 

@@ -225,6 +225,7 @@ def test_micro_batches_give_the_same_training_run_as_whole_batches():
     the weights after an epoch match (float error only)."""
     import numpy as np
 
+    from recstack.config import DinConfig, RankConfig
     from recstack.data.tables.ranking import RankRows
     from recstack.train.trainer import DeviceRows, TrainSettings, fit
 
@@ -240,7 +241,11 @@ def test_micro_batches_give_the_same_training_run_as_whole_batches():
     for micro in (0, 20):  # 20 does not divide the batch of 48: a shorter last part too
         torch.manual_seed(0)
         model = DIN(encoder(), [10, 10], emb_dim=8, attention_units=(16, 8), dnn_units=(16,))
-        s = TrainSettings(epochs=2, patience=2, lr=1e-2, batch_size=48, micro_batch=micro, progress=False)
+        s = TrainSettings(
+            RankConfig(epochs=2, patience=2, progress=False),
+            DinConfig(lr=1e-2, batch_size=48, micro_batch=micro),
+            seed=2025,
+        )
         res = fit(model, train, valid, s)
         states.append((model.state_dict(), res.curve))
     (a, curve_a), (b, curve_b) = states

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from recstack.config import RANK_MODELS, ConfigError
+from recstack.config import RANK_MODELS, ConfigError, RankerBlock
 from recstack.metrics import auc
 from recstack.models import rankers
 from recstack.paths import Paths, Predictions
@@ -20,11 +20,10 @@ from conftest import SMALL_SYNTH
 
 
 @dataclass
-class LogRegSettings:
+class LogRegSettings(RankerBlock):
     emb_dim: int = 4
     lr: float = 0.05
     batch_size: int = 128
-    micro_batch: int = 0
 
 
 class LogReg(nn.Module):

@@ -174,11 +174,16 @@ def test_read_curve_and_figures_render(tmp_path):
 def test_report_command_on_an_empty_run_and_a_bad_key(tmp_path, capsys):
     roots = [f"input_root={tmp_path}/in", f"output_root={tmp_path}/out"]
     assert main(["report", "--config", str(ROOT / "configs" / "mmctr_synthetic.yaml"), *roots]) == 0
-    page = (tmp_path / "out" / "mmctr" / "synthetic" / "report.html").read_text()
+    page = (tmp_path / "out" / "mmctr" / "synthetic" / "mmctr_synthetic" / "report.html").read_text()
     assert "no finished stage in this run folder yet" in page and "no leaderboard yet" in page
-    assert str(tmp_path / "out" / "mmctr" / "synthetic" / "report.html") in capsys.readouterr().out
+    assert (
+        str(tmp_path / "out" / "mmctr" / "synthetic" / "mmctr_synthetic" / "report.html")
+        in capsys.readouterr().out
+    )
     assert main(["report", *roots]) == 0  # no --config: one page per default config (both tracks)
-    assert (tmp_path / "out" / "tencentgr" / "movielens_tgr" / "report.html").is_file()
+    assert (
+        tmp_path / "out" / "tencentgr" / "movielens_tgr" / "tencentgr_movielens" / "report.html"
+    ).is_file()
     assert main(["report", "--config", str(ROOT / "configs" / "mmctr_synthetic.yaml"), "no_such_key=1"]) == 2
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recstack.config import ConfigError, load_config
+from recstack.config import ConfigError, SeqrecConfig, load_config
 from recstack.data.raw.tencentgr_platform import write_platform
 from recstack.data.tables.predictions import COLUMNS, read_ranking
 from recstack.data.tables.tgr_prepared import (
@@ -109,7 +109,8 @@ def test_full_softmax_equals_cross_entropy_over_the_catalogue_with_seen_items_le
     rate = torch.full((n,), 1.0 / (n - 1))
     rate[0] = 0
     for mask_seen in (False, True):
-        s = tr.SeqTrainSettings(temperature=t, full_softmax_items=n, mask_seen=mask_seen, logq=True)
+        c = SeqrecConfig(temperature=t, full_softmax_items=n, mask_seen=mask_seen, logq=True)
+        s = tr.SeqTrainSettings(c, exclude_seen=True, seed=2025)
         g = torch.Generator().manual_seed(0)
         got = tr.batch_loss(model, store, b, weights, rate, rate, drawable, g, s).item()
         with torch.no_grad():
@@ -243,9 +244,9 @@ def _fit(tmp_path, on_step=None, min_steps: int = 12, eval_every: int = 5, devic
     valid = tr.query_windows(start, start + 8, np.zeros(12, np.int64), dev)
     model = tiny_model(n_items, mm=False).to(dev)
     counts = np.bincount(item, minlength=n_items).astype(float)
-    s = tr.SeqTrainSettings(batch_size=4, min_steps=min_steps, epochs=1, eval_every=eval_every, negatives=6, inbatch=4,
-                            max_len=4, progress=False, resume=tmp_path / "ck.pt", resume_key="k", warmup=2,
-                            patience=99)  # fmt: skip
+    c = SeqrecConfig(batch_size=4, min_steps=min_steps, epochs=1, eval_every=eval_every, negatives=6, inbatch=4,
+                     max_len=4, progress=False, warmup=2, patience=99, lr=1e-3)  # fmt: skip
+    s = tr.SeqTrainSettings(c, exclude_seen=True, seed=2025, resume=tmp_path / "ck.pt", resume_key="k")
     model.train()
     model.drop.p = 0.1  # dropout draws must repeat after a resume too
     res = tr.fit(model, store, train, valid, item[start + 8], np.ones(12), torch.arange(1, n_items, device=dev), counts / counts.sum(),

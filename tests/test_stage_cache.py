@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 from recstack.errors import DataError
 from recstack.paths import LOCK, Paths
-from recstack.pipeline import module_closure, run_stage, run_until
+from recstack.pipeline import module_closure, read_manifest, run_stage, run_until
 from recstack.tracks import TRACKS
 
 from conftest import ROOT, SMALL_SYNTH
@@ -106,3 +107,36 @@ def test_killed_run_leftovers_are_removed_and_a_second_run_is_refused(synth, cap
             run_stage(synth, "baseline", force=True)
         fcntl.flock(f, fcntl.LOCK_UN)
     run_stage(synth, "baseline", force=True)  # free again
+
+
+def test_two_configs_on_one_dataset_keep_their_run_folders_and_share_equal_stages(tmp_cfg, caplog):
+    """Run folders are per config (`run_name`, the config file's name by default): a second config on the
+    same data writes its own config.yaml and stages; a stage whose key agrees is linked from the first run
+    folder (hard links, not recomputed), one whose settings differ runs; a linked folder whose files changed
+    since its manifest is not taken."""
+    a = tmp_cfg("mmctr_synthetic.yaml", *SMALL_SYNTH)
+    b = tmp_cfg("mmctr_synthetic.yaml", *SMALL_SYNTH, "run_name=other", "baseline.prior_strength=7")
+    assert a.run_name == "mmctr_synthetic" and Paths(a).run_dir.name == "mmctr_synthetic"
+    assert Paths(a).run_dir.parent == Paths(b).run_dir.parent  # one data set, two run folders
+    run_until(a, "baseline")
+    first_prepare = (Paths(a).stage_dir("prepare") / "manifest.json").read_text()
+    with caplog.at_level(logging.INFO, logger="recstack"):
+        run_until(b, "baseline")
+    log = caplog.text
+    assert "[prepare] linked from" in log and "[baseline] running" in log
+    pa_, pb = Paths(a).stage_dir("prepare"), Paths(b).stage_dir("prepare")
+    for f in sorted(p.relative_to(pa_) for p in pa_.rglob("*") if p.is_file()):
+        assert (pa_ / f).stat().st_ino == (pb / f).stat().st_ino, f  # linked, not copied or recomputed
+    assert (pa_ / "manifest.json").read_text() == first_prepare  # the first run folder is untouched
+    ba, bb = (read_manifest(Paths(c).stage_dir("baseline")) for c in (a, b))
+    assert ba["key"] != bb["key"] and ba["config"] != bb["config"]
+    # a donor whose files no longer match its manifest is not linked: the stage runs here
+    c = tmp_cfg("mmctr_synthetic.yaml", *SMALL_SYNTH, "run_name=third")
+    victim = next(p for p in sorted(pa_.rglob("*.parquet")))
+    victim.unlink()
+    victim.write_bytes(b"changed")  # a new file under the old name (the hard link in `other` keeps the old)
+    shutil.rmtree(Paths(b).stage_dir("prepare"))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="recstack"):
+        run_until(c, "prepare")
+    assert "[prepare] running" in caplog.text and "linked from" not in caplog.text

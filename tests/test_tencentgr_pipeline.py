@@ -38,7 +38,7 @@ def test_cli_end_to_end(tmp_path, capsys):
         line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ") and line.split()
     }
     assert rows["seqrec"][1:3] == ["seqrec", "score"]  # then valid and local test, checked below
-    run = tmp_path / "out" / "tencentgr" / "movielens_tgr"
+    run = tmp_path / "out" / "tencentgr" / "movielens_tgr" / "tencentgr_movielens"
     # every model stage's manifest records its local test, per source (retrieve) and per candidate (ensemble),
     # scored from the builder's answers after the stage; the submission's test is what `evaluate` says
     tests = {s: json.loads((run / s / "manifest.json").read_text()).get("test", {}) for s in

@@ -81,7 +81,7 @@ def test_a_registered_track_gets_its_stages_run_keyed_and_evaluated(toy, tmp_cfg
     manifests = run_until(cfg)
     assert list(manifests) == ["make", "extra", "score"]  # the track's order, nothing of mmctr's
     assert set(manifests["score"]["inputs"]) == {"make", "extra"}  # the optional input is in its key
-    out = Path(cfg.output_root) / "toy" / "toyset"
+    out = Path(cfg.output_root) / "toy" / "toyset" / "defaults"  # no config file: the run folder "defaults"
     assert (out / "score" / "submission.txt").read_text() == "6"
     # the leaderboard asks the track for the test figure
     assert "score" in (out / "leaderboard.csv").read_text()

@@ -101,7 +101,7 @@ def test_cli_full_disk_exits_2_naming_the_stage_with_no_traceback(tmp_path, capf
         r"stage prepare: cannot write \S+/prepare/\S+\.parquet: no space left on the device", errors[0]
     )
     assert calls  # the failure came from the write, not earlier
-    run = tmp_path / "out" / "mmctr" / "movielens"
+    run = tmp_path / "out" / "mmctr" / "movielens" / "mmctr_movielens"
     assert not (run / "prepare").exists() and not list(run.glob(".prepare*"))
 
 

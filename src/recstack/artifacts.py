@@ -135,5 +135,21 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def link_tree(src: Path, dst: Path) -> None:
+    """The files of folder `src` under `dst` (an existing, empty folder) as hard links (copies across file
+    systems). Safe for artifacts: nothing rewrites a finished file in place (every write goes through a
+    temporary name and a rename), so a new version in one folder never shows through the other."""
+    for p in sorted(src.rglob("*")):
+        target = dst / p.relative_to(src)
+        if p.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(p, target)
+        except OSError:
+            shutil.copy2(p, target)
+
+
 def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()[:16]

@@ -41,7 +41,7 @@ def _stage_help() -> str:
         "    all        every stage of the config's track (a bare ./run.sh runs it on both default configs)",
         "    evaluate   score a submission file against the local ground truth: evaluate <file>",
         "    leaderboard  every model stage run of the config's track / dataset, best valid metric first",
-        "    report     write outputs/<track>/<dataset>/report.html (figures, plots, leaderboard); without",
+        "    report     write outputs/<track>/<dataset>/<config>/report.html (figures, plots, leaderboard); without",
         "               --config, one page per default config (both tracks)",
         "    sweep      Optuna search over config keys: sweep --space SPACE.yaml [--trials N] [--jobs J]",
         "               [--study NAME] (configs/sweeps/; resumable; docs/sweeps.md)",

@@ -12,14 +12,17 @@ import dataclasses
 import math
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from recstack.tasks import RRF_K
+from recstack.tasks import ACTION_WEIGHTS, CONVERSION, RRF_K
+
+# the metric's weight of a conversion (tasks.py): the default of every conversion_weight key
+CONVERSION_WEIGHT = ACTION_WEIGHTS[CONVERSION]
 
 SOURCES = ("raw", "movielens", "synthetic")
 LAYOUTS = ("auto", "platform", "parquet")
@@ -228,7 +231,8 @@ class BaselineConfig:
     # tencentgr: recent click popularity over the candidate pool, items the user has seen left out
     # an action's weight halves every this many days before the last event
     half_life_days: float = num(7.0, "> 0")
-    conversion_weight: float = num(2.5, ">= 0")  # final-round metric weight of conversions (clicks 1)
+    # final-round metric weight of conversions (clicks 1)
+    conversion_weight: float = num(CONVERSION_WEIGHT, ">= 0")
     # auto | true | false: leave seen items out; auto decides as retrieve.exclude_seen does (one decision)
     exclude_seen: str = "auto"
     # popularity also counts the released query histories, the predict users' and the valid users' alike
@@ -292,15 +296,29 @@ class EmbedConfig:
 
 
 @dataclass
-class DinConfig:
+class RankerBlock:
+    """What the trainer (train/trainer.py) reads of every ranker's block `rank.<name>`; the rest of a block is
+    the model's sizes, passed to its constructor. A ranker redeclares the ones whose defaults differ."""
+
+    lr: float = num(1e-3, "> 0")  # Adam
+    batch_size: int = num(8192, ">= 1")  # rows per optimizer step
+    # rows per forward/backward inside a batch (gradients summed, one optimizer step per batch); 0 = the whole
+    # batch
+    micro_batch: int = num(0, ">= 0")
+
+
+# the trainer's keys of a ranker's block, from the schema: a block's other keys are the model's
+TRAINER_KEYS = tuple(f.name for f in fields(RankerBlock))
+
+
+@dataclass
+class DinConfig(RankerBlock):
     # Reference sizes: the MMCTR challenge DIN baseline on MicroLens-1M (valid AUC 0.8655).
     emb_dim: int = num(64, ">= 1")  # per item part (id, tags, levels, multimodal) and per context feature
     attention_units: list[int] = nums(lambda: [512, 256], ">= 1")  # target-attention MLP widths
     # MLP over [target, interest, target * interest, context]
     dnn_units: list[int] = nums(lambda: [1024, 512, 256], ">= 1")
     dropout: float = num(0.0, "[0, 1)")  # in the MLP
-    lr: float = num(1e-3, "> 0")  # Adam
-    batch_size: int = num(8192, ">= 1")  # rows per optimizer step
     # rows per forward/backward inside a batch (gradients summed, one optimizer step per batch: the same
     # update); 0 = the whole batch. CPU: 256 keeps the (rows x history x units) attention activations in
     # cache, +24% samples/s on MovieLens (bench/README.md "Rankers: like-for-like against FuxiCTR"). No gain
@@ -315,14 +333,13 @@ class DinConfig:
 
 
 @dataclass
-class QinConfig:
+class QinConfig(RankerBlock):
     # Reference sizes: QIN (Quadratic Interest Network, WWW 2025 MMCTR 2nd place; valid AUC 0.9701).
     emb_dim: int = num(128, ">= 1")
     attention_len: int = num(64, ">= 1")  # target attention over the most recent items only
     layers: int = num(4, ">= 1")  # quadratic layers, each with BatchNorm, PReLU, dropout and a residual
     dropout: float = num(0.1, "[0, 1)")  # in each quadratic layer
     lr: float = num(2e-3, "> 0")  # Adam
-    batch_size: int = num(8192, ">= 1")  # rows per optimizer step
     # as DIN's, but BatchNorm then sees micro-batch statistics: not the same update
     micro_batch: int = num(0, ">= 0")
 
@@ -346,7 +363,7 @@ class RankConfig:
 
 
 @dataclass
-class TransformerDcnConfig:
+class TransformerDcnConfig(RankerBlock):
     # Reference sizes: the WWW 2025 MMCTR winner (test AUC 0.9839, arXiv 2505.03543): 2 layers, 1 head, FFN
     # 256, the last 16 positions + max-pool, 3 cross layers, MLP [1024, 512, 256], batch 128, lr 5e-4.
     emb_dim: int = num(64, ">= 1")
@@ -364,7 +381,6 @@ class TransformerDcnConfig:
     net_dropout: float = num(0.0, "[0, 1)")  # in the DCN head
     lr: float = num(5e-4, "> 0")  # Adam
     batch_size: int = num(128, ">= 1")  # rows per optimizer step
-    micro_batch: int = num(0, ">= 0")  # as DIN's (0 = the whole batch)
 
 
 # The settings block of every ranker, by name: `rank.<name>` in the config, `rank_<name>` in the pipeline.
@@ -374,7 +390,10 @@ RANK_MODELS: dict[str, type] = {"din": DinConfig, "qin": QinConfig, "transformer
 
 
 def register_rank_model(name: str, settings: type) -> None:
-    """A ranker's settings dataclass (lr, batch_size, micro_batch, emb_dim + its sizes) as `rank.<name>`."""
+    """A ranker's settings dataclass (a RankerBlock: lr, batch_size, micro_batch; + emb_dim and its sizes) as
+    `rank.<name>`."""
+    if not (isinstance(settings, type) and issubclass(settings, RankerBlock)):
+        raise TypeError(f"rank.{name}: its settings must be a dataclass deriving from config.RankerBlock")
     RANK_MODELS[name] = settings
 
 
@@ -406,7 +425,7 @@ class CovisitConfig:
     # pair weight when the partner was only exposed (MovieLens: rating < 4)
     exposure_weight: float = num(0.3, ">= 0")
     click_weight: float = num(1.0, ">= 0")  # pair weight when the partner was clicked
-    conversion_weight: float = num(2.5, ">= 0")  # final-round metric weight of conversions
+    conversion_weight: float = num(CONVERSION_WEIGHT, ">= 0")  # final-round metric weight of conversions
     backward: float = num(1.0, ">= 0")  # weight of the reverse pair (later -> earlier event)
     neighbours: int = num(100, ">= 1")  # partners kept per item
     history: int = num(30, ">= 1")  # recent events of a query that vote
@@ -428,7 +447,8 @@ class PopularSourceConfig:
     topk: int = num(500, ">= 1")  # candidates per query
     # baseline.half_life_days on MovieLens (0.076 vs 0.063 at 7 days)
     half_life_days: float = num(30.0, "> 0")
-    conversion_weight: float = num(2.5, ">= 0")  # final-round metric weight of conversions (clicks 1)
+    # final-round metric weight of conversions (clicks 1)
+    conversion_weight: float = num(CONVERSION_WEIGHT, ">= 0")
 
 
 @dataclass
@@ -456,7 +476,7 @@ class HistorySourceConfig:
     # Conversions weigh 2.5 as the final-round metric does
     exposure_weight: float = num(0.3, ">= 0")
     click_weight: float = num(1.0, ">= 0")  # a click's vote
-    conversion_weight: float = num(2.5, ">= 0")  # a conversion's vote
+    conversion_weight: float = num(CONVERSION_WEIGHT, ">= 0")  # a conversion's vote
 
 
 @dataclass
@@ -538,7 +558,7 @@ class RerankConfig:
     # the item statistics also count the released query histories (tgr_prepared.fit_events); on with embed's
     fit_histories: bool = True
     # popularity feature: conversions weigh 2.5, clicks 1 (final-round metric)
-    conversion_weight: float = num(2.5, ">= 0")
+    conversion_weight: float = num(CONVERSION_WEIGHT, ">= 0")
     # candidates kept: those some source ranks above `depth` (0 = all). MovieLens valid (3 seeds, rich
     # features): depth 100 0.194, 200 0.195, all 814 per user 0.191; depth 100 trains in a third of the time
     depth: int = num(100, ">= 0")
@@ -683,8 +703,13 @@ class EnsembleConfig:
 @dataclass
 class Config:
     track: str = "mmctr"  # mmctr | tencentgr: the competition task (tracks/): its stages, formats and metric
-    # the run folder's name: outputs/<track>/<dataset>/ (and input/<dataset>/ for built data)
+    # the data's name: input/<dataset>/ (raw or built data) and outputs/<track>/<dataset>/ (its run folders)
     dataset: str = "movielens"
+    # the run folder, outputs/<track>/<dataset>/<run_name>/: empty = the config file's name
+    # (configs/mmctr_movielens.yaml -> mmctr_movielens; "defaults" without a file), so two configs on one data
+    # set never overwrite each other; a stage whose inputs, config and code match a finished one of another
+    # run folder of that data is linked from it, not rerun (pipeline.run_stage)
+    run_name: str = ""
     # every stage's draws derive from it (splits, inits, samplers): same seed, same bytes on a CPU
     seed: int = num(2025, ">= 0")
     device: str = "auto"  # auto: CUDA when torch sees a GPU, else CPU (device.py)
@@ -692,7 +717,7 @@ class Config:
     # identical bytes on a GPU too, at some speed; off by default (the CPU default run is identical anyway)
     deterministic: bool = False
     input_root: str = "input"  # raw and built data live under <input_root>/<dataset>/
-    output_root: str = "outputs"  # run folders: <output_root>/<track>/<dataset>/
+    output_root: str = "outputs"  # run folders: <output_root>/<track>/<dataset>/<run_name>/
     data: DataConfig = field(default_factory=DataConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -773,8 +798,10 @@ def _check(cfg: DictConfig, source: str) -> None:
         )
     if not cfg.ensemble.sources:
         raise ConfigError(f"{source}: ensemble.sources is empty; name at least one stage")
-    if not cfg.dataset or "/" in cfg.dataset:
-        raise ConfigError(f"{source}: 'dataset' must be a plain name, got {cfg.dataset!r}")
+    for key in ("dataset", "run_name"):
+        name = cfg[key]
+        if not name or "/" in name or name.startswith("."):
+            raise ConfigError(f"{source}: '{key}' must be a plain folder name, got {name!r}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
@@ -811,6 +838,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             return str(path)
         return f"the schema default ({source})"
 
+    if (
+        not cfg.run_name
+    ):  # the run folder is named after the config (a run folder's config.yaml names its own)
+        cfg.run_name = Path(path).stem if path is not None else "defaults"
     _check_ranges(cfg, origin)
     _check(cfg, source)
     OmegaConf.set_readonly(cfg, True)

@@ -21,7 +21,16 @@ SEEN_KEYS = ("retrieve.exclude_seen", "seqrec.exclude_seen", "baseline.exclude_s
 
 
 def _comments(cls: type) -> dict[str, str]:
-    """{field: its comment in config.py}: the comment lines right above the field and the one on its line."""
+    """{field: its comment in config.py}: the comment lines right above the field and the one on its line; a
+    field a base class declares (config.RankerBlock) keeps the base's comment unless the class redeclares it."""
+    out: dict[str, str] = {}
+    for base in reversed(cls.__mro__[1:]):
+        if dataclasses.is_dataclass(base):
+            out |= _own_comments(base)
+    return out | _own_comments(cls)
+
+
+def _own_comments(cls: type) -> dict[str, str]:
     out: dict[str, str] = {}
     above: list[str] = []
     in_doc = False

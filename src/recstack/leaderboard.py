@@ -1,5 +1,5 @@
 """The leaderboard: one row per model stage run that really ran (a stage skipped by the cache adds none),
-appended to `outputs/<track>/<dataset>/leaderboard.csv` (paths.Paths.leaderboard) by the pipeline runner.
+appended to `outputs/<track>/<dataset>/<config>/leaderboard.csv` (paths.Paths.leaderboard) by the pipeline runner.
 
 A model stage is one whose figures hold a valid metric (`valid_auc` for mmctr, `valid_score` for
 tencentgr). Test metrics are computed here from the stage's predictions.parquet where the dataset builder
@@ -25,6 +25,7 @@ from recstack.config import RANK_MODELS, Config
 from recstack.errors import DataError
 from recstack.metrics import VALID_METRICS
 from recstack.paths import Paths, Predictions
+from recstack.report.analysis import board_view, cut_text
 
 COLUMNS = (
     "time",
@@ -201,15 +202,11 @@ WIDE = (*NARROW, "samples_per_s", "fingerprint", "config_diff", "sweep")
 def format_table(df: pd.DataFrame, wide: bool = False) -> str:
     """The leaderboard as text: within 100 columns (the model name cut at 30 characters, the time to the
     minute), or with `wide` every column (`./run.sh leaderboard --wide`)."""
-    shown = df[list(WIDE if wide else NARROW)].copy()
+    shown = board_view(df, WIDE if wide else NARROW, cut=40 if wide else 30, minute=not wide)
     shown["test"] = shown["test"].map(lambda v: "" if pd.isna(v) else f"{v:.5f}")
     shown["valid"] = shown["valid"].map(lambda v: f"{v:.5f}")
-    shown["metric"] = shown["metric"].map(lambda s: str(s).removeprefix("valid_"))
-    cut = 40 if wide else 30
-    shown["model"] = shown["model"].map(lambda s: s if len(s) <= cut else s[: cut - 3] + "...")
     if not wide:
-        shown["time"] = shown["time"].map(lambda t: str(t)[5:16].replace("T", " "))  # MM-DD HH:MM
         shown = shown.rename(columns={"duration_s": "seconds"})
     else:
-        shown["config_diff"] = shown["config_diff"].map(lambda s: s if len(s) <= 60 else s[:57] + "...")
+        shown["config_diff"] = shown["config_diff"].map(lambda s: cut_text(s, 60))
     return shown.to_string(index=False, na_rep="")

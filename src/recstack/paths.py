@@ -1,13 +1,13 @@
 """The one place that names every artifact. Stages build no path by hand; they ask this module.
 
-input/<dataset>/                          raw input (your download, or built by the `build` stage)
-outputs/<track>/<dataset>/config.yaml     resolved config of the last run
-outputs/<track>/<dataset>/logs/           one log file per run
-outputs/<track>/<dataset>/leaderboard.csv every model stage run: metrics, config differences, duration
-outputs/<track>/<dataset>/<stage>/        a stage's files + manifest.json (written last)
-outputs/<track>/<dataset>/report.html     the run's static page (`./run.sh report`)
-outputs/<track>/<dataset>/<stage>/reports/  a stage's plots (PNG)
-outputs/_cache/embed/                     encoder outputs by (model, settings, item content), for any dataset
+input/<dataset>/                  raw input (your download, or built by the `build` stage)
+outputs/<track>/<dataset>/<run>/  one run folder per config (`run_name`, by default the config file's name):
+    config.yaml                   resolved config of the last run
+    logs/                         one log file per run
+    leaderboard.csv               every model stage run: metrics, config differences, duration
+    <stage>/                      a stage's files + manifest.json (written last); reports/: its plots (PNG)
+    report.html                   the run's static page (`./run.sh report`)
+outputs/_cache/embed/             encoder outputs by (model, settings, item content), for any dataset
 """
 
 from __future__ import annotations
@@ -158,8 +158,13 @@ class Paths:
         return Path(self.cfg.output_root) / "_cache" / "embed"
 
     @property
-    def run_dir(self) -> Path:
+    def data_runs_dir(self) -> Path:
+        """Every run folder of this track and data set (one per config)."""
         return Path(self.cfg.output_root) / self.cfg.track / self.cfg.dataset
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_runs_dir / self.cfg.run_name
 
     @property
     def leaderboard(self) -> Path:

@@ -29,7 +29,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from recstack import __version__, leaderboard
-from recstack.artifacts import atomic_dir, file_fingerprint, stable_hash, write_json
+from recstack.artifacts import atomic_dir, file_fingerprint, link_tree, stable_hash, write_json
 from recstack.config import subset
 from recstack.device import deterministic_mode
 from recstack.errors import DataError
@@ -149,7 +149,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             owner = f.read().strip() or "another process"
             raise DataError(
                 f"{run_dir} is in use by another recstack run ({owner}); wait for it to finish, or use another "
-                "output_root / dataset for a parallel run"
+                "output_root, dataset or run_name for a parallel run"
             ) from None
         f.seek(0)
         f.truncate()
@@ -173,11 +173,47 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+def link_finished(paths: Paths, name: str, key: str) -> tuple[dict[str, Any], Path] | None:
+    """Stage `name` finished with this `key` in another run folder of the same track and data set (another
+    config that agrees on everything the stage reads): linked into this run folder instead of recomputed, with
+    its manifest, and checked against the manifest's content fingerprint (a folder the other run is replacing
+    meanwhile is not taken). Returns (manifest, the folder linked from), or None."""
+    here = paths.run_dir.resolve()
+    runs = paths.data_runs_dir
+    for other in sorted(runs.iterdir()) if runs.is_dir() else []:
+        donor = other / name
+        if (
+            other.resolve() == here
+            or (manifest := read_manifest(donor)) is None
+            or manifest.get("key") != key
+        ):
+            continue
+        out_dir = paths.stage_dir(name)
+        try:
+            with atomic_dir(out_dir) as tmp:
+                link_tree(donor, tmp)
+                if content_fingerprint(tmp) != manifest.get("content") or read_manifest(tmp) != manifest:
+                    raise _Changed
+        except (_Changed, OSError):
+            continue
+        return manifest, donor
+    return None
+
+
+class _Changed(Exception):
+    """A stage folder changed while it was being linked."""
+
+
 def run_stage(cfg: DictConfig, name: str, force: bool = False) -> dict[str, Any]:
     """Run one stage (its upstream stages must be done). Returns its manifest."""
     if dist.rank() > 0:  # torchrun workers write nothing: rank 0 holds the lock
         return _run_stage(cfg, name, force)
-    with run_lock(Paths(cfg).run_dir):
+    paths = Paths(cfg)
+    # build writes input/<dataset>/, which every run folder of the data set reads: one build at a time
+    with (
+        run_lock(paths.data_runs_dir) if name == "build" else contextlib.nullcontext(),
+        run_lock(paths.run_dir),
+    ):
         return _run_stage(cfg, name, force)
 
 
@@ -210,6 +246,14 @@ def _run_stage(cfg: DictConfig, name: str, force: bool) -> dict[str, Any]:
     if not force and old is not None and old.get("key") == key:
         log.info("[%s] skipped: inputs and config unchanged (%s; --force redoes it)", name, out_dir)
         return old
+    shared = None if force or name == "build" or dist.rank() > 0 else link_finished(paths, name, key)
+    if shared is not None:
+        manifest, donor = shared
+        log.info(
+            "[%s] linked from %s: the same inputs, config and code (--force reruns it here)", name, donor
+        )
+        leaderboard.append(cfg, manifest, track_of(cfg).test_metric)
+        return manifest
     if dist.rank() > 0:  # torchrun worker: trains alongside rank 0 in a scratch folder; rank 0 writes
         if stage.distributed:
             with tempfile.TemporaryDirectory() as tmp, deterministic_mode(bool(cfg.deterministic)):

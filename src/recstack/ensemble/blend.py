@@ -14,8 +14,9 @@ from itertools import combinations
 
 import numpy as np
 
+from recstack.fusion import best_weights, rrf_terms
 from recstack.metrics import auc, tencentgr_score
-from recstack.tasks import RRF_K, TGR_K
+from recstack.tasks import TGR_K
 
 EPS = 1e-6
 
@@ -97,21 +98,21 @@ def cv_auc(z: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> float:
 
 def rrf_table(rankings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Union of each user's ranked items over the sources -> items (U, M) (padded with -1) and each source's
-    reciprocal-rank term 1 / (RRF_K + rank + 1) per item, rr (U, M, S) (0 where the source lacks it)."""
+    reciprocal-rank term (fusion.rrf_terms) per item, rr (U, M, S) (0 where the source lacks it)."""
     n_users, n_src = rankings[0].shape[0], len(rankings)
     width = sum(r.shape[1] for r in rankings)
     items = np.full((n_users, width), -1, np.int64)
-    rr = np.zeros((n_users, width, n_src))
+    best_rank = np.full((n_users, width, n_src), -1, np.int64)  # -1: not ranked by that source
     for u in range(n_users):
         pos: dict[int, int] = {}
         for s, ranked in enumerate(rankings):
             for r, it in enumerate(ranked[u].tolist()):
                 j = pos.setdefault(it, len(pos))
-                if rr[u, j, s] == 0:  # a repeated item keeps its best rank
-                    rr[u, j, s] = 1.0 / (RRF_K + r + 1)
+                if best_rank[u, j, s] < 0:  # a repeated item keeps its best rank
+                    best_rank[u, j, s] = r
                 items[u, j] = it
     m = max(1, int((items >= 0).sum(1).max()))
-    return items[:, :m], rr[:, :m]
+    return items[:, :m], rrf_terms(best_rank[:, :m])
 
 
 def rrf_fuse(items: np.ndarray, rr: np.ndarray, w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,14 +136,11 @@ def fit_rrf_weights(
 ) -> np.ndarray:
     """The simplex-grid point whose fusion has the best top-k score against `target` (U,); ties go to the
     most even weights."""
-    best, best_w = -np.inf, np.full(rr.shape[2], 1.0 / rr.shape[2])
     grid = simplex_grid(rr.shape[2], steps)
     grid = grid[np.argsort(np.abs(grid - 1 / rr.shape[2]).sum(1), kind="stable")]
-    for w in grid:
-        s = tencentgr_score(rrf_fuse(items, rr, w, k)[0], target, k=k)["score"]
-        if s > best + 1e-12:
-            best, best_w = s, w
-    return best_w
+    return best_weights(grid, lambda w: tencentgr_score(rrf_fuse(items, rr, w, k)[0], target, k=k)["score"])[
+        0
+    ]
 
 
 def cv_rrf(

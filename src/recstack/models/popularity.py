@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from recstack.tasks import ACTION_WEIGHTS, CLICK, CONVERSION
+
 DAY = 86_400
 
 
@@ -17,10 +19,10 @@ def decayed_popularity(
     ts: np.ndarray,
     n_rows: int,
     half_life_days: float,
-    conversion_weight: float = 2.5,
+    conversion_weight: float = ACTION_WEIGHTS[CONVERSION],
 ) -> np.ndarray:
     """(n_rows,) score per item row; exposures (action 0) count nothing."""
-    weight = np.where(action == 2, conversion_weight, (action == 1).astype(np.float64))
+    weight = np.where(action == CONVERSION, conversion_weight, (action == CLICK).astype(np.float64))
     now = ts.max() if len(ts) else 0
     decay = np.exp2(-(now - ts) / (half_life_days * DAY))
     return np.bincount(item, weights=weight * decay, minlength=n_rows)

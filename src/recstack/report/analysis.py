@@ -34,6 +34,27 @@ POP_LABELS = ("0", "1-9", "10-99", "100-999", "1000+")
 
 
 # ---- manifests -----------------------------------------------------------------------------------------
+
+
+def cut_text(text: str, width: int) -> str:
+    """`text` if it fits `width` characters, else its first width - 3 and "..."."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def board_view(board: pd.DataFrame, columns, cut: int = 30, minute: bool = True) -> pd.DataFrame:
+    """The leaderboard's `columns` (those it has, in that order) as the terminal and the page show them: the
+    model name cut at `cut` characters, the metric without its `valid_` prefix, the time to the minute
+    (MM-DD HH:MM) unless `minute` is off. leaderboard.csv keeps every cell whole."""
+    shown = board[[c for c in columns if c in board.columns]].copy()
+    if "model" in shown.columns:
+        shown["model"] = shown["model"].astype(str).map(lambda m: cut_text(m, cut))
+    if "metric" in shown.columns:
+        shown["metric"] = shown["metric"].astype(str).str.removeprefix("valid_")
+    if minute and "time" in shown.columns:
+        shown["time"] = shown["time"].astype(str).str.slice(5, 16).str.replace("T", " ")
+    return shown
+
+
 def read_manifests(run_dir: str | Path, order: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """{stage: manifest} of every finished stage folder under a run folder: in the pipeline's `order` when
     given (folders it does not name after, as they finished), else in the order they finished."""

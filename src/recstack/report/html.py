@@ -1,4 +1,4 @@
-"""`./run.sh report`: one static HTML page per run folder (outputs/<track>/<dataset>/report.html).
+"""`./run.sh report`: one static HTML page per run folder (outputs/<track>/<dataset>/<config>/report.html).
 
 Self-contained: images are embedded as base64 PNG, so the page opens from disk, can be mailed or archived,
 and needs no server. It shows the leaderboard (when the run has one), then every finished stage in the order
@@ -183,15 +183,9 @@ def leaderboard_table(board: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard as the page shows it, best valid first, in the columns that fit 1,000 px (model names cut
     at 30 characters, the time to the minute, no empty sweep column; the config diffs and every valid figure
     stay in leaderboard.csv and `./run.sh leaderboard --wide`)."""
-    shown = board[[c for c in PAGE_BOARD if c in board.columns]].copy()
+    shown = analysis.board_view(board, PAGE_BOARD)
     if "valid" in shown.columns:  # best first (both tracks' valid metrics are higher-is-better)
         shown = shown.sort_values("valid", ascending=False, kind="stable")
-    if "model" in shown.columns:
-        shown["model"] = shown["model"].astype(str).map(lambda m: m if len(m) <= 30 else m[:27] + "...")
-    if "metric" in shown.columns:
-        shown["metric"] = shown["metric"].astype(str).str.removeprefix("valid_")
-    if "time" in shown.columns:
-        shown["time"] = shown["time"].astype(str).str.slice(5, 16).str.replace("T", " ")  # MM-DD HH:MM
     if "sweep" in shown.columns and shown["sweep"].map(fmt).eq("").all():
         shown = shown.drop(columns="sweep")
     return shown.rename(columns=PAGE_BOARD)

@@ -14,6 +14,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from recstack.fusion import best_weights, rrf_terms
 from recstack.retrieve.base import MISSING, Ranking, top_k_groups
 from recstack.tasks import TGR_K, rank_gains
 
@@ -57,11 +58,8 @@ def merge(rankings: dict[str, Ranking], users: np.ndarray) -> pd.DataFrame:
 
 
 def rrf_matrix(table: pd.DataFrame, sources: list[str], rrf_k: float) -> np.ndarray:
-    """(rows, S): 1 / (rrf_k + rank + 1), 0 where the source did not propose the item."""
-    cols = []
-    for s in sources:
-        rank = table[f"{s}_rank"].to_numpy()
-        cols.append(np.where(rank >= 0, 1.0 / (rrf_k + rank + 1.0), 0.0))
+    """(rows, S): each source's RRF term (fusion.rrf_terms), 0 where the source did not propose the item."""
+    cols = [rrf_terms(table[f"{s}_rank"].to_numpy(), rrf_k) for s in sources]
     return np.stack(cols, axis=1) if cols else np.zeros((len(table), 0))
 
 
@@ -130,15 +128,11 @@ def tune_weights(
     never_ahead = (rrf <= rrf_t[q]).all(axis=1) & (item > target[q])
     live = found[q] & ~never_ahead
     rrf, q, item = np.ascontiguousarray(rrf[live]), q[live], item[live]
-    best, best_w = -1.0, [1.0] * len(sources)
-    grid = [(1.0,) * len(sources)] + list(itertools.product(WEIGHT_GRID, repeat=len(sources)))
-    for w in grid:
-        if not any(w):
-            continue
-        s = metric_from_ranks(_target_ranks(q, item, rrf @ np.asarray(w), target), weight)
-        if s > best + 1e-12:
-            best, best_w = s, list(w)
-    return best_w, best
+    grid = [(1.0,) * len(sources), *itertools.product(WEIGHT_GRID, repeat=len(sources))]
+    best_w, best = best_weights(
+        grid, lambda w: metric_from_ranks(_target_ranks(q, item, rrf @ w, target), weight)
+    )
+    return [float(x) for x in best_w], best
 
 
 def add_ranking(table: pd.DataFrame, name: str, ranking: Ranking) -> pd.DataFrame:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from recstack.data.tables.prepared import read_hist, read_items, read_samples
+from recstack.fusion import rrf_terms
 from recstack.models.popularity import DAY, decayed_popularity
 from recstack.tasks import RRF_K
 
@@ -258,14 +259,15 @@ def source_agreement(
 ) -> dict[str, np.ndarray]:
     """Per candidate, how the `sources` (their `<s>_rank`, -1 = not proposed) agree on it: the best rank
     any of them gives it, how many rank it within each `top`, and the equal-weight reciprocal-rank sum
-    sum_s 1 / (rrf_k + rank_s) (Cormack et al. 2009). No weight is fitted, so these mean the same on the
+    sum_s 1 / (rrf_k + rank_s) (fusion.rrf_terms; Cormack et al. 2009). No weight is fitted, so these mean the same on the
     ranker's training queries as on new users (unlike a fusion tuned on those queries)."""
     ranks = part[[f"{s}_rank" for s in sources]].to_numpy(np.float64)  # (N, S)
     has = ranks >= 0
     out = {"best_rank": np.where(has.any(1), np.where(has, ranks, np.inf).min(1), np.nan).astype(np.float32)}
     for t in top:
         out[f"n_top{t}"] = (has & (ranks < t)).sum(1).astype(np.float32)
-    out["rrf_equal"] = np.where(has, 1.0 / (rrf_k + np.where(has, ranks, 0.0)), 0.0).sum(1).astype(np.float32)
+    # 1 / (rrf_k + rank): the feature the reranker was fitted with, one place ahead of fusion's 1 / (rrf_k + rank + 1)
+    out["rrf_equal"] = rrf_terms(ranks, rrf_k - 1.0).sum(1).astype(np.float32)
     return out
 
 

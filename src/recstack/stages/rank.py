@@ -24,6 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from recstack.artifacts import atomic_path, stable_hash, write_json, write_table, write_text
+from recstack.config import TRAINER_KEYS
 from recstack.data.tables.predictions import predictions_table
 from recstack.data.tables.ranking import RankItems, read_matrix, read_rank_items, read_rank_rows
 from recstack.errors import DataError
@@ -38,8 +39,6 @@ from recstack.train.oof import train_oof
 from recstack.train.trainer import TrainSettings
 
 log = logging.getLogger(__name__)
-
-TRAINER_KEYS = ("lr", "batch_size", "micro_batch")  # the trainer's per-model keys; the rest are sizes
 
 
 def multimodal_matrix(ctx: StageContext, n_items: int) -> tuple[np.ndarray | None, str]:
@@ -116,25 +115,17 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
         int(max(r.context[:, j].max() for r in (train, valid, test))) + 1
         for j in range(train.context.shape[1])
     ]
-    mc = OmegaConf.to_container(rc[name], resolve=True)
-    arch = {k: v for k, v in mc.items() if k not in TRAINER_KEYS}
+    arch = {k: v for k, v in OmegaConf.to_container(rc[name], resolve=True).items() if k not in TRAINER_KEYS}
     device = dist.resolve_device(cfg.device)
     # what the run trains on: a checkpoint trained on other item vectors (an embed rerun) is not resumed
     upstream = {
         s: _content(ctx.input_dir(s)) for s in ("prepare", "embed") if s == "prepare" or mm_source == "embed"
     }
     settings = TrainSettings(
-        epochs=rc.epochs,
-        patience=rc.patience,
-        lr=mc["lr"],
-        lr_decay=rc.lr_decay,
-        batch_size=mc["batch_size"],
-        micro_batch=mc["micro_batch"],
-        eval_batch_size=rc.eval_batch_size,
+        rank=OmegaConf.to_object(rc),
+        model=OmegaConf.to_object(rc[name]),
         seed=cfg.seed,
-        progress=rc.progress,
         desc=name,
-        compile=rc.compile,
         resume_key=stable_hash(
             {
                 "model": name,

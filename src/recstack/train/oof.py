@@ -77,9 +77,11 @@ def train_oof(
         fitted = fit(model, d_train, d_valid, fs, train_idx)
         done = {
             "key": s.resume_key,
-            "valid": predict(model, d_valid, s.eval_batch_size),
-            "test": predict(model, d_test, s.eval_batch_size),
-            "held": None if held is None else predict(model, _take(d_train, held, device), s.eval_batch_size),
+            "valid": predict(model, d_valid, s.rank.eval_batch_size),
+            "test": predict(model, d_test, s.rank.eval_batch_size),
+            "held": None
+            if held is None
+            else predict(model, _take(d_train, held, device), s.rank.eval_batch_size),
             "best_auc": fitted.best_auc,
             "best_epoch": fitted.best_epoch,
             "curve": fitted.curve,

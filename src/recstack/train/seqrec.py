@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from recstack.artifacts import atomic_path
+from recstack.config import SeqrecConfig
 from recstack.metrics import tencentgr_score
 from recstack.models.seqrec import SeqRec, gap_buckets
 from recstack.tasks import ACTION_WEIGHTS, TGR_K
@@ -155,31 +156,16 @@ def bce_loss(q: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, weight: torc
     return (nll * weight).sum() / weight.sum()
 
 
-@dataclass
+@dataclass(frozen=True)
 class SeqTrainSettings:
-    loss: str = "infonce"
-    temperature: float = 0.05
-    negatives: int = 1024
-    inbatch: int = 1024
-    logq: bool = True
-    uniform_mix: float = 0.1
-    full_softmax_items: int = 4096
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: int = 100
-    batch_size: int = 128
-    epochs: int = 20
-    min_steps: int = 1000
-    eval_every: int = 0  # steps; 0 = about EVALS_PER_RUN over the run
-    patience: int = 5
-    max_len: int = 100
-    topk_eval: int = 10
-    exclude_seen: bool = True
-    mask_seen: bool = True
-    seed: int = 2025
-    progress: bool = True
-    resume: Path | None = None
-    resume_key: str = ""
+    """One training run: the schema's seqrec block as the config gives it (config.SeqrecConfig, every knob
+    with its default) and what the stage decides for this run; no settings or defaults of its own."""
+
+    cfg: SeqrecConfig
+    exclude_seen: bool  # seqrec.exclude_seen resolved (auto: decided by tgr_prepared.seen_policy)
+    seed: int  # seed + seqrec.seed_offset
+    resume: Path | None = None  # checkpoint written at every evaluation
+    resume_key: str = ""  # what the checkpoint must match to be resumed (config + data fingerprint)
 
 
 @dataclass
@@ -254,13 +240,13 @@ def brute_topk(
 
 
 def user_vectors(model: SeqRec, store: EventStore, w: Windows, s: SeqTrainSettings) -> torch.Tensor:
-    q = encode_queries(model, store, w, s.max_len)
-    return F.normalize(q, dim=-1) if s.loss == "infonce" else q  # cosine for infonce, dot for bce
+    q = encode_queries(model, store, w, s.cfg.max_len)
+    return F.normalize(q, dim=-1) if s.cfg.loss == "infonce" else q  # cosine for infonce, dot for bce
 
 
 def item_vectors(model: SeqRec, ids: torch.Tensor, s: SeqTrainSettings) -> torch.Tensor:
     v = encode_items(model, ids)
-    return F.normalize(v, dim=-1) if s.loss == "infonce" else v
+    return F.normalize(v, dim=-1) if s.cfg.loss == "infonce" else v
 
 
 def evaluate(
@@ -273,7 +259,7 @@ def evaluate(
     s: SeqTrainSettings,
     seen: list[np.ndarray] | None,
 ) -> dict[str, float]:
-    top = brute_topk(user_vectors(model, store, w, s), item_vectors(model, pool, s), pool, s.topk_eval, seen)
+    top = brute_topk(user_vectors(model, store, w, s), item_vectors(model, pool, s), pool, TGR_K, seen)
     return tencentgr_score(top, target, k=TGR_K, action=action, action_weights=ACTION_WEIGHTS)
 
 
@@ -314,15 +300,15 @@ def batch_loss(
     if not sel.any():
         return None
     tgt = store.item[nxt][sel].long()  # (N,) target items
-    full = s.loss == "infonce" and len(drawable) <= s.full_softmax_items
-    if s.loss == "bce":
+    full = s.cfg.loss == "infonce" and len(drawable) <= s.cfg.full_softmax_items
+    if s.cfg.loss == "bce":
         neg_id = drawable[torch.randint(len(drawable), (len(tgt),), generator=g, device=device)]
     elif full:  # a catalogue no larger than the negatives one would draw: exact softmax over all of it
         neg_id = drawable
     else:
-        m = min(s.inbatch, len(tgt))
+        m = min(s.cfg.inbatch, len(tgt))
         inb = tgt[torch.randperm(len(tgt), generator=g, device=device)[:m]]  # (m,) in-batch positives
-        smp = torch.multinomial(rate.float(), s.negatives, replacement=True, generator=g)  # (K,) shared
+        smp = torch.multinomial(rate.float(), s.cfg.negatives, replacement=True, generator=g)  # (K,) shared
         neg_id = torch.cat([inb, smp])
     out_ids = torch.cat([tgt, neg_id])
     with _autocast(device):
@@ -330,21 +316,21 @@ def batch_loss(
         h = model(b["user"], b["item"], b["action"], b["gap"], b["valid"], nxt_action, table)  # (B, L, d)
         q = h[sel].float()  # (N, d)
         vec = (model.item_vectors(out_ids) if table is None else table[out_ids]).float()
-        if s.loss == "bce":
+        if s.cfg.loss == "bce":
             return bce_loss(q, vec[: len(tgt)], vec[len(tgt) :], w[sel])
         lq_pos = lq_neg = None
         if (
-            s.logq and not full
+            s.cfg.logq and not full
         ):  # expected count of an item among the negatives: m x target popularity + K x rate
-            logq = torch.log((m * pop + s.negatives * rate).clamp(min=1e-12)).float()
+            logq = torch.log((m * pop + s.cfg.negatives * rate).clamp(min=1e-12)).float()
             lq_pos, lq_neg = logq[tgt], logq[neg_id]
         skip = (
             seen_in_window(b["item"], b["valid"], neg_id)[sel]
-            if full and s.exclude_seen and s.mask_seen
+            if full and s.exclude_seen and s.cfg.mask_seen
             else None
         )
         return infonce_loss(
-            q, vec[: len(tgt)], vec[len(tgt) :], tgt, neg_id, lq_pos, lq_neg, w[sel], s.temperature, skip
+            q, vec[: len(tgt)], vec[len(tgt) :], tgt, neg_id, lq_pos, lq_neg, w[sel], s.cfg.temperature, skip
         )
 
 
@@ -371,12 +357,12 @@ def fit(
 ) -> FitResult:
     """Train by steps; returns the best valid score's weights (loaded into `model`) and the curve."""
     device = store.item.device
-    per_epoch = max(math.ceil(len(train) / s.batch_size), 1)
-    total = max(s.min_steps, s.epochs * per_epoch)
+    per_epoch = max(math.ceil(len(train) / s.cfg.batch_size), 1)
+    total = max(s.cfg.min_steps, s.cfg.epochs * per_epoch)
     # 0: ~10 evaluations whatever the size: once per epoch was one evaluation at the end of a 1,000-step floor
     # on a small download (MovieLens read through tencentgr_real.yaml: 0.1611 there vs 0.1862 kept at the best
     # of every 100 steps, step 300), and 7,800 steps apart at 1M users
-    every = s.eval_every or max(1, math.ceil(total / EVALS_PER_RUN))
+    every = s.cfg.eval_every or max(1, math.ceil(total / EVALS_PER_RUN))
     weights = torch.tensor([ACTION_WEIGHTS[a] for a in sorted(ACTION_WEIGHTS)], device=device)
     rate = torch.from_numpy(rates.astype(np.float64)).to(device)  # (I,) shared negatives' distribution
     pop = torch.from_numpy(popularity.astype(np.float64)).to(device)  # (I,) the targets' (in-batch) one
@@ -385,9 +371,9 @@ def fit(
     # fused on CUDA: one kernel for the whole update (the 4.78M-row id table of TencentGR is most of the
     # parameters, updated densely every step)
     opt = torch.optim.AdamW(
-        model.parameters(), lr=s.lr, weight_decay=s.weight_decay, fused=device.type == "cuda"
+        model.parameters(), lr=s.cfg.lr, weight_decay=s.cfg.weight_decay, fused=device.type == "cuda"
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, s.warmup, total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, s.cfg.warmup, total))
     best, bad, start = FitResult(-1.0, -1, total), 0, 0
     if s.resume is not None and s.resume.is_file():
         ck = torch.load(s.resume, map_location="cpu", weights_only=False)
@@ -400,8 +386,8 @@ def fit(
             log.info("seqrec: resumed after step %d from %s", start, s.resume)
     bar = tqdm(
         range(start, total),
-        desc=f"seqrec {s.loss}",
-        disable=not s.progress,
+        desc=f"seqrec {s.cfg.loss}",
+        disable=not s.cfg.progress,
         mininterval=1.0,
         leave=False,
         dynamic_ncols=True,
@@ -412,7 +398,7 @@ def fit(
     n_loss, samples, t0 = 0, 0, time.perf_counter()
     perm_epoch, perm = -1, torch.empty(0, dtype=torch.long)
     for step in bar:
-        if bad >= s.patience:
+        if bad >= s.cfg.patience:
             break
         model.train()
         torch.manual_seed(s.seed * 1_000_003 + step)  # dropout: the same draws after a resume
@@ -421,9 +407,9 @@ def fit(
         if epoch != perm_epoch:  # one shuffle per epoch (a CPU randperm of 1M windows: 9.5 ms a step here)
             gen = torch.Generator().manual_seed(s.seed * 1009 + epoch)
             perm_epoch, perm = epoch, torch.randperm(len(train), generator=gen).to(device)
-        idx = perm[j * s.batch_size : (j + 1) * s.batch_size]
+        idx = perm[j * s.cfg.batch_size : (j + 1) * s.cfg.batch_size]
         loss = batch_loss(
-            model, store, gather(store, train, idx, s.max_len), weights, pop, rate, drawable, g, s
+            model, store, gather(store, train, idx, s.cfg.max_len), weights, pop, rate, drawable, g, s
         )
         if loss is not None:  # None: no click in these windows (tiny data): nothing to learn from
             opt.zero_grad(set_to_none=True)

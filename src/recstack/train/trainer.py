@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from recstack.artifacts import atomic_path
+from recstack.config import RankConfig, RankerBlock
 from recstack.data.tables.ranking import RankRows
 from recstack.metrics import auc, logloss
 from recstack.train import dist, hooks
@@ -57,21 +58,17 @@ class DeviceRows:
         return self.hist.index_select(0, idx).long(), self.target[idx], self.context.index_select(0, idx)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 20
-    patience: int = 2
-    lr: float = 1e-3
-    lr_decay: float = 0.5
-    batch_size: int = 8192
-    micro_batch: int = 0  # rows per forward/backward within a batch, gradients summed; 0 = whole batch
-    eval_batch_size: int = 16384
-    seed: int = 2025
-    progress: bool = True
+    """One fit: the schema's blocks as the config gives them (config.RankConfig and this ranker's
+    config.RankerBlock, defaults and all) and what names this run; no settings or defaults of its own."""
+
+    rank: RankConfig  # epochs, patience, lr_decay, eval_batch_size, progress, compile
+    model: RankerBlock  # lr, batch_size, micro_batch
+    seed: int
+    desc: str = "train"  # log and progress-bar label
     resume: Path | None = None  # checkpoint file written after every epoch
     resume_key: str = ""  # what the checkpoint must match to be resumed (config + data fingerprint)
-    desc: str = "train"
-    compile: bool = False  # torch.compile the model (worth it on CUDA; costs a warm-up)
 
 
 @dataclass
@@ -124,8 +121,8 @@ def fit(
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     # fused: one kernel for every parameter's update (CUDA and CPU) instead of a loop of small ones
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr, fused=True)
-    if s.compile:  # fuses the elementwise tails (BatchNorm, PReLU, dropout, masks); first steps compile
+    opt = torch.optim.Adam(model.parameters(), lr=s.model.lr, fused=True)
+    if s.rank.compile:  # fuses the elementwise tails (BatchNorm, PReLU, dropout, masks); first steps compile
         net = torch.compile(net)
     best = FitResult(best_auc=-1.0, best_epoch=-1)
     bad, start = 0, 0
@@ -140,20 +137,20 @@ def fit(
             log.info("%s: resumed after epoch %d from %s", s.desc, ck["epoch"] + 1, s.resume)
         else:
             log.info("%s: %s was written for other inputs or settings; starting afresh", s.desc, s.resume)
-    n, bsz = len(train_idx), s.batch_size
+    n, bsz = len(train_idx), s.model.batch_size
     steps = max(n // bsz + (n % bsz >= 2 * world), 1)  # a last batch too small for BatchNorm is dropped
-    for epoch in range(start, s.epochs):
-        if bad >= s.patience:
+    for epoch in range(start, s.rank.epochs):
+        if bad >= s.rank.patience:
             break
         model.train()
         g = torch.Generator().manual_seed(s.seed * 1009 + epoch)
         perm = train_idx[torch.randperm(n, generator=g).to(device)]
         loss_sum = torch.zeros((), device=device)
         recent: list[tuple[torch.Tensor, torch.Tensor]] = []
-        show = s.progress and rank == 0
+        show = s.rank.progress and rank == 0
         bar = tqdm(
             range(steps),
-            desc=f"{s.desc} epoch {epoch + 1}/{s.epochs}",
+            desc=f"{s.desc} epoch {epoch + 1}/{s.rank.epochs}",
             disable=not show,
             leave=False,
             mininterval=1.0,
@@ -165,7 +162,7 @@ def fit(
         for step in bar:
             idx = perm[step * bsz : (step + 1) * bsz]
             mine = idx[rank::world]  # this rank's share of the global batch
-            parts = mine.split(s.micro_batch) if 0 < s.micro_batch < len(mine) else (mine,)
+            parts = mine.split(s.model.micro_batch) if 0 < s.model.micro_batch < len(mine) else (mine,)
             opt.zero_grad(set_to_none=True)
             for j, part in enumerate(parts):  # gradients add up: one step for the whole batch
                 last = j == len(parts) - 1
@@ -191,7 +188,7 @@ def fit(
             peak = torch.cuda.max_memory_allocated(device) / 2**30  # training only, evaluation excluded
         seconds = time.perf_counter() - t0
         bar.close()
-        p_valid = predict(model, valid, s.eval_batch_size)
+        p_valid = predict(model, valid, s.rank.eval_batch_size)
         v_auc = dist.broadcast_float(auc(y_valid, p_valid))
         lr = opt.param_groups[0]["lr"]
         row = {
@@ -211,7 +208,7 @@ def fit(
         else:
             bad += 1
             for group in opt.param_groups:  # halve the LR on every epoch that does not improve
-                group["lr"] = lr * s.lr_decay
+                group["lr"] = lr * s.rank.lr_decay
         log.info(
             "%s epoch %d: loss %.4f valid AUC %.4f logloss %.4f lr %.2g %.0f samples/s%s",
             s.desc,

@@ -16,7 +16,6 @@ An interrupted run resumes from its last evaluation (Paths.resume_dir("seqrec"))
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -207,35 +206,11 @@ def profile_rows(user: np.ndarray, n_users: int) -> np.ndarray:
     return np.where((user >= 1) & (user < n_users), user, 0).astype(np.int64)
 
 
-# the seqrec config keys that are training settings (train.seqrec.SeqTrainSettings), by the same names
-SETTINGS_KEYS = (
-    "loss",
-    "temperature",
-    "negatives",
-    "inbatch",
-    "logq",
-    "uniform_mix",
-    "lr",
-    "weight_decay",
-    "warmup",
-    "batch_size",
-    "epochs",
-    "min_steps",
-    "eval_every",
-    "patience",
-    "max_len",
-    "exclude_seen",
-    "progress",
-    "full_softmax_items",
-    "mask_seen",
-)
-
-
-def settings(ctx: StageContext, key: str) -> SeqTrainSettings:
-    sc = ctx.cfg.seqrec
+def settings(ctx: StageContext, key: str, exclude_seen: bool) -> SeqTrainSettings:
     return SeqTrainSettings(
-        **{k: sc[k] for k in SETTINGS_KEYS},
-        seed=ctx.cfg.seed + sc.seed_offset,
+        OmegaConf.to_object(ctx.cfg.seqrec),
+        exclude_seen=exclude_seen,
+        seed=ctx.cfg.seed + ctx.cfg.seqrec.seed_offset,
         resume=ctx.paths.resume_dir("seqrec") / Seqrec.RESUME,
         resume_key=key,
     )
@@ -360,7 +335,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     # seen items left out or kept (seqrec.exclude_seen; auto: tgr_prepared.seen_policy, decided from these
     # stacker queries as the retrieve stage decides): a bool for the training and the search below
     policy = read_seen_policy(prep, sc.exclude_seen)
-    s = dataclasses.replace(settings(ctx, key), exclude_seen=policy.exclude)
+    s = settings(ctx, key, policy.exclude)
     log.info("seqrec: seen items %s (%s)", "left out" if s.exclude_seen else "kept", policy.figures["reason"])
     v_win = d.q_win["valid"]
     log.info(
