@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from recstack.artifacts import atomic_path, stable_hash, write_json, write_table, write_text
 from recstack.config import TRAINER_KEYS
 from recstack.data.tables.predictions import predictions_table
-from recstack.data.tables.ranking import RankItems, read_matrix, read_rank_items, read_rank_rows
+from recstack.data.tables.ranking import RankItems, RankRows, read_matrix, read_rank_items, read_rank_rows
 from recstack.errors import DataError
 from recstack.metrics import auc, gauc, logloss
 from recstack.models.item_encoder import ItemColumns, ItemEncoder
@@ -35,7 +35,7 @@ from recstack.paths import MANIFEST, Embedded, Predictions, Prepared, Ranked, Re
 from recstack.report.plots import learning_curves, save_png
 from recstack.stages.context import StageContext
 from recstack.train import dist
-from recstack.train.oof import train_oof
+from recstack.train.oof import OofResult, train_oof
 from recstack.train.trainer import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,28 @@ def _scores(y: np.ndarray, p: np.ndarray, users: np.ndarray, split: str) -> dict
     return out
 
 
+def _fit_figures(result: OofResult, train: RankRows) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    if "train" in result.preds:
+        figures["train_oof_auc"] = round(auc(train.label, result.preds["train"]), 5)
+    figures["best_epoch"] = result.folds[0]["best_epoch"]
+    figures["epochs"] = len(result.curve)
+    figures["train_samples_per_s"] = round(float(np.mean([r["samples_per_s"] for r in result.curve])), 1)
+    figures["params"] = sum(v.numel() for v in result.states[next(iter(result.states))].values())
+    return figures
+
+
+def _local_test(ctx: StageContext, test: RankRows, p_test: np.ndarray) -> dict[str, Any]:
+    """Test scores against the hidden labels our dataset builders keep: metrics.json only, never the
+    manifest figures the run log and summary print, so nobody tunes on test by accident (`./run.sh
+    evaluate`). Empty where the labels are not all there."""
+    truth_path = ctx.paths.raw_mmctr.test_truth
+    if not truth_path.is_file():
+        return {}
+    y_test = pd.read_parquet(truth_path).set_index("ID")["label"].reindex(test.row_id).to_numpy()
+    return {} if np.isnan(y_test).any() else _scores(y_test, p_test, test.user, "test")
+
+
 def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
     cfg, rc = ctx.cfg, ctx.cfg.rank
     prep = ctx.input_dir("prepare")
@@ -161,23 +183,8 @@ def run_mmctr(ctx: StageContext, name: str) -> dict[str, Any]:
     )
 
     figures: dict[str, Any] = {"multimodal": mm_source, "device": str(device), "processes": dist.world()}
-    figures |= _scores(valid.label, result.preds["valid"], valid.user, "valid")
-    # Test scores against the hidden labels our dataset builders keep: metrics.json only, never the manifest
-    # figures the run log and summary print, so nobody tunes on test by accident (`./run.sh evaluate`).
-    local_test: dict[str, Any] = {}
-    truth_path = ctx.paths.raw_mmctr.test_truth
-    if truth_path.is_file():
-        truth = pd.read_parquet(truth_path).set_index("ID")["label"]
-        y_test = truth.reindex(test.row_id).to_numpy()
-        if not np.isnan(y_test).any():
-            local_test = _scores(y_test, result.preds["test"], test.user, "test")
-    if "train" in result.preds:
-        figures["train_oof_auc"] = round(auc(train.label, result.preds["train"]), 5)
-    epochs = result.curve
-    figures["best_epoch"] = result.folds[0]["best_epoch"]
-    figures["epochs"] = len(epochs)
-    figures["train_samples_per_s"] = round(float(np.mean([r["samples_per_s"] for r in epochs])), 1)
-    figures["params"] = sum(v.numel() for v in result.states[next(iter(result.states))].values())
+    figures |= _scores(valid.label, result.preds["valid"], valid.user, "valid") | _fit_figures(result, train)
+    local_test = _local_test(ctx, test, result.preds["test"])
     if not dist.is_main():
         return figures  # rank 0 writes; the others trained alongside it
     parts = {s: (r.row_id, result.preds[s], r.target) for s, r in (("valid", valid), ("test", test))}
