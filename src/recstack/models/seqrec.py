@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recstack.models.item_encoder import FeatureSum, ItemEncoder, embedding
-from recstack.tasks import N_ACTIONS
+from recstack.tasks import CLICK, N_ACTIONS
 
-CLICK = 1
 GAP_BUCKETS = 40  # 0 = no previous event; 1 + floor(log2(1 + seconds)) covers gaps up to 2^38 s
 
 
